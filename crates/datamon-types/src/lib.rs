@@ -1,0 +1,34 @@
+//! The data model of datamon: ids, names, hashes, bundles, trees, labels and branches.
+//!
+//! This crate is synchronous and does no I/O. Every type here that is written to a store is
+//! serialized with serde; the byte layout is documented in `docs/format/` and pinned by golden
+//! tests, so changing a field is a format change.
+//!
+//! ```
+//! use datamon_types::{BundleId, Hash, RepoName};
+//! let repo: RepoName = "imagenet-small".parse().unwrap();
+//! let id = BundleId::generate();
+//! assert_eq!(id.to_string().len(), 27);
+//! assert_eq!(Hash::of(b"abc"), Hash::of(b"abc"));
+//! # let _ = repo;
+//! ```
+
+mod error;
+mod hash;
+mod id;
+mod model;
+mod name;
+mod tree;
+
+pub use error::{Error, Result};
+pub use hash::Hash;
+pub use id::BundleId;
+pub use model::{Branch, BranchRecord, Bundle, BundleStats, LabelRecord, Repo, StoreConfig};
+pub use name::{BranchName, LabelName, RepoName};
+pub use tree::{ChunkRef, EntryKind, Node, Tree, TreeEntry};
+
+/// The version of the on-store format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The name of the branch that uploads advance when none is given.
+pub const DEFAULT_BRANCH: &str = "main";
