@@ -1,1 +1,32 @@
-//! placeholder
+//! The storage layer of datamon: packs, index, tree blobs and refs over [`object_store`].
+//!
+//! This is the only crate that talks to `object_store`. It knows the key layout (see
+//! `docs/format/`), how packs and index objects are encoded, and how mutable state (labels,
+//! branch heads) is kept as append-only sequences of write-once records, created with
+//! [`object_store::PutMode::Create`] so that many writers can share one bucket with no lock.
+//!
+//! Main types:
+//! - [`Store`]: an opened store (its URL, its config, raw and JSON objects, packs, refs).
+//! - [`PackWriter`] / [`FinishedPack`]: building a pack of compressed blobs with its footer.
+//! - [`Index`]: the map from blob hash to its place in a pack, rebuilt from index objects.
+//!
+//! ```no_run
+//! # async fn demo() -> datamon_store::Result<()> {
+//! let store = datamon_store::Store::open("memory://", &[]).await?;
+//! let index = store.load_index().await?;
+//! assert!(index.is_empty());
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod keys;
+mod index;
+mod pack;
+mod store;
+mod url;
+
+pub use error::{Error, ErrorKind, Result};
+pub use index::{BlobRef, Index};
+pub use pack::{BlobKind, FinishedPack, PackEntry, PackWriter};
+pub use store::Store;
+pub use url::StoreUrl;

@@ -1,0 +1,138 @@
+//! Errors of the storage layer, classified by [`ErrorKind`].
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is; retry logic and front ends match on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// A create-if-absent write found the object already there.
+    AlreadyExists,
+    /// A conditional update lost its race too many times.
+    Precondition,
+    /// Stored bytes are damaged or are not what their name says.
+    Corrupt,
+    /// The input (a URL, a name) is not valid.
+    InvalidInput,
+    /// A failure that may pass: a timeout, a 5xx, throttling.
+    Transient,
+    /// A failure that will not pass by retrying.
+    Permanent,
+}
+
+/// An error of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store URL cannot be used.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// An object that should exist does not.
+    #[error("object {key} not found in the store")]
+    NotFound {
+        /// Its key.
+        key: String,
+    },
+    /// A create-if-absent write found an object already there.
+    #[error("object {key} already exists")]
+    AlreadyExists {
+        /// Its key.
+        key: String,
+    },
+    /// A sequence append lost its race too many times.
+    #[error("could not append to {key}: too many concurrent writers, try again")]
+    Precondition {
+        /// The sequence's key prefix.
+        key: String,
+    },
+    /// Stored bytes are damaged.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// Which object or blob.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The store was written by a newer datamon.
+    #[error("the store uses format version {found}, this datamon reads version {supported}: upgrade datamon")]
+    UnsupportedVersion {
+        /// The store's version.
+        found: u32,
+        /// This build's version.
+        supported: u32,
+    },
+    /// The object store failed.
+    #[error("store {op} of {key} failed: {source}")]
+    Backend {
+        /// The operation (get, put, list...).
+        op: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A JSON record could not be decoded.
+    #[error("cannot decode {key}: {source}")]
+    Json {
+        /// The record's key.
+        key: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Classifies the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidUrl { .. } => ErrorKind::InvalidInput,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Precondition { .. } => ErrorKind::Precondition,
+            Error::Corrupt { .. } | Error::Json { .. } => ErrorKind::Corrupt,
+            Error::UnsupportedVersion { .. } => ErrorKind::Permanent,
+            Error::Backend { source, .. } => match source {
+                object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+                object_store::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+                object_store::Error::Precondition { .. } => ErrorKind::Precondition,
+                object_store::Error::Generic { .. } => ErrorKind::Transient,
+                _ => ErrorKind::Permanent,
+            },
+            Error::Io { .. } => ErrorKind::Permanent,
+        }
+    }
+
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+
+    pub(crate) fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => Error::NotFound { key: key.to_owned() },
+            object_store::Error::AlreadyExists { .. } => {
+                Error::AlreadyExists { key: key.to_owned() }
+            }
+            source => Error::Backend { op, key: key.to_owned(), source },
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The index: which pack holds each blob, and where.
+//!
+//! Each pack has one index object, `index/<pack id>`, written right after the pack:
+//! ```text
+//! "DMINDEX\x01"    8 bytes
+//! pack id          32 bytes
+//! count            u32 LE
+//! entries          count x 46 bytes, as in the pack footer
+//! checksum         32 bytes: BLAKE3 of everything before it
+//! ```
+//! The in-memory [`Index`] is the union of all index objects.
+
+use std::collections::HashMap;
+
+use datamon_chunk::Compression;
+use datamon_types::Hash;
+
+use crate::pack::{PackEntry, ENTRY_LEN};
+use crate::{BlobKind, Error, Result};
+
+const INDEX_MAGIC: &[u8; 8] = b"DMINDEX\x01";
+
+/// Where a blob is: its pack and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRef {
+    /// The pack's id.
+    pub pack: Hash,
+    /// What the blob holds.
+    pub kind: BlobKind,
+    /// How it is stored.
+    pub compression: Compression,
+    /// Offset in the pack.
+    pub offset: u32,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Uncompressed length.
+    pub raw_len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pack: u32,
+    kind: BlobKind,
+    compression: Compression,
+    offset: u32,
+    stored_len: u32,
+    raw_len: u32,
+}
+
+/// The union of index objects: blob hash -> location.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    packs: Vec<Hash>,
+    pack_slots: HashMap<Hash, u32>,
+    blobs: HashMap<Hash, Slot>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the entries of one pack. A blob stored in several packs keeps its first location.
+    pub fn add_pack(&mut self, pack: Hash, entries: &[PackEntry]) {
+        let next = u32::try_from(self.packs.len()).expect("fewer than 4G packs");
+        let slot = *self.pack_slots.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            next
+        });
+        self.blobs.reserve(entries.len());
+        for e in entries {
+            self.blobs.entry(e.hash).or_insert(Slot {
+                pack: slot,
+                kind: e.kind,
+                compression: e.compression,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            });
+        }
+    }
+
+    /// Whether the index knows the blob.
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.blobs.contains_key(hash)
+    }
+
+    /// Where the blob is.
+    pub fn get(&self, hash: &Hash) -> Option<BlobRef> {
+        self.blobs.get(hash).map(|s| BlobRef {
+            pack: self.packs[s.pack as usize],
+            kind: s.kind,
+            compression: s.compression,
+            offset: s.offset,
+            stored_len: s.stored_len,
+            raw_len: s.raw_len,
+        })
+    }
+
+    /// Whether the index lists this pack.
+    pub fn has_pack(&self, pack: &Hash) -> bool {
+        self.pack_slots.contains_key(pack)
+    }
+
+    /// All packs the index lists.
+    pub fn packs(&self) -> &[Hash] {
+        &self.packs
+    }
+
+    /// Number of blobs.
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Encodes the index object of one pack.
+    pub fn encode_object(pack: &Hash, entries: &[PackEntry]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 32 + 4 + entries.len() * ENTRY_LEN + 32);
+        out.extend_from_slice(INDEX_MAGIC);
+        out.extend_from_slice(pack.as_bytes());
+        out.extend_from_slice(&u32::try_from(entries.len()).expect("fits u32").to_le_bytes());
+        for e in entries {
+            e.encode(&mut out);
+        }
+        let sum = Hash::of(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// Decodes an index object, checking its checksum.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when it is damaged.
+    pub fn decode_object(b: &[u8], what: &str) -> Result<(Hash, Vec<PackEntry>)> {
+        let corrupt = |detail: &str| Error::Corrupt { what: what.to_owned(), detail: detail.to_owned() };
+        if b.len() < 8 + 32 + 4 + 32 || &b[..8] != INDEX_MAGIC {
+            return Err(corrupt("not a datamon index object"));
+        }
+        let (body, sum) = b.split_at(b.len() - 32);
+        if Hash::of(body).as_bytes() != sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut pack = [0u8; 32];
+        pack.copy_from_slice(&body[8..40]);
+        let count = u32::from_le_bytes(body[40..44].try_into().expect("4 bytes")) as usize;
+        let rest = &body[44..];
+        if rest.len() != count * ENTRY_LEN {
+            return Err(corrupt("entry count does not match length"));
+        }
+        let entries = rest
+            .chunks_exact(ENTRY_LEN)
+            .map(|e| PackEntry::decode(e, what))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Hash(pack), entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PackWriter;
+
+    #[test]
+    fn index_object_round_trip_and_lookup() {
+        let mut w = PackWriter::new(0);
+        w.add_raw(Hash::of(b"one"), BlobKind::Data, b"one");
+        w.add_raw(Hash::of(b"two"), BlobKind::Tree, b"two");
+        let p = w.finish();
+        let obj = Index::encode_object(&p.id, &p.entries);
+        let (id, entries) = Index::decode_object(&obj, "t").unwrap();
+        assert_eq!(id, p.id);
+        assert_eq!(entries, p.entries);
+        let mut idx = Index::new();
+        idx.add_pack(id, &entries);
+        let r = idx.get(&Hash::of(b"two")).unwrap();
+        assert_eq!((r.pack, r.kind, r.raw_len), (p.id, BlobKind::Tree, 3));
+        assert!(!idx.contains(&Hash::of(b"three")));
+        let mut bad = obj.clone();
+        bad[50] ^= 1;
+        assert!(Index::decode_object(&bad, "t").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The key layout of a store, relative to its root. Documented in `docs/format/layout.md`.
+
+use datamon_types::{BundleId, Hash};
+
+/// The store's config record.
+pub const CONFIG: &str = "config";
+/// Prefix of all packs.
+pub const PACKS: &str = "packs/";
+/// Prefix of all index objects.
+pub const INDEX: &str = "index/";
+/// Prefix of all repos.
+pub const REPOS: &str = "repos/";
+
+/// `packs/<first two hex digits>/<pack id>`.
+pub fn pack(id: &Hash) -> String {
+    let h = id.to_hex();
+    format!("packs/{}/{}", &h[..2], h)
+}
+
+/// `index/<pack id>`: the index object describing one pack.
+pub fn index(pack: &Hash) -> String {
+    format!("index/{}", pack.to_hex())
+}
+
+/// `repos/<repo>/repo.json`.
+pub fn repo(repo: &str) -> String {
+    format!("repos/{repo}/repo.json")
+}
+
+/// `repos/<repo>/bundles/`.
+pub fn bundles(repo: &str) -> String {
+    format!("repos/{repo}/bundles/")
+}
+
+/// `repos/<repo>/bundles/<id>.json`.
+pub fn bundle(repo: &str, id: &BundleId) -> String {
+    format!("repos/{repo}/bundles/{id}.json")
+}
+
+/// `repos/<repo>/labels/`.
+pub fn labels(repo: &str) -> String {
+    format!("repos/{repo}/labels/")
+}
+
+/// `repos/<repo>/labels/<label>/`: the label's append-only history.
+pub fn label(repo: &str, label: &str) -> String {
+    format!("repos/{repo}/labels/{label}/")
+}
+
+/// `repos/<repo>/branches/`.
+pub fn branches(repo: &str) -> String {
+    format!("repos/{repo}/branches/")
+}
+
+/// `repos/<repo>/branches/<branch>/`: the branch's append-only history.
+pub fn branch(repo: &str, branch: &str) -> String {
+    format!("repos/{repo}/branches/{branch}/")
+}
+
+/// The key of record `seq` in a sequence: ten decimal digits, so keys sort by number.
+pub fn seq(prefix: &str, seq: u64) -> String {
+    format!("{prefix}{seq:010}")
+}

@@ -1,0 +1,229 @@
+//! Packs: many compressed blobs in one object, with a footer that lists them.
+//!
+//! ```text
+//! "DMPACK\0\x01"                       8 bytes
+//! blob bytes, back to back             (offsets are from the start of the pack)
+//! entries                              count x 46 bytes (see PackEntry::encode)
+//! count                                u32 LE
+//! "DMPKEND\x01"                        8 bytes
+//! ```
+//! A pack's id is the BLAKE3 hash of all its bytes. The footer makes every pack self-describing,
+//! so the index can always be rebuilt from the packs alone.
+
+use bytes::Bytes;
+use datamon_chunk::Compression;
+use datamon_types::Hash;
+
+use crate::{Error, Result};
+
+pub(crate) const PACK_MAGIC: &[u8; 8] = b"DMPACK\0\x01";
+pub(crate) const PACK_END: &[u8; 8] = b"DMPKEND\x01";
+/// Size of one encoded entry.
+pub(crate) const ENTRY_LEN: usize = 46;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// A chunk of file content.
+    Data = 0,
+    /// A serialized tree node.
+    Tree = 1,
+}
+
+/// Where one blob lies in its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    /// The hash of the blob's uncompressed bytes.
+    pub hash: Hash,
+    /// What it holds.
+    pub kind: BlobKind,
+    /// How it is stored.
+    pub compression: Compression,
+    /// Its offset from the start of the pack.
+    pub offset: u32,
+    /// Its stored (possibly compressed) length.
+    pub stored_len: u32,
+    /// Its uncompressed length.
+    pub raw_len: u32,
+}
+
+impl PackEntry {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.hash.as_bytes());
+        out.push(self.kind as u8);
+        out.push(self.compression.code());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+    }
+
+    pub(crate) fn decode(b: &[u8], what: &str) -> Result<PackEntry> {
+        let corrupt = |detail: &str| Error::Corrupt { what: what.to_owned(), detail: detail.to_owned() };
+        if b.len() != ENTRY_LEN {
+            return Err(corrupt("truncated entry"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&b[..32]);
+        let kind = match b[32] {
+            0 => BlobKind::Data,
+            1 => BlobKind::Tree,
+            _ => return Err(corrupt("unknown blob kind")),
+        };
+        let compression = Compression::from_code(b[33]).ok_or_else(|| corrupt("unknown compression"))?;
+        Ok(PackEntry {
+            hash: Hash(hash),
+            kind,
+            compression,
+            offset: u32_at(34),
+            stored_len: u32_at(38),
+            raw_len: u32_at(42),
+        })
+    }
+}
+
+/// Accumulates blobs into a pack in memory until it is large enough to upload.
+#[derive(Debug)]
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A complete pack, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct FinishedPack {
+    /// The pack's id: the BLAKE3 hash of `bytes`.
+    pub id: Hash,
+    /// The whole pack.
+    pub bytes: Bytes,
+    /// Its entries, as in its footer.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    /// An empty pack expected to grow to about `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity + 128 * 1024);
+        buf.extend_from_slice(PACK_MAGIC);
+        PackWriter { buf, entries: Vec::new() }
+    }
+
+    /// Appends a blob, storing `stored` (already compressed when `compression` says so).
+    pub fn add(&mut self, hash: Hash, kind: BlobKind, compression: Compression, raw_len: usize, stored: &[u8]) {
+        let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
+        self.buf.extend_from_slice(stored);
+        self.entries.push(PackEntry {
+            hash,
+            kind,
+            compression,
+            offset,
+            stored_len: u32::try_from(stored.len()).expect("blobs stay below 4 GiB"),
+            raw_len: u32::try_from(raw_len).expect("blobs stay below 4 GiB"),
+        });
+    }
+
+    /// Compresses `raw` when that pays and appends it; returns the stored length.
+    pub fn add_raw(&mut self, hash: Hash, kind: BlobKind, raw: &[u8]) -> usize {
+        match datamon_chunk::compress(raw) {
+            Some(c) => {
+                self.add(hash, kind, Compression::Zstd, raw.len(), &c);
+                c.len()
+            }
+            None => {
+                self.add(hash, kind, Compression::None, raw.len(), raw);
+                raw.len()
+            }
+        }
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the footer and names the pack.
+    pub fn finish(mut self) -> FinishedPack {
+        for e in &self.entries {
+            e.encode(&mut self.buf);
+        }
+        let count = u32::try_from(self.entries.len()).expect("entry count fits u32");
+        self.buf.extend_from_slice(&count.to_le_bytes());
+        self.buf.extend_from_slice(PACK_END);
+        let id = Hash::of(&self.buf);
+        FinishedPack { id, bytes: Bytes::from(self.buf), entries: self.entries }
+    }
+}
+
+/// Reads the entries from the footer of a whole pack, checking they lie inside it.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the footer is damaged.
+pub fn parse_footer(pack: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    let corrupt = |detail: &str| Error::Corrupt { what: what.to_owned(), detail: detail.to_owned() };
+    if pack.len() < 20 || &pack[..8] != PACK_MAGIC || &pack[pack.len() - 8..] != PACK_END {
+        return Err(corrupt("not a datamon pack (bad magic)"));
+    }
+    let count_at = pack.len() - 12;
+    let count = u32::from_le_bytes(pack[count_at..count_at + 4].try_into().expect("4 bytes")) as usize;
+    let footer_len = count.checked_mul(ENTRY_LEN).ok_or_else(|| corrupt("bad entry count"))?;
+    if footer_len + 20 > pack.len() {
+        return Err(corrupt("footer longer than the pack"));
+    }
+    let start = count_at - footer_len;
+    let entries = pack[start..count_at]
+        .chunks_exact(ENTRY_LEN)
+        .map(|b| PackEntry::decode(b, what))
+        .collect::<Result<Vec<_>>>()?;
+    for e in &entries {
+        if e.offset as usize + e.stored_len as usize > start || (e.offset as usize) < 8 {
+            return Err(corrupt("entry points outside the pack's data"));
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..3000), 0..20)) {
+            let mut w = PackWriter::new(1 << 16);
+            for b in &blobs {
+                w.add_raw(Hash::of(b), BlobKind::Data, b);
+            }
+            let p = w.finish();
+            prop_assert_eq!(p.id, Hash::of(&p.bytes));
+            let entries = parse_footer(&p.bytes, "test").unwrap();
+            prop_assert_eq!(&entries, &p.entries);
+            for (e, b) in entries.iter().zip(&blobs) {
+                let stored = &p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                let back = datamon_chunk::decode(stored, e.compression, e.raw_len as usize, &e.hash).unwrap();
+                prop_assert_eq!(&back[..], &b[..]);
+            }
+        }
+    }
+
+    /// Golden: the pack encoding is part of the store format.
+    #[test]
+    fn golden_pack_encoding() {
+        let mut w = PackWriter::new(0);
+        w.add_raw(Hash::of(b"abc"), BlobKind::Data, b"abc");
+        let p = w.finish();
+        assert_eq!(p.bytes.len(), 8 + 3 + ENTRY_LEN + 4 + 8);
+        assert_eq!(&p.bytes[8..11], b"abc");
+        assert_eq!(p.id.to_hex(), GOLDEN_PACK_ID);
+        let mut bad = p.bytes.to_vec();
+        bad[1] ^= 1;
+        assert!(parse_footer(&bad, "test").is_err());
+    }
+    const GOLDEN_PACK_ID: &str = "dc4ea4c5881468b19459f6265b0853e2041fe4961cda61a4d4938c1755ba1405";
+}

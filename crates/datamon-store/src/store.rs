@@ -1,0 +1,425 @@
+//! An opened store: raw objects, JSON records, packs, the index and append-only sequences.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use datamon_types::{Hash, StoreConfig, FORMAT_VERSION};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::pack::parse_footer;
+use crate::{keys, Error, FinishedPack, Index, Result, StoreUrl};
+
+/// How many object reads run at once when loading many small objects.
+const LIST_FETCH_CONCURRENCY: usize = 32;
+
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    os: Arc<dyn ObjectStore>,
+    root: Path,
+    url: StoreUrl,
+    config: StoreConfig,
+}
+
+impl Store {
+    /// Opens the store at `url`, creating its config on first use.
+    ///
+    /// # Errors
+    /// An invalid URL, an unreachable store, or a store of a newer format.
+    pub async fn open(url: &str, options: &[(String, String)]) -> Result<Store> {
+        let url = StoreUrl::parse(url)?;
+        let (os, root) = url.connect(options)?;
+        let mut store = Store { os, root, url, config: default_config() };
+        store.config = store.load_or_create_config().await?;
+        Ok(store)
+    }
+
+    async fn load_or_create_config(&self) -> Result<StoreConfig> {
+        let config: StoreConfig = match self.get_json(keys::CONFIG).await {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => {
+                let fresh = default_config();
+                match self.create_json(keys::CONFIG, &fresh).await {
+                    Ok(()) => fresh,
+                    Err(Error::AlreadyExists { .. }) => self.get_json(keys::CONFIG).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if config.version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
+        }
+        let sane = 64 <= config.chunk_min
+            && config.chunk_min <= config.chunk_avg
+            && config.chunk_avg <= config.chunk_max
+            && config.chunk_avg >= 256
+            && config.chunk_max >= 1024
+            && config.chunk_max <= 16 << 20;
+        if !sane {
+            return Err(Error::Corrupt { what: keys::CONFIG.into(), detail: "invalid chunk sizes".into() });
+        }
+        Ok(config)
+    }
+
+    /// The store's URL.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// The store's config.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.root.as_ref().is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{}", self.root, key))
+        }
+    }
+
+    fn key_of(&self, path: &Path) -> String {
+        let p = path.as_ref();
+        let root = self.root.as_ref();
+        if root.is_empty() {
+            p.to_owned()
+        } else {
+            p.strip_prefix(root).map(|k| k.trim_start_matches('/')).unwrap_or(p).to_owned()
+        }
+    }
+
+    /// Reads a whole object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let r = self.os.get(&self.path(key)).await.map_err(|e| Error::backend("get", key, e))?;
+        r.bytes().await.map_err(|e| Error::backend("get", key, e))
+    }
+
+    /// Reads a byte range of an object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let b = self
+            .os
+            .get_range(&self.path(key), range)
+            .await
+            .map_err(|e| Error::backend("get", key, e))?;
+        if b.len() as u64 != want {
+            return Err(Error::Corrupt {
+                what: key.to_owned(),
+                detail: format!("short read: wanted {want} bytes, got {}", b.len()),
+            });
+        }
+        Ok(b)
+    }
+
+    /// The size of an object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let m = self.os.head(&self.path(key)).await.map_err(|e| Error::backend("head", key, e))?;
+        Ok(m.size)
+    }
+
+    /// Writes an object, replacing any previous one (for content-addressed keys, where a
+    /// previous object has the same bytes).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.os
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map_err(|e| Error::backend("put", key, e))?;
+        Ok(())
+    }
+
+    /// Writes an object only if none exists under `key`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when one does; a backend error.
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.os
+            .put_opts(&self.path(key), PutPayload::from(bytes), opts)
+            .await
+            .map_err(|e| Error::backend("create", key, e))?;
+        Ok(())
+    }
+
+    /// Deletes an object (used only by tests and repair tools; datamon never rewrites objects).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.os.delete(&self.path(key)).await.map_err(|e| Error::backend("delete", key, e))
+    }
+
+    /// Lists the keys (and sizes) under a prefix, recursively, sorted.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = self.path(prefix.trim_end_matches('/'));
+        let mut out: Vec<(String, u64)> = self
+            .os
+            .list(Some(&p))
+            .map_ok(|m| (self.key_of(&m.location), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| Error::backend("list", prefix, e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Lists the names of the "directories" directly under a prefix, sorted.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = self.path(prefix.trim_end_matches('/'));
+        let r = self
+            .os
+            .list_with_delimiter(Some(&p))
+            .await
+            .map_err(|e| Error::backend("list", prefix, e))?;
+        let mut out: Vec<String> = r
+            .common_prefixes
+            .iter()
+            .filter_map(|d| d.filename().map(str::to_owned))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads a JSON record.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Json`] or a backend error.
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let b = self.get(key).await?;
+        serde_json::from_slice(&b).map_err(|source| Error::Json { key: key.to_owned(), source })
+    }
+
+    /// Writes a JSON record only if none exists under `key`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] or a backend error.
+    pub async fn create_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let b = serde_json::to_vec_pretty(value).expect("records always serialize");
+        self.create(key, Bytes::from(b)).await
+    }
+
+    /// Stores a pack, then its index object (in that order, so an index never names a missing
+    /// pack).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn put_pack(&self, pack: &FinishedPack) -> Result<()> {
+        self.put(&keys::pack(&pack.id), pack.bytes.clone()).await?;
+        let idx = Index::encode_object(&pack.id, &pack.entries);
+        self.put(&keys::index(&pack.id), Bytes::from(idx)).await
+    }
+
+    /// Loads every index object into one [`Index`].
+    ///
+    /// # Errors
+    /// A backend error or a damaged index object.
+    pub async fn load_index(&self) -> Result<Index> {
+        let keys: Vec<String> = self.list(keys::INDEX).await?.into_iter().map(|(k, _)| k).collect();
+        let mut objects = futures::stream::iter(keys.into_iter().map(|k| async move {
+            let b = self.get(&k).await?;
+            let (pack, entries) = Index::decode_object(&b, &k)?;
+            if keys::index(&pack) != k {
+                return Err(Error::Corrupt { what: k, detail: "names another pack".into() });
+            }
+            Ok::<_, Error>((pack, entries))
+        }))
+        .buffer_unordered(LIST_FETCH_CONCURRENCY);
+        let mut index = Index::new();
+        while let Some(r) = objects.next().await {
+            let (pack, entries) = r?;
+            index.add_pack(pack, &entries);
+        }
+        Ok(index)
+    }
+
+    /// Finds packs that have no index object (left by an interrupted upload), checks them, writes
+    /// their index objects and adds them to `index`, so their blobs are reused. Returns how many
+    /// packs were recovered; damaged packs are skipped.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn recover_packs(&self, index: &mut Index) -> Result<usize> {
+        let mut recovered = 0;
+        for (key, _) in self.list(keys::PACKS).await? {
+            let Some(id) = key.rsplit('/').next().and_then(|n| n.parse::<Hash>().ok()) else {
+                continue;
+            };
+            if index.has_pack(&id) {
+                continue;
+            }
+            let bytes = self.get(&key).await?;
+            if Hash::of(&bytes) != id {
+                tracing::warn!(pack = %key, "skipping a pack whose content does not match its name");
+                continue;
+            }
+            let Ok(entries) = parse_footer(&bytes, &key) else {
+                tracing::warn!(pack = %key, "skipping a pack with a damaged footer");
+                continue;
+            };
+            self.put(&keys::index(&id), Bytes::from(Index::encode_object(&id, &entries))).await?;
+            index.add_pack(id, &entries);
+            recovered += 1;
+        }
+        Ok(recovered)
+    }
+
+    /// Reads and verifies one blob.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
+    /// damaged, or a backend error.
+    pub async fn read_blob(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
+        let r = index.get(hash).ok_or_else(|| Error::NotFound { key: format!("blob {hash}") })?;
+        let key = keys::pack(&r.pack);
+        let start = u64::from(r.offset);
+        let stored = self.get_range(&key, start..start + u64::from(r.stored_len)).await?;
+        let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)
+            .map_err(|e| Error::Corrupt { what: format!("blob {hash} in {key}"), detail: e.to_string() })?;
+        Ok(data.into_owned())
+    }
+
+    /// All records of an append-only sequence, in order.
+    ///
+    /// # Errors
+    /// A backend error or a damaged record.
+    pub async fn read_sequence<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(u64, T)>> {
+        let mut out = Vec::new();
+        for (key, _) in self.list(prefix).await? {
+            if let Some(seq) = parse_seq(prefix, &key) {
+                out.push((seq, self.get_json(&key).await?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last record of an append-only sequence, if any.
+    ///
+    /// # Errors
+    /// A backend error or a damaged record.
+    pub async fn last_record<T: DeserializeOwned>(&self, prefix: &str) -> Result<Option<(u64, T)>> {
+        let last = self.list(prefix).await?.iter().filter_map(|(k, _)| parse_seq(prefix, k)).max();
+        match last {
+            Some(seq) => Ok(Some((seq, self.get_json(&keys::seq(prefix, seq)).await?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends a record to a sequence: `make` gets the current last record and returns the new
+    /// one, which is written with create-if-absent at the next number. When another writer took
+    /// that number first, `make` is called again with the new last record. `make` may refuse by
+    /// returning an error (e.g. a compare-and-set that no longer holds).
+    ///
+    /// # Errors
+    /// What `make` returns, [`Error::Precondition`] after too many lost races, or a backend
+    /// error.
+    pub async fn append<T, E>(
+        &self,
+        prefix: &str,
+        mut make: impl FnMut(Option<&T>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(u64, T), E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+    {
+        for attempt in 0..200u32 {
+            let last = self.last_record::<T>(prefix).await?;
+            let next = last.as_ref().map_or(1, |(s, _)| s + 1);
+            let record = make(last.as_ref().map(|(_, r)| r))?;
+            match self.create_json(&keys::seq(prefix, next), &record).await {
+                Ok(()) => return Ok((next, record)),
+                Err(Error::AlreadyExists { .. }) => {
+                    let jitter = u64::from(std::process::id() % 7 + attempt.min(20));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Precondition { key: prefix.to_owned() }.into())
+    }
+}
+
+fn parse_seq(prefix: &str, key: &str) -> Option<u64> {
+    let rest = key.strip_prefix(prefix)?;
+    if rest.len() == 10 && rest.bytes().all(|c| c.is_ascii_digit()) {
+        rest.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn default_config() -> StoreConfig {
+    let now = Utc::now();
+    let seed = format!("{}-{}-{:?}", now.timestamp_nanos_opt().unwrap_or_default(), std::process::id(), std::thread::current().id());
+    let params = datamon_chunk::ChunkerParams::default();
+    StoreConfig {
+        version: FORMAT_VERSION,
+        id: Hash::of(seed.as_bytes()).to_hex()[..32].to_owned(),
+        chunk_min: params.min,
+        chunk_avg: params.avg,
+        chunk_max: params.max,
+        pack_size: 16 << 20,
+        created_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlobKind, PackWriter};
+
+    #[tokio::test]
+    async fn memory_store_objects_packs_and_sequences() {
+        let s = Store::open("memory://unit-test", &[]).await.unwrap();
+        s.create("a/b", Bytes::from_static(b"x")).await.unwrap();
+        assert!(matches!(s.create("a/b", Bytes::from_static(b"y")).await, Err(Error::AlreadyExists { .. })));
+        assert_eq!(s.get("a/b").await.unwrap(), Bytes::from_static(b"x"));
+        assert!(matches!(s.get("a/c").await, Err(Error::NotFound { .. })));
+
+        let mut w = PackWriter::new(0);
+        w.add_raw(Hash::of(b"blob"), BlobKind::Data, b"blob");
+        let p = w.finish();
+        s.put(&keys::pack(&p.id), p.bytes.clone()).await.unwrap();
+        let mut idx = s.load_index().await.unwrap();
+        assert!(idx.is_empty());
+        assert_eq!(s.recover_packs(&mut idx).await.unwrap(), 1);
+        let idx2 = s.load_index().await.unwrap();
+        assert_eq!(s.read_blob(&idx2, &Hash::of(b"blob")).await.unwrap(), b"blob");
+
+        for i in 0..3u64 {
+            let (seq, _) = s
+                .append::<u64, Error>("seq/x/", |prev| Ok(prev.copied().unwrap_or(100) + i))
+                .await
+                .unwrap();
+            assert_eq!(seq, i + 1);
+        }
+        let all = s.read_sequence::<u64>("seq/x/").await.unwrap();
+        assert_eq!(all, vec![(1, 100), (2, 101), (3, 103)]);
+        assert_eq!(s.list_dirs("seq/").await.unwrap(), vec!["x".to_string()]);
+    }
+}
