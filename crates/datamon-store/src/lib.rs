@@ -27,6 +27,6 @@ mod url;
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::{BlobRef, Index};
-pub use pack::{BlobKind, FinishedPack, PackEntry, PackWriter};
+pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};
 pub use store::Store;
 pub use url::StoreUrl;

@@ -1,1 +1,103 @@
-//! placeholder
+//! datamon: Git for data. The public library behind every front end (CLI, FUSE, CSI, Python).
+//!
+//! A **repo** is a dataset; a **bundle** is an immutable version of a repo's files; a **label**
+//! names a bundle; a **branch** is a line of bundles. Everything lives in a content-addressed,
+//! deduplicated store ([`datamon_store`]) reached through `object_store`, with no server.
+//!
+//! Main entry points, all on [`Datamon`]:
+//! - repos: [`Datamon::create_repo`], [`Datamon::list_repos`], [`Datamon::get_repo`];
+//! - bundles: [`Datamon::upload`], [`Datamon::list_bundles`], [`Datamon::resolve`],
+//!   [`Datamon::download`], [`Datamon::list_files`], [`Datamon::diff_bundles`],
+//!   [`Datamon::diff_dir`], [`Datamon::update_dir`];
+//! - labels and branches: [`Datamon::set_label`], [`Datamon::label_history`],
+//!   [`Datamon::create_branch`], [`Datamon::list_branches`];
+//! - integrity: [`Datamon::fsck`].
+//!
+//! ```no_run
+//! use datamon::{Datamon, OpenOptions, UploadContext, UploadOptions, NoProgress, BundleSelector};
+//! # async fn demo() -> datamon::Result<()> {
+//! let dm = Datamon::open("file:///tmp/datamon-store", OpenOptions::default()).await?;
+//! dm.create_repo(&"images".parse()?, "training images").await?;
+//! let ctx = UploadContext { repo: "images".parse()?, path: "/data/images".into(), message: "v1".into() };
+//! let report = dm.upload(ctx, UploadOptions::default(), &NoProgress).await?;
+//! let id = dm.resolve(&"images".parse()?, &BundleSelector::Latest).await?;
+//! assert_eq!(id, report.bundle.id);
+//! # Ok(()) }
+//! ```
+
+mod diff;
+mod download;
+mod error;
+mod fsck;
+mod progress;
+mod refs;
+mod repo;
+mod scan;
+mod statcache;
+mod upload;
+mod walk;
+
+use std::path::PathBuf;
+
+pub use datamon_store::{Store, StoreUrl};
+pub use datamon_types as types;
+pub use datamon_types::{
+    Branch, BranchName, Bundle, BundleId, BundleStats, Hash, LabelName, LabelRecord, Repo, RepoName,
+};
+pub use diff::{Change, ChangeKind};
+pub use download::{DownloadOptions, DownloadReport};
+pub use error::{Error, ErrorKind, Result};
+pub use fsck::FsckReport;
+pub use progress::{NoProgress, Progress, Unit};
+pub use refs::BundleSelector;
+pub use upload::{UploadContext, UploadOptions, UploadReport};
+pub use walk::FileInfo;
+
+/// Settings for opening a store.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Who is acting, recorded in bundles and refs (default: `unknown`).
+    pub author: Option<String>,
+    /// Where local caches live (the upload stat cache); `None` disables them.
+    pub cache_dir: Option<PathBuf>,
+    /// Backend settings passed to `object_store` (e.g. `aws_endpoint`).
+    pub store_options: Vec<(String, String)>,
+    /// How many files or objects to transfer at once (default: chosen from the CPU count).
+    pub concurrency: Option<usize>,
+}
+
+/// An opened datamon store: the entry point of the library.
+#[derive(Debug, Clone)]
+pub struct Datamon {
+    store: Store,
+    author: String,
+    cache_dir: Option<PathBuf>,
+    concurrency: usize,
+}
+
+impl Datamon {
+    /// Opens (and on first use initializes) the store at `url`.
+    ///
+    /// # Errors
+    /// An invalid or unreachable store.
+    pub async fn open(url: &str, options: OpenOptions) -> Result<Datamon> {
+        let store = Store::open(url, &options.store_options).await?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(Datamon {
+            store,
+            author: options.author.unwrap_or_else(|| "unknown".to_owned()),
+            cache_dir: options.cache_dir,
+            concurrency: options.concurrency.unwrap_or(cores * 4).clamp(1, 256),
+        })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Who is acting.
+    pub fn author(&self) -> &str {
+        &self.author
+    }
+}

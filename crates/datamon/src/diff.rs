@@ -1,0 +1,318 @@
+//! Differences between two bundles, or between a bundle and a local folder, and bringing a
+//! folder up to date with a bundle.
+//!
+//! Paths of files and symlinks are reported, and directories only when they are empty (their
+//! content implies them otherwise). Content, type, permission bits and symlink targets count;
+//! modification times do not.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datamon_chunk::{Chunker, ChunkerParams};
+use datamon_store::Index;
+use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, Tree, TreeEntry};
+use serde::Serialize;
+
+use crate::scan::{scan, FileJob, ScanDir, ScanKind};
+use crate::{Datamon, Error, Progress, Result};
+
+/// How a path differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum ChangeKind {
+    /// Only on the new side.
+    #[serde(rename = "A")]
+    Added,
+    /// Only on the old side.
+    #[serde(rename = "D")]
+    Deleted,
+    /// On both sides, different.
+    #[serde(rename = "M")]
+    Modified,
+}
+
+/// One changed path. Displays as `A path`, `D path` or `M path`; empty directories end in `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Change {
+    /// The path, relative to the bundle root.
+    pub path: String,
+    /// How it changed.
+    pub kind: ChangeKind,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = match self.kind {
+            ChangeKind::Added => 'A',
+            ChangeKind::Deleted => 'D',
+            ChangeKind::Modified => 'M',
+        };
+        write!(f, "{k} {}", self.path)
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Whether two entries of the same path differ (not counting mtimes).
+fn entries_differ(a: &TreeEntry, b: &TreeEntry) -> bool {
+    if a.mode != b.mode {
+        return true;
+    }
+    match (&a.node, &b.node) {
+        (Node::File { hash: x, .. }, Node::File { hash: y, .. }) => x != y,
+        (Node::Symlink { target: x }, Node::Symlink { target: y }) => x != y,
+        (Node::Dir { .. }, Node::Dir { .. }) => false,
+        _ => true,
+    }
+}
+
+impl Datamon {
+    /// What changed from bundle `a` to bundle `b`, sorted by path. Walks only the subtrees whose
+    /// hashes differ, so the cost follows the size of the change.
+    ///
+    /// # Errors
+    /// [`Error::BundleNotFound`]; a store error.
+    pub async fn diff_bundles(&self, repo: &RepoName, a: &BundleId, b: &BundleId) -> Result<Vec<Change>> {
+        let ba = self.get_bundle(repo, a).await?;
+        let bb = self.get_bundle(repo, b).await?;
+        let index = self.store.load_index().await?;
+        let mut out = Vec::new();
+        let mut stack: Vec<(String, Option<Hash>, Option<Hash>)> = vec![(String::new(), Some(ba.root), Some(bb.root))];
+        while let Some((prefix, ta, tb)) = stack.pop() {
+            if ta == tb {
+                continue;
+            }
+            let load = |h: Option<Hash>| {
+                let index = &index;
+                async move {
+                    match h {
+                        Some(h) => self.load_tree(index, &h).await,
+                        None => Ok(Tree::default()),
+                    }
+                }
+            };
+            let (xa, xb) = futures::try_join!(load(ta), load(tb))?;
+            if xa.entries.is_empty() && xb.entries.is_empty() && !prefix.is_empty() {
+                let kind = if ta.is_none() { ChangeKind::Added } else { ChangeKind::Deleted };
+                out.push(Change { path: format!("{prefix}/"), kind });
+                continue;
+            }
+            let mut ia = xa.entries.iter().peekable();
+            let mut ib = xb.entries.iter().peekable();
+            loop {
+                let (ea, eb) = match (ia.peek(), ib.peek()) {
+                    (None, None) => break,
+                    (Some(x), Some(y)) if x.name == y.name => (ia.next(), ib.next()),
+                    (Some(x), Some(y)) if x.name < y.name => (ia.next(), None),
+                    (Some(_), None) => (ia.next(), None),
+                    _ => (None, ib.next()),
+                };
+                let name = &ea.or(eb).expect("one side has an entry").name;
+                let path = join(&prefix, name);
+                let dir = |e: Option<&TreeEntry>| match e.map(|e| &e.node) {
+                    Some(Node::Dir { tree }) => Some(*tree),
+                    _ => None,
+                };
+                match (ea, eb) {
+                    (Some(x), Some(y)) => {
+                        if let (Some(da), Some(db)) = (dir(ea), dir(eb)) {
+                            stack.push((path, Some(da), Some(db)));
+                        } else if entries_differ(x, y) {
+                            out.push(Change { path: path.clone(), kind: ChangeKind::Modified });
+                            // A type change to or from a directory also lists what it held.
+                            if dir(ea).is_some() || dir(eb).is_some() {
+                                stack.push((path, dir(ea), dir(eb)));
+                            }
+                        }
+                    }
+                    (Some(_), None) => match dir(ea) {
+                        Some(d) => stack.push((path, Some(d), None)),
+                        None => out.push(Change { path, kind: ChangeKind::Deleted }),
+                    },
+                    (None, Some(_)) => match dir(eb) {
+                        Some(d) => stack.push((path, None, Some(d))),
+                        None => out.push(Change { path, kind: ChangeKind::Added }),
+                    },
+                    (None, None) => unreachable!("the loop stops when both sides are done"),
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// What differs from bundle `id` to the folder `dir`, by content: `A` is only in the
+    /// folder, `D` only in the bundle, `M` differs.
+    ///
+    /// # Errors
+    /// [`Error::BundleNotFound`], [`Error::BadPath`]; a store or local I/O error.
+    pub async fn diff_dir(&self, repo: &RepoName, id: &BundleId, dir: &Path) -> Result<Vec<Change>> {
+        Ok(self.compare_dir(repo, id, dir).await?.0)
+    }
+
+    async fn compare_dir(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        dir: &Path,
+    ) -> Result<(Vec<Change>, BTreeMap<String, TreeEntry>, Index)> {
+        let (bundle, index) = self.open_bundle(repo, id).await?;
+        let remote: BTreeMap<String, TreeEntry> = self.walk(&index, bundle.root).await?.into_iter().collect();
+        let c = self.store.config();
+        let params = ChunkerParams { min: c.chunk_min, avg: c.chunk_avg, max: c.chunk_max };
+        let dir = dir.to_owned();
+        let (changes, remote) =
+            tokio::task::spawn_blocking(move || compare_local(&remote, &dir, params).map(|c| (c, remote))).await??;
+        Ok((changes, remote, index))
+    }
+
+    /// Brings folder `dir` to exactly bundle `id`: writes what differs or is missing, deletes
+    /// what the bundle does not have, and sets directory modes and mtimes. Returns the changes
+    /// it applied (as [`Datamon::diff_dir`] saw them).
+    ///
+    /// # Errors
+    /// As [`Datamon::diff_dir`] and [`Datamon::download`].
+    pub async fn update_dir(&self, repo: &RepoName, id: &BundleId, dir: &Path, progress: &dyn Progress) -> Result<Vec<Change>> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let (changes, remote, index) = self.compare_dir(repo, id, dir).await?;
+        let wanted: HashSet<&str> = changes
+            .iter()
+            .filter(|c| c.kind != ChangeKind::Added)
+            .map(|c| c.path.trim_end_matches('/'))
+            .collect();
+        let entries: Vec<(String, TreeEntry)> = remote
+            .iter()
+            .filter(|(p, e)| matches!(e.node, Node::Dir { .. }) || wanted.contains(p.as_str()))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        // Delete first (deepest first), so a path that changes type is free for its new content.
+        for c in changes.iter().rev().filter(|c| c.kind == ChangeKind::Added) {
+            let p = dir.join(c.path.trim_end_matches('/'));
+            let r = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                Ok(_) => std::fs::remove_file(&p),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: p, source: e }),
+                _ => {}
+            }
+        }
+        self.restore_entries(&index, dir, &entries, progress).await?;
+        Ok(changes)
+    }
+}
+
+/// Compares a folder with a bundle's flattened tree; hashes only the files whose size matches.
+fn compare_local(remote: &BTreeMap<String, TreeEntry>, dir: &Path, params: ChunkerParams) -> Result<Vec<Change>> {
+    let scanned = scan(dir, None, false)?;
+    let mut local: BTreeMap<String, Local> = BTreeMap::new();
+    flatten(&scanned.root, "", &scanned.files, &mut local);
+
+    let mut changes = Vec::new();
+    let mut to_hash: Vec<(String, PathBuf, Hash)> = Vec::new();
+    let has_children = |m: &dyn Fn(&str) -> bool, p: &str| m(&format!("{p}/"));
+    let remote_has = |prefix: &str| remote.range(prefix.to_owned()..).next().is_some_and(|(k, _)| k.starts_with(prefix));
+    let local_has = |prefix: &str| local.range(prefix.to_owned()..).next().is_some_and(|(k, _)| k.starts_with(prefix));
+
+    for (path, l) in &local {
+        match (remote.get(path), l) {
+            (None, Local::Dir { .. }) => {
+                if !has_children(&local_has, path) {
+                    changes.push(Change { path: format!("{path}/"), kind: ChangeKind::Added });
+                }
+            }
+            (None, _) => changes.push(Change { path: path.clone(), kind: ChangeKind::Added }),
+            (Some(r), l) => match (&r.node, l) {
+                (Node::Dir { .. }, Local::Dir { .. }) => {}
+                (Node::File { size, hash, .. }, Local::File { size: ls, mode, job }) if *mode == r.mode => {
+                    if size != ls {
+                        changes.push(Change { path: path.clone(), kind: ChangeKind::Modified });
+                    } else {
+                        to_hash.push((path.clone(), scanned.files[*job].path.clone(), *hash));
+                    }
+                }
+                (Node::Symlink { target }, Local::Symlink { target: lt, mode }) if *mode == r.mode && target == lt => {}
+                _ => changes.push(Change { path: path.clone(), kind: ChangeKind::Modified }),
+            },
+        }
+    }
+    for (path, r) in remote {
+        if local.contains_key(path) {
+            continue;
+        }
+        match r.node {
+            Node::Dir { .. } if has_children(&remote_has, path) => {}
+            Node::Dir { .. } => changes.push(Change { path: format!("{path}/"), kind: ChangeKind::Deleted }),
+            _ => changes.push(Change { path: path.clone(), kind: ChangeKind::Deleted }),
+        }
+    }
+    changes.extend(hash_and_compare(&to_hash, params)?);
+    changes.sort();
+    Ok(changes)
+}
+
+enum Local {
+    File { size: u64, mode: u32, job: usize },
+    Dir,
+    Symlink { target: String, mode: u32 },
+}
+
+fn flatten(dir: &ScanDir, prefix: &str, files: &[FileJob], out: &mut BTreeMap<String, Local>) {
+    for e in &dir.entries {
+        let path = join(prefix, &e.name);
+        match &e.kind {
+            ScanKind::Dir(sub) => {
+                flatten(sub, &path, files, out);
+                out.insert(path, Local::Dir);
+            }
+            ScanKind::File(job) => {
+                out.insert(path, Local::File { size: files[*job].size, mode: e.mode, job: *job });
+            }
+            ScanKind::Symlink(t) => {
+                out.insert(path, Local::Symlink { target: t.clone(), mode: e.mode });
+            }
+        }
+    }
+}
+
+/// Hashes local files the way upload does and reports those whose hash differs.
+fn hash_and_compare(items: &[(String, PathBuf, Hash)], params: ChunkerParams) -> Result<Vec<Change>> {
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, usize::from).min(items.len().max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<Change>> {
+                    let mut chunker = Chunker::new(params);
+                    let mut out = Vec::new();
+                    while let Some((path, file, expected)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let f = std::fs::File::open(file).map_err(Error::io(file))?;
+                        let mut chunks = Vec::new();
+                        chunker.chunk_reader(f, |d: &[u8]| -> std::io::Result<()> {
+                            chunks.push(ChunkRef(Hash::of(d), d.len() as u32));
+                            Ok(())
+                        })
+                        .map_err(Error::io(file))?;
+                        if Node::file_hash(&chunks) != *expected {
+                            out.push(Change { path: path.clone(), kind: ChangeKind::Modified });
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().expect("hashing threads do not panic")?);
+        }
+        Ok(all)
+    })
+}

@@ -1,0 +1,296 @@
+//! Download: a bundle becomes a folder again, exactly (bytes, modes, mtimes, empty directories,
+//! symlinks).
+//!
+//! Per file, the chunk list is mapped to the packs that hold it and grouped into coalesced range
+//! reads; every chunk is decompressed and verified against its hash before it is written. Each
+//! file is written under a temporary name beside its final one and renamed only when complete and
+//! verified, so a failed download never leaves a half-written file under a real name.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use datamon_store::{keys, BlobRef, Index};
+use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, TreeEntry};
+use futures::{StreamExt, TryStreamExt};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::{Datamon, Error, Progress, Result, Unit};
+
+/// The most bytes one range read fetches.
+const MAX_RUN: u64 = 8 << 20;
+
+/// How to download.
+#[derive(Debug, Clone, Default)]
+pub struct DownloadOptions {
+    /// Restore only files and symlinks whose path matches.
+    pub name_filter: Option<Regex>,
+    /// Write into a non-empty destination, replacing files that are in the bundle.
+    pub force: bool,
+}
+
+/// What a download wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DownloadReport {
+    /// Regular files written.
+    pub files: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Directories created.
+    pub dirs: u64,
+}
+
+/// Consecutive chunks of one file that lie back to back in one pack.
+struct Run {
+    pack: Hash,
+    start: u64,
+    end: u64,
+    chunks: Vec<(ChunkRef, BlobRef)>,
+}
+
+fn plan_runs(path: &str, chunks: &[ChunkRef], index: &Index) -> Result<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
+    for c in chunks {
+        let r = index.get(&c.0).ok_or_else(|| Error::Corrupt {
+            path: path.to_owned(),
+            detail: format!("chunk {} is not in the store's index", c.0),
+        })?;
+        let (start, end) = (u64::from(r.offset), u64::from(r.offset) + u64::from(r.stored_len));
+        match runs.last_mut() {
+            Some(last) if last.pack == r.pack && last.end == start && end - last.start <= MAX_RUN => {
+                last.end = end;
+                last.chunks.push((*c, r));
+            }
+            _ => runs.push(Run { pack: r.pack, start, end, chunks: vec![(*c, r)] }),
+        }
+    }
+    Ok(runs)
+}
+
+/// Removes a temporary file unless disarmed.
+struct TempGuard(Option<PathBuf>);
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.datamon-{:016x}", rand::random::<u64>()))
+}
+
+/// Clears the way for a file or symlink at `path`: a directory there is removed.
+fn clear_for_file(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(Error::io(path)),
+        _ => Ok(()),
+    }
+}
+
+fn set_mtime(path: &Path, mtime_ns: i64, symlink: bool) -> Result<()> {
+    let t = filetime::FileTime::from_unix_time(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000) as u32);
+    let r = if symlink { filetime::set_symlink_file_times(path, t, t) } else { filetime::set_file_mtime(path, t) };
+    r.map_err(Error::io(path))
+}
+
+impl Datamon {
+    /// Downloads a bundle into `dest`.
+    ///
+    /// # Errors
+    /// [`Error::DestinationNotEmpty`] unless `force`; [`Error::Corrupt`] naming the file whose
+    /// data does not verify; a store or local I/O error.
+    pub async fn download(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        dest: &Path,
+        opts: &DownloadOptions,
+        progress: &dyn Progress,
+    ) -> Result<DownloadReport> {
+        check_destination(dest, opts.force)?;
+        let (bundle, index) = self.open_bundle(repo, id).await?;
+        let mut entries = self.walk(&index, bundle.root).await?;
+        if let Some(re) = &opts.name_filter {
+            entries.retain(|(p, e)| !matches!(e.node, Node::Dir { .. }) && re.is_match(p));
+        }
+        std::fs::create_dir_all(dest).map_err(Error::io(dest))?;
+        self.restore_entries(&index, dest, &entries, progress).await
+    }
+
+    /// Downloads one file (or directory) of a bundle to `dest/<path>`.
+    ///
+    /// # Errors
+    /// [`Error::PathNotInBundle`]; [`Error::BadPath`] when the target exists and `force` is not
+    /// set; as [`Datamon::download`].
+    pub async fn download_file(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        path: &str,
+        dest: &Path,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<DownloadReport> {
+        let (bundle, index) = self.open_bundle(repo, id).await?;
+        let clean: String = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>().join("/");
+        let entry = match self.find_entry(&index, bundle.root, &clean).await? {
+            Some(e) if !clean.is_empty() => e,
+            _ => return Err(Error::PathNotInBundle { repo: repo.to_string(), id: *id, path: path.to_owned() }),
+        };
+        let target = dest.join(&clean);
+        if !force && std::fs::symlink_metadata(&target).is_ok() {
+            return Err(Error::BadPath {
+                path: target,
+                reason: "already exists: remove it or pass --force to overwrite it".into(),
+            });
+        }
+        let mut entries = Vec::new();
+        if let Node::Dir { tree } = &entry.node {
+            for (p, e) in self.walk(&index, *tree).await? {
+                entries.push((format!("{clean}/{p}"), e));
+            }
+        }
+        entries.insert(0, (clean, entry));
+        std::fs::create_dir_all(dest).map_err(Error::io(dest))?;
+        self.restore_entries(&index, dest, &entries, progress).await
+    }
+
+    /// Writes `entries` (paths relative to `dest`, sorted) under `dest`.
+    pub(crate) async fn restore_entries(
+        &self,
+        index: &Index,
+        dest: &Path,
+        entries: &[(String, TreeEntry)],
+        progress: &dyn Progress,
+    ) -> Result<DownloadReport> {
+        let mut report = DownloadReport::default();
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for (path, e) in entries {
+            let target = dest.join(path);
+            match &e.node {
+                Node::Dir { .. } => {
+                    match std::fs::symlink_metadata(&target) {
+                        Ok(m) if !m.is_dir() => std::fs::remove_file(&target).map_err(Error::io(&target))?,
+                        _ => {}
+                    }
+                    std::fs::create_dir_all(&target).map_err(Error::io(&target))?;
+                    // Writable while its content is restored; its own mode is set at the end.
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700 | e.mode))
+                        .map_err(Error::io(&target))?;
+                    report.dirs += 1;
+                    dirs.push((target, e));
+                }
+                Node::Symlink { target: link } => {
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+                    }
+                    clear_for_file(&target)?;
+                    let tmp = temp_name(&target);
+                    std::os::unix::fs::symlink(link, &tmp).map_err(Error::io(&target))?;
+                    let mut guard = TempGuard(Some(tmp.clone()));
+                    set_mtime(&tmp, e.mtime_ns, true)?;
+                    std::fs::rename(&tmp, &target).map_err(Error::io(&target))?;
+                    guard.0 = None;
+                    report.symlinks += 1;
+                }
+                Node::File { size, chunks, .. } => {
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+                    }
+                    clear_for_file(&target)?;
+                    report.files += 1;
+                    report.bytes += size;
+                    files.push((path.as_str(), target, e, chunks));
+                }
+            }
+        }
+        progress.begin("download", report.bytes, Unit::Bytes);
+        futures::stream::iter(files.into_iter().map(|(path, target, e, chunks)| async move {
+            let runs = plan_runs(path, chunks, index)?;
+            self.restore_file(path, &target, e, runs, progress).await
+        }))
+        .buffer_unordered(self.concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+        progress.end();
+        // Directory modes and mtimes last, deepest first: writing inside a directory changes its
+        // mtime, and a read-only mode would forbid the writes.
+        for (target, e) in dirs.iter().rev() {
+            std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode)).map_err(Error::io(target))?;
+            set_mtime(target, e.mtime_ns, false)?;
+        }
+        Ok(report)
+    }
+
+    async fn restore_file(
+        &self,
+        path: &str,
+        target: &Path,
+        entry: &TreeEntry,
+        runs: Vec<Run>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let tmp = temp_name(target);
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut file = File::create(&tmp).map_err(Error::io(target))?;
+        let store = &self.store;
+        let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
+            let bytes = store.get_range(&keys::pack(&run.pack), run.start..run.end).await?;
+            Ok::<_, Error>((run, bytes))
+        }))
+        .buffered(2);
+        while let Some(r) = fetched.next().await {
+            let (run, bytes) = r?;
+            let path_owned = path.to_owned();
+            let target_owned = target.to_owned();
+            let written: u64;
+            (file, written) = tokio::task::spawn_blocking(move || -> Result<(File, u64)> {
+                let mut n = 0u64;
+                for (c, r) in &run.chunks {
+                    let at = (u64::from(r.offset) - run.start) as usize;
+                    let stored = &bytes[at..at + r.stored_len as usize];
+                    let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0).map_err(|e| {
+                        Error::Corrupt { path: path_owned.clone(), detail: format!("chunk {} in pack {}: {e}", c.0, run.pack) }
+                    })?;
+                    file.write_all(&data).map_err(Error::io(&target_owned))?;
+                    n += data.len() as u64;
+                }
+                Ok((file, n))
+            })
+            .await??;
+            progress.advance(written);
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(entry.mode)).map_err(Error::io(target))?;
+        drop(file);
+        set_mtime(&tmp, entry.mtime_ns, false)?;
+        std::fs::rename(&tmp, target).map_err(Error::io(target))?;
+        guard.0 = None;
+        Ok(())
+    }
+}
+
+/// Refuses a non-empty destination unless `force`.
+fn check_destination(dest: &Path, force: bool) -> Result<()> {
+    match std::fs::read_dir(dest) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !force {
+                return Err(Error::DestinationNotEmpty { path: dest.to_owned() });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if dest.exists() && !dest.is_dir() => Err(Error::BadPath {
+            path: dest.to_owned(),
+            reason: format!("is not a directory ({e}): --destination takes a folder"),
+        }),
+        Err(e) => Err(Error::Io { path: dest.to_owned(), source: e }),
+    }
+}

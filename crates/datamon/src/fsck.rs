@@ -1,0 +1,221 @@
+//! Integrity check of a whole store: every object every bundle references exists and is
+//! consistent; with `read_data`, every blob is read back and verified against its hash.
+
+use std::collections::{HashMap, HashSet};
+
+use datamon_store::{keys, BlobKind, Index};
+use datamon_types::{Hash, Node, RepoName};
+use serde::Serialize;
+
+use crate::{Datamon, Progress, Result, Unit};
+
+/// What fsck checked and found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FsckReport {
+    /// Repos checked.
+    pub repos: u64,
+    /// Bundles checked.
+    pub bundles: u64,
+    /// Distinct tree nodes checked.
+    pub trees: u64,
+    /// Distinct chunks referenced.
+    pub chunks: u64,
+    /// Packs listed in the index.
+    pub packs: u64,
+    /// Blobs read back and verified (with `read_data`).
+    pub blobs_verified: u64,
+    /// Packs without an index object: left by an interrupted upload; the next upload reuses
+    /// them. Not an error.
+    pub unindexed_packs: u64,
+    /// Problems found; empty when the store is sound.
+    pub problems: Vec<String>,
+}
+
+impl FsckReport {
+    /// Whether no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Datamon {
+    /// Checks the store.
+    ///
+    /// # Errors
+    /// Only when the store cannot be listed at all; problems with its content are reported in
+    /// [`FsckReport::problems`].
+    pub async fn fsck(&self, read_data: bool, progress: &dyn Progress) -> Result<FsckReport> {
+        let mut r = FsckReport::default();
+        let index = match self.store.load_index().await {
+            Ok(i) => i,
+            Err(e) => {
+                r.problems.push(format!("cannot load the index: {e}"));
+                Index::new()
+            }
+        };
+        let packs: HashMap<String, u64> = self.store.list(keys::PACKS).await?.into_iter().collect();
+        r.packs = index.packs().len() as u64;
+        let indexed: HashSet<String> = index.packs().iter().map(keys::pack).collect();
+        r.unindexed_packs = packs.keys().filter(|k| !indexed.contains(*k)).count() as u64;
+
+        // References from bundles.
+        let mut seen_trees: HashSet<Hash> = HashSet::new();
+        let mut seen_chunks: HashSet<Hash> = HashSet::new();
+        for repo in self.list_repos().await? {
+            r.repos += 1;
+            self.check_repo(&repo.name, &index, &mut seen_trees, &mut seen_chunks, &mut r).await?;
+        }
+        r.trees = seen_trees.len() as u64;
+        r.chunks = seen_chunks.len() as u64;
+
+        // Every indexed pack exists and is long enough for its entries.
+        let mut extent: HashMap<Hash, u64> = HashMap::new();
+        for h in seen_chunks.iter().chain(seen_trees.iter()) {
+            if let Some(b) = index.get(h) {
+                let end = u64::from(b.offset) + u64::from(b.stored_len);
+                let e = extent.entry(b.pack).or_default();
+                *e = (*e).max(end);
+            }
+        }
+        for pack in index.packs() {
+            let key = keys::pack(pack);
+            match packs.get(&key) {
+                None => r.problems.push(format!("pack {key} is in the index but missing from the store")),
+                Some(size) if extent.get(pack).is_some_and(|e| e > size) => {
+                    r.problems.push(format!("pack {key} is shorter ({size} bytes) than its index says"))
+                }
+                Some(_) => {}
+            }
+        }
+
+        if read_data {
+            let total: u64 = index.packs().iter().filter_map(|p| packs.get(&keys::pack(p))).sum();
+            progress.begin("verify", total, Unit::Bytes);
+            for pack in index.packs() {
+                let key = keys::pack(pack);
+                if !packs.contains_key(&key) {
+                    continue;
+                }
+                match self.store.get(&key).await {
+                    Err(e) => r.problems.push(format!("cannot read {key}: {e}")),
+                    Ok(bytes) => {
+                        progress.advance(bytes.len() as u64);
+                        let (verified, problems) = tokio::task::block_in_place(|| verify_pack(&key, pack, &bytes));
+                        r.blobs_verified += verified;
+                        r.problems.extend(problems);
+                    }
+                }
+            }
+            progress.end();
+        }
+        Ok(r)
+    }
+
+    async fn check_repo(
+        &self,
+        repo: &RepoName,
+        index: &Index,
+        seen_trees: &mut HashSet<Hash>,
+        seen_chunks: &mut HashSet<Hash>,
+        r: &mut FsckReport,
+    ) -> Result<()> {
+        let ids = self.bundle_ids(repo).await?;
+        let known: HashSet<_> = ids.iter().copied().collect();
+        for id in &ids {
+            r.bundles += 1;
+            let bundle = match self.get_bundle(repo, id).await {
+                Ok(b) => b,
+                Err(e) => {
+                    r.problems.push(format!("repo {repo}: bundle {id}: {e}"));
+                    continue;
+                }
+            };
+            let mut stack = vec![(String::new(), bundle.root)];
+            while let Some((prefix, h)) = stack.pop() {
+                if !seen_trees.insert(h) {
+                    continue;
+                }
+                match index.get(&h) {
+                    Some(b) if b.kind == BlobKind::Tree => {}
+                    Some(_) => {
+                        r.problems.push(format!("repo {repo}: bundle {id}: {prefix}/ names a blob that is not a tree"));
+                        continue;
+                    }
+                    None => {
+                        r.problems.push(format!("repo {repo}: bundle {id}: tree {h} of {prefix}/ is missing"));
+                        continue;
+                    }
+                }
+                let tree = match self.load_tree(index, &h).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        r.problems.push(format!("repo {repo}: bundle {id}: {e}"));
+                        continue;
+                    }
+                };
+                for e in tree.entries {
+                    let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+                    match e.node {
+                        Node::Dir { tree } => stack.push((path, tree)),
+                        Node::File { size, hash, chunks } => {
+                            let total: u64 = chunks.iter().map(|c| u64::from(c.1)).sum();
+                            if total != size || Node::file_hash(&chunks) != hash {
+                                r.problems.push(format!("repo {repo}: bundle {id}: {path}: chunk list does not match size or hash"));
+                            }
+                            for c in chunks {
+                                if seen_chunks.insert(c.0) {
+                                    match index.get(&c.0) {
+                                        None => r.problems.push(format!("repo {repo}: bundle {id}: {path}: chunk {} is missing", c.0)),
+                                        Some(b) if b.raw_len != c.1 => r.problems.push(format!(
+                                            "repo {repo}: bundle {id}: {path}: chunk {} has length {} in the index, {} in the tree",
+                                            c.0, b.raw_len, c.1
+                                        )),
+                                        Some(_) => {}
+                                    }
+                                }
+                            }
+                        }
+                        Node::Symlink { .. } => {}
+                    }
+                }
+            }
+        }
+        for (label, rec) in self.list_labels(repo).await? {
+            if !known.contains(&rec.bundle) {
+                r.problems.push(format!("repo {repo}: label {label} names missing bundle {}", rec.bundle));
+            }
+        }
+        for b in self.list_branches(repo).await? {
+            if let Some(h) = b.head {
+                if !known.contains(&h) {
+                    r.problems.push(format!("repo {repo}: branch {} names missing bundle {h}", b.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Verifies a whole pack: its name, footer, and every blob's hash.
+fn verify_pack(key: &str, id: &Hash, bytes: &[u8]) -> (u64, Vec<String>) {
+    let mut problems = Vec::new();
+    if Hash::of(bytes) != *id {
+        problems.push(format!("pack {key}: content does not match its name (damaged)"));
+    }
+    let entries = match datamon_store::parse_footer(bytes, key) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(e.to_string());
+            return (0, problems);
+        }
+    };
+    let mut verified = 0;
+    for e in entries {
+        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        match datamon_chunk::decode(stored, e.compression, e.raw_len as usize, &e.hash) {
+            Ok(_) => verified += 1,
+            Err(err) => problems.push(format!("pack {key}: blob {}: {err}", e.hash)),
+        }
+    }
+    (verified, problems)
+}

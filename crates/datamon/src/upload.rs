@@ -1,0 +1,381 @@
+//! Upload: a local folder becomes a bundle.
+//!
+//! Pipeline (see ARCHITECTURE.md): scan -> per file, the stat cache or read + chunk + hash ->
+//! dedup against the index -> compress -> per-worker packs -> concurrent pack uploads (bounded
+//! channel, so readers wait when the store is slower) -> tree nodes bottom-up, packed too ->
+//! bundle record -> branch and label records. A bundle becomes visible only when its record is
+//! written, after everything it references; a killed upload leaves only packs, which the next
+//! upload recovers and reuses.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use chrono::Utc;
+use datamon_chunk::{Chunker, ChunkerParams};
+use datamon_store::{keys, BlobKind, FinishedPack, Index, PackWriter, Store};
+use datamon_types::{
+    BranchName, Bundle, BundleId, BundleStats, ChunkRef, Hash, LabelName, Node, RepoName, Tree, TreeEntry,
+    DEFAULT_BRANCH,
+};
+use tokio::sync::mpsc;
+
+use crate::scan::{scan, FileJob, Scan, ScanDir, ScanKind};
+use crate::statcache::{cache_path, StatCache};
+use crate::{Datamon, Error, Progress, Result, Unit};
+
+/// What to upload, where.
+#[derive(Debug, Clone)]
+pub struct UploadContext {
+    /// The repo (must exist).
+    pub repo: RepoName,
+    /// The folder whose content becomes the bundle.
+    pub path: PathBuf,
+    /// The bundle's message.
+    pub message: String,
+}
+
+/// How to upload.
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    /// Label to point at the new bundle.
+    pub label: Option<LabelName>,
+    /// Branch to advance (default `main`); its head becomes the bundle's parent.
+    pub branch: Option<BranchName>,
+    /// Upload only these paths (relative to the folder; files or directories).
+    pub files: Option<Vec<String>>,
+    /// Leave out unreadable files instead of failing.
+    pub skip_on_error: bool,
+    /// User metadata recorded in the bundle.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    /// The committed bundle.
+    pub bundle: Bundle,
+    /// Paths left out under `skip_on_error`, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Files whose chunks came from the stat cache without being read.
+    pub unchanged_files: u64,
+    /// Packs from an interrupted earlier upload that this upload recovered and reused.
+    pub recovered_packs: usize,
+}
+
+/// State shared by the reader threads of one upload.
+struct Shared<'a> {
+    index: &'a Index,
+    /// Blobs added by this upload (so two workers never store the same chunk twice).
+    added: Mutex<HashSet<Hash>>,
+    tx: mpsc::Sender<FinishedPack>,
+    params: ChunkerParams,
+    pack_size: usize,
+    progress: &'a dyn Progress,
+    failed: AtomicBool,
+    new_chunks: AtomicU64,
+    new_bytes: AtomicU64,
+    stored_bytes: AtomicU64,
+}
+
+impl Shared<'_> {
+    /// Stores `raw` unless the store or this upload has it; sends the pack when it is full.
+    fn store_blob(&self, pack: &mut PackWriter, hash: Hash, kind: BlobKind, raw: &[u8]) -> Result<()> {
+        if self.index.contains(&hash) || !self.added.lock().expect("not poisoned").insert(hash) {
+            return Ok(());
+        }
+        let stored = pack.add_raw(hash, kind, raw);
+        self.new_chunks.fetch_add(1, Ordering::Relaxed);
+        self.new_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        self.stored_bytes.fetch_add(stored as u64, Ordering::Relaxed);
+        if pack.len() >= self.pack_size {
+            self.send(std::mem::replace(pack, PackWriter::new(self.pack_size)))?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, pack: PackWriter) -> Result<()> {
+        if pack.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .blocking_send(pack.finish())
+            .map_err(|_| Error::Task("the pack uploader stopped".into()))
+    }
+
+    /// Reads, chunks and stores one file; returns its chunk list.
+    fn file(&self, job: &FileJob, chunker: &mut Chunker, pack: &mut PackWriter) -> Result<Vec<ChunkRef>> {
+        let f = std::fs::File::open(&job.path).map_err(Error::io(&job.path))?;
+        let mut chunks = Vec::with_capacity((job.size / u64::from(self.params.avg)) as usize + 1);
+        let read = chunker.chunk_reader(f, |data: &[u8]| -> Result<()> {
+            if self.failed.load(Ordering::Relaxed) {
+                return Err(Error::Task("upload aborted".into()));
+            }
+            let hash = Hash::of(data);
+            chunks.push(ChunkRef(hash, data.len() as u32));
+            self.store_blob(pack, hash, BlobKind::Data, data)?;
+            self.progress.advance(data.len() as u64);
+            Ok(())
+        });
+        let read = read.map_err(|e| match e {
+            Error::Io { source, .. } => Error::Io { path: job.path.clone(), source },
+            e => e,
+        })?;
+        if read != job.size {
+            tracing::warn!(path = %job.rel, "file changed size while it was read; stored what was read");
+        }
+        Ok(chunks)
+    }
+}
+
+impl Datamon {
+    /// Uploads a folder as a new bundle and moves the branch (and label) to it.
+    ///
+    /// # Panics
+    /// When called outside a multi-threaded tokio runtime (the reader threads run under
+    /// `block_in_place`).
+    ///
+    /// # Errors
+    /// [`Error::RepoNotFound`], [`Error::BadPath`] for an unreadable folder or file (unless
+    /// `skip_on_error`), a store error. On error no bundle is listed; what was stored is reused
+    /// by the next attempt.
+    pub async fn upload(&self, ctx: UploadContext, opts: UploadOptions, progress: &dyn Progress) -> Result<UploadReport> {
+        self.get_repo(&ctx.repo).await?;
+        let branch = match &opts.branch {
+            Some(b) => b.clone(),
+            None => DEFAULT_BRANCH.parse().expect("the default branch name is valid"),
+        };
+        let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+
+        let root = ctx.path.clone();
+        let (only, skip) = (opts.files.clone(), opts.skip_on_error);
+        let scanned: Scan = tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await??;
+
+        let mut index = self.store.load_index().await?;
+        let recovered_packs = self.store.recover_packs(&mut index).await?;
+        if recovered_packs > 0 {
+            tracing::info!(recovered_packs, "reusing packs left by an interrupted upload");
+        }
+
+        let cache_file = self.cache_dir.as_ref().map(|d| cache_path(d, &self.store.config().id, &ctx.path));
+        let cache = match &cache_file {
+            Some(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || StatCache::load(&p)).await?
+            }
+            None => StatCache::default(),
+        };
+
+        let (tx, rx) = mpsc::channel::<FinishedPack>(2);
+        let uploader = tokio::spawn(upload_packs(self.store.clone(), rx, self.concurrency.min(8)));
+
+        let config = self.store.config().clone();
+        let workers = std::thread::available_parallelism().map_or(2, usize::from).clamp(2, 4);
+        let progress_total: u64 = scanned.files.iter().map(|f| f.size).sum();
+        progress.begin("upload", progress_total, Unit::Bytes);
+
+        // The CPU-bound part runs on dedicated threads; packs cross to the async uploader
+        // through the bounded channel.
+        let cpu = {
+            let index = index;
+            let scanned = scanned;
+            let cache = cache;
+            // block_in_place lets the reader threads borrow `progress` and the index; the
+            // runtime keeps running the uploader on its other workers meanwhile.
+            tokio::task::block_in_place(|| {
+                let shared = Shared {
+                    index: &index,
+                    added: Mutex::new(HashSet::new()),
+                    tx,
+                    params: ChunkerParams { min: config.chunk_min, avg: config.chunk_avg, max: config.chunk_max },
+                    pack_size: config.pack_size as usize,
+                    progress,
+                    failed: AtomicBool::new(false),
+                    new_chunks: AtomicU64::new(0),
+                    new_bytes: AtomicU64::new(0),
+                    stored_bytes: AtomicU64::new(0),
+                };
+                let r = read_files(&shared, &scanned, &cache, workers, opts.skip_on_error);
+                let r = r.and_then(|(chunks, skipped, unchanged)| {
+                    let mut pack = PackWriter::new(shared.pack_size);
+                    let mut stats = BundleStats {
+                        files: 0,
+                        dirs: scanned.dirs,
+                        symlinks: scanned.symlinks,
+                        ..Default::default()
+                    };
+                    let root = build_tree(&shared, &mut pack, &scanned.root, &chunks, &mut stats)?;
+                    shared.send(pack)?;
+                    stats.new_chunks = shared.new_chunks.load(Ordering::Relaxed);
+                    stats.new_bytes = shared.new_bytes.load(Ordering::Relaxed);
+                    stats.stored_bytes = shared.stored_bytes.load(Ordering::Relaxed);
+                    Ok((root, stats, chunks, skipped, unchanged))
+                });
+                drop(shared);
+                (r, scanned)
+            })
+        };
+        let (result, scanned) = cpu;
+        let uploaded = uploader.await?;
+        progress.end();
+        let (root, stats, chunks, mut skipped, unchanged_files) = match (result, uploaded) {
+            (Ok(v), Ok(())) => v,
+            // A failed upload of packs explains a reader's "uploader stopped": report the cause.
+            (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+        };
+        skipped.extend(scanned.skipped.iter().cloned());
+
+        // Commit: the bundle record, then the refs.
+        let parent = self.branch_head(&ctx.repo, &branch).await?;
+        let bundle = Bundle {
+            id: BundleId::generate(),
+            repo: ctx.repo.clone(),
+            parents: parent.into_iter().collect(),
+            branch: Some(branch.clone()),
+            message: ctx.message.clone(),
+            author: self.author.clone(),
+            created_at: Utc::now(),
+            root,
+            stats,
+            meta: opts.meta.clone(),
+        };
+        self.store.create_json(&keys::bundle(ctx.repo.as_str(), &bundle.id), &bundle).await?;
+        self.advance_branch(&ctx.repo, &branch, bundle.id).await?;
+        if let Some(label) = &opts.label {
+            self.set_label(&ctx.repo, label, &bundle.id, None).await?;
+        }
+
+        if let Some(path) = cache_file {
+            let r = tokio::task::spawn_blocking(move || StatCache::save(&path, started_ns, &scanned.files, &chunks)).await?;
+            if let Err(e) = r {
+                tracing::warn!("could not write the stat cache: {e}");
+            }
+        }
+        Ok(UploadReport { bundle, skipped, unchanged_files, recovered_packs })
+    }
+}
+
+type FileChunks = Vec<Option<Vec<ChunkRef>>>;
+
+/// Reads every file on `workers` threads; returns each file's chunks (`None` when skipped).
+fn read_files(
+    shared: &Shared<'_>,
+    scanned: &Scan,
+    cache: &StatCache,
+    workers: usize,
+    skip_on_error: bool,
+) -> Result<(FileChunks, Vec<(String, String)>, u64)> {
+    let next = AtomicUsize::new(0);
+    let unchanged = AtomicU64::new(0);
+    let results: Vec<Result<Vec<(usize, Option<Vec<ChunkRef>>, Option<String>)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut chunker = Chunker::new(shared.params);
+                    let mut pack = PackWriter::new(shared.pack_size);
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = scanned.files.get(i) else { break };
+                        if shared.failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if let Some(chunks) = cache.lookup(job) {
+                            if chunks.iter().all(|c| shared.index.contains(&c.0)) {
+                                shared.progress.advance(job.size);
+                                unchanged.fetch_add(1, Ordering::Relaxed);
+                                out.push((i, Some(chunks.to_vec()), None));
+                                continue;
+                            }
+                        }
+                        match shared.file(job, &mut chunker, &mut pack) {
+                            Ok(chunks) => out.push((i, Some(chunks), None)),
+                            Err(e @ Error::Io { .. }) if skip_on_error => {
+                                tracing::warn!(path = %job.rel, "skipped: {e}");
+                                out.push((i, None, Some(e.to_string())));
+                            }
+                            Err(e) => {
+                                shared.failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    shared.send(pack)?;
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("reader threads do not panic")).collect()
+    });
+    let mut chunks: FileChunks = vec![None; scanned.files.len()];
+    let mut skipped = Vec::new();
+    for r in results {
+        for (i, c, err) in r? {
+            if let Some(err) = err {
+                skipped.push((scanned.files[i].rel.clone(), err));
+            }
+            chunks[i] = c;
+        }
+    }
+    Ok((chunks, skipped, unchanged.into_inner()))
+}
+
+/// Builds and stores the tree nodes bottom-up; returns the hash of `dir`'s node.
+fn build_tree(
+    shared: &Shared<'_>,
+    pack: &mut PackWriter,
+    dir: &ScanDir,
+    chunks: &FileChunks,
+    stats: &mut BundleStats,
+) -> Result<Hash> {
+    let mut tree = Tree { entries: Vec::with_capacity(dir.entries.len()) };
+    for e in &dir.entries {
+        let node = match &e.kind {
+            ScanKind::File(i) => {
+                let Some(cs) = &chunks[*i] else { continue };
+                let size: u64 = cs.iter().map(|c| u64::from(c.1)).sum();
+                stats.files += 1;
+                stats.bytes += size;
+                Node::File { size, hash: Node::file_hash(cs), chunks: cs.clone() }
+            }
+            ScanKind::Dir(sub) => Node::Dir { tree: build_tree(shared, pack, sub, chunks, stats)? },
+            ScanKind::Symlink(t) => Node::Symlink { target: t.clone() },
+        };
+        tree.entries.push(TreeEntry { name: e.name.clone(), mode: e.mode, mtime_ns: e.mtime_ns, node });
+    }
+    let bytes = tree.to_bytes();
+    let hash = Hash::of(&bytes);
+    shared.store_blob(pack, hash, BlobKind::Tree, &bytes)?;
+    Ok(hash)
+}
+
+/// Stores packs as they arrive, `concurrency` at a time. Dropping the receiver on error makes
+/// the readers stop.
+async fn upload_packs(store: Store, mut rx: mpsc::Receiver<FinishedPack>, concurrency: usize) -> Result<()> {
+    let mut running = tokio::task::JoinSet::new();
+    let mut result = Ok(());
+    while let Some(pack) = rx.recv().await {
+        while running.len() >= concurrency.max(1) {
+            if let Some(r) = running.join_next().await {
+                if let Err(e) = r? {
+                    result = Err(e);
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        let store = store.clone();
+        running.spawn(async move { store.put_pack(&pack).await.map_err(Error::from) });
+    }
+    drop(rx);
+    while let Some(r) = running.join_next().await {
+        if let Err(e) = r? {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,113 @@
+//! Reading a bundle's tree from the store: loading nodes, walking, finding one path.
+
+use datamon_store::Index;
+use datamon_types::{Bundle, BundleId, EntryKind, Hash, Node, RepoName, Tree, TreeEntry};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::{Datamon, Error, Result};
+
+/// How many tree nodes are fetched at once while walking.
+const TREE_FETCH_CONCURRENCY: usize = 16;
+
+/// One file of a bundle, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileInfo {
+    /// Path relative to the bundle root, `/`-separated.
+    pub path: String,
+    /// File or symlink.
+    pub kind: EntryKind,
+    /// Size in bytes (for a symlink, the length of its target).
+    pub size: u64,
+    /// Content hash (files only).
+    pub hash: Option<Hash>,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+impl Datamon {
+    /// A bundle's record and the index needed to read it.
+    pub(crate) async fn open_bundle(&self, repo: &RepoName, id: &BundleId) -> Result<(Bundle, Index)> {
+        let bundle = self.get_bundle(repo, id).await?;
+        let index = self.store.load_index().await?;
+        Ok((bundle, index))
+    }
+
+    /// Loads and parses one tree node, verified against its hash.
+    pub(crate) async fn load_tree(&self, index: &Index, hash: &Hash) -> Result<Tree> {
+        let bytes = self.store.read_blob(index, hash).await?;
+        Tree::from_bytes(&bytes).map_err(|e| Error::Corrupt { path: format!("tree {hash}"), detail: e.to_string() })
+    }
+
+    /// Every entry below `root` (directories too) with its path, sorted by path. Each level's
+    /// nodes are fetched concurrently.
+    pub(crate) async fn walk(&self, index: &Index, root: Hash) -> Result<Vec<(String, TreeEntry)>> {
+        let mut out = Vec::new();
+        let mut frontier = vec![(String::new(), root)];
+        while !frontier.is_empty() {
+            let trees: Vec<(String, Tree)> = futures::stream::iter(frontier.drain(..).map(|(prefix, h)| async move {
+                Ok::<_, Error>((prefix, self.load_tree(index, &h).await?))
+            }))
+            .buffered(TREE_FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+            for (prefix, tree) in trees {
+                for e in tree.entries {
+                    let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+                    if let Node::Dir { tree } = &e.node {
+                        frontier.push((path.clone(), *tree));
+                    }
+                    out.push((path, e));
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Finds the entry at `path` (components separated by `/`), loading only the nodes on the
+    /// way.
+    pub(crate) async fn find_entry(&self, index: &Index, root: Hash, path: &str) -> Result<Option<TreeEntry>> {
+        let mut current = root;
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        for (i, part) in parts.iter().enumerate() {
+            let tree = self.load_tree(index, &current).await?;
+            let Some(e) = tree.get(part) else { return Ok(None) };
+            if i + 1 == parts.len() {
+                return Ok(Some(e.clone()));
+            }
+            match &e.node {
+                Node::Dir { tree } => current = *tree,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The files and symlinks of a bundle, sorted by path.
+    ///
+    /// # Errors
+    /// [`Error::BundleNotFound`]; a store error; damaged tree nodes.
+    pub async fn list_files(&self, repo: &RepoName, id: &BundleId) -> Result<Vec<FileInfo>> {
+        let (bundle, index) = self.open_bundle(repo, id).await?;
+        Ok(self
+            .walk(&index, bundle.root)
+            .await?
+            .into_iter()
+            .filter(|(_, e)| e.kind() != EntryKind::Dir)
+            .map(|(path, e)| FileInfo {
+                kind: e.kind(),
+                size: e.size(),
+                hash: match &e.node {
+                    Node::File { hash, .. } => Some(*hash),
+                    _ => None,
+                },
+                mode: e.mode,
+                mtime_ns: e.mtime_ns,
+                path,
+            })
+            .collect())
+    }
+}
