@@ -19,7 +19,11 @@ impl Default for ChunkerParams {
     /// 4 KiB / 16 KiB / 64 KiB: small enough that scattered edits in large files cost little
     /// (see `bench/` for the measurement behind this choice).
     fn default() -> Self {
-        ChunkerParams { min: 4 * 1024, avg: 16 * 1024, max: 64 * 1024 }
+        ChunkerParams {
+            min: 4 * 1024,
+            avg: 16 * 1024,
+            max: 64 * 1024,
+        }
     }
 }
 
@@ -40,7 +44,10 @@ impl Chunker {
         assert!(params.min >= 64 && params.avg >= 256 && params.max >= 1024);
         assert!(params.min <= params.avg && params.avg <= params.max);
         let cap = (4 << 20).max(4 * params.max as usize);
-        Chunker { params, buf: vec![0; cap] }
+        Chunker {
+            params,
+            buf: vec![0; cap],
+        }
     }
 
     /// The bounds.
@@ -104,7 +111,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 x ^= x << 13;
@@ -118,7 +127,11 @@ mod tests {
     fn cuts(data: &[u8], read_size: usize) -> Vec<(usize, Hash)> {
         let mut c = Chunker::new(ChunkerParams::default());
         let mut out = Vec::new();
-        let reader = SlowReader { data, pos: 0, step: read_size };
+        let reader = SlowReader {
+            data,
+            pos: 0,
+            step: read_size,
+        };
         c.chunk_reader(reader, |ch| {
             out.push((ch.len(), Hash::of(ch)));
             Ok::<_, io::Error>(())

@@ -92,11 +92,17 @@ pub fn decode<'a>(
             .into(),
     };
     if data.len() != raw_len {
-        return Err(DecodeError::LengthMismatch { expected: raw_len, actual: data.len() });
+        return Err(DecodeError::LengthMismatch {
+            expected: raw_len,
+            actual: data.len(),
+        });
     }
     let actual = Hash::of(&data);
     if actual != *expected {
-        return Err(DecodeError::HashMismatch { expected: *expected, actual });
+        return Err(DecodeError::HashMismatch {
+            expected: *expected,
+            actual,
+        });
     }
     Ok(data)
 }
@@ -111,9 +117,17 @@ mod tests {
         let text = "id,value,category\n".repeat(1000);
         let c = compress(text.as_bytes()).expect("text compresses");
         assert!(c.len() < text.len() / 4);
-        let back = decode(&c, Compression::Zstd, text.len(), &Hash::of(text.as_bytes())).unwrap();
+        let back = decode(
+            &c,
+            Compression::Zstd,
+            text.len(),
+            &Hash::of(text.as_bytes()),
+        )
+        .unwrap();
         assert_eq!(&back[..], text.as_bytes());
-        let random: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let _ = compress(&random);
     }
 

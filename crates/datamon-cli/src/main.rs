@@ -1,1 +1,230 @@
-fn main() {}
+//! The `datamon` command line: parses, calls the `datamon` library, renders.
+//!
+//! stdout carries results (one line per item, or NDJSON with `--json`); stderr carries progress
+//! bars and logs. Exit codes: 0 ok; 1 failure, or "they differ" for diffs; 2 "not found" (and
+//! usage errors).
+
+mod cmd;
+mod config;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Home, DEFAULT_CONTEXT};
+
+/// Exit code for "not found" (as the original datamon).
+pub(crate) const EXIT_NOT_FOUND: u8 = 2;
+
+/// datamon: Git for data. Versioned, deduplicated datasets in object storage, with no server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "datamon",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalOpts,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GlobalOpts {
+    /// Store URL: file:///abs/path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix
+    /// (default: the current context's store, else the embedded store under $DATAMON_HOME)
+    #[arg(long, global = true, env = "DATAMON_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// Context (named store) to use; see `datamon context list`
+    #[arg(long, global = true, env = "DATAMON_CONTEXT", value_name = "NAME")]
+    pub(crate) context: Option<String>,
+    /// Where datamon keeps its config, embedded store and caches
+    #[arg(long, global = true, env = "DATAMON_HOME", value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+    /// Print machine-readable JSON (NDJSON for listings) on stdout
+    #[arg(long, global = true, env = "DATAMON_JSON")]
+    pub(crate) json: bool,
+    /// No progress bars or summaries on stderr
+    #[arg(long, short, global = true, env = "DATAMON_QUIET")]
+    pub(crate) quiet: bool,
+    /// More logs on stderr (-v info, -vv debug)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Files or objects transferred at once (default: 4 per CPU)
+    #[arg(
+        long,
+        global = true,
+        env = "DATAMON_CONCURRENCY",
+        value_name = "N",
+        alias = "concurrency-factor"
+    )]
+    pub(crate) concurrency: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create, list and inspect repos (datasets)
+    #[command(subcommand)]
+    Repo(cmd::repo::RepoCmd),
+    /// Upload, list, download, diff and update bundles (versions of a repo)
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCmd),
+    /// Name bundles with labels (latest, production...)
+    #[command(subcommand)]
+    Label(cmd::label::LabelCmd),
+    /// Lines of bundles; uploads advance a branch (default: main)
+    #[command(subcommand)]
+    Branch(cmd::branch::BranchCmd),
+    /// Named stores to switch between (dev, prod...)
+    #[command(subcommand)]
+    Context(cmd::context::ContextCmd),
+    /// Settings of this user (author name)
+    #[command(subcommand)]
+    Config(cmd::misc::ConfigCmd),
+    /// Check the store: every referenced object exists; --read-data re-hashes every chunk
+    Fsck(cmd::misc::FsckArgs),
+    /// Print the version
+    Version,
+    /// Print shell completions
+    Completions(cmd::misc::CompletionsArgs),
+    /// Write man pages into a directory
+    #[command(hide = true)]
+    Manpages(cmd::misc::ManpagesArgs),
+}
+
+/// What every command gets: options, the home directory, and how to open the store.
+pub(crate) struct Ctx {
+    pub(crate) global: GlobalOpts,
+    pub(crate) home: Home,
+}
+
+impl Ctx {
+    /// The store URL this invocation uses.
+    pub(crate) fn store_url(&self) -> anyhow::Result<String> {
+        if let Some(s) = &self.global.store {
+            return Ok(s.clone());
+        }
+        let config = self.home.load()?;
+        let name = self
+            .global
+            .context
+            .clone()
+            .or(config.context.clone())
+            .unwrap_or_else(|| DEFAULT_CONTEXT.into());
+        self.home.context_store(&config, &name)
+    }
+
+    /// Who is acting: the configured author, else `$USER@host`.
+    pub(crate) fn author(&self) -> String {
+        if let Ok(Some(a)) = self.home.load().map(|c| c.author) {
+            return a;
+        }
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        if host.is_empty() {
+            user
+        } else {
+            format!("{user}@{host}")
+        }
+    }
+
+    pub(crate) async fn open(&self) -> anyhow::Result<datamon::Datamon> {
+        let url = self.store_url()?;
+        // Backend settings come from the usual environment variables.
+        let store_options: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| {
+                k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+            })
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let opts = datamon::OpenOptions {
+            author: Some(self.author()),
+            cache_dir: Some(self.home.cache_dir()),
+            store_options,
+            concurrency: self.global.concurrency,
+        };
+        datamon::Datamon::open(&url, opts)
+            .await
+            .with_context(|| format!("cannot open store {url}"))
+    }
+
+    pub(crate) fn progress(&self) -> progress::Bar {
+        progress::Bar::new(!self.global.quiet && !self.global.json)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let home = match Home::new(cli.global.home.clone()) {
+        Ok(h) => h,
+        Err(e) => return report(&e),
+    };
+    let ctx = Ctx {
+        global: cli.global,
+        home,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return report(&anyhow::Error::from(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(cmd::run(cli.command, &ctx)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DATAMON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Prints an error and picks the exit code: 2 for "not found", 0 for a closed stdout pipe, else 1.
+fn report(e: &anyhow::Error) -> ExitCode {
+    for cause in e.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    let not_found = e.chain().any(|c| {
+        c.downcast_ref::<datamon::Error>()
+            .is_some_and(|d| d.kind() == datamon::ErrorKind::NotFound)
+    });
+    // The library's messages already say what to do; show the outermost context and the cause.
+    let msg = match e.chain().nth(1) {
+        Some(_) => format!("{e:#}"),
+        None => format!("{e}"),
+    };
+    eprintln!("error: {msg}");
+    if not_found {
+        ExitCode::from(EXIT_NOT_FOUND)
+    } else {
+        ExitCode::FAILURE
+    }
+}

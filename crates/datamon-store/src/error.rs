@@ -128,11 +128,17 @@ impl Error {
 
     pub(crate) fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
         match source {
-            object_store::Error::NotFound { .. } => Error::NotFound { key: key.to_owned() },
-            object_store::Error::AlreadyExists { .. } => {
-                Error::AlreadyExists { key: key.to_owned() }
-            }
-            source => Error::Backend { op, key: key.to_owned(), source },
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                key: key.to_owned(),
+            },
+            object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
+                key: key.to_owned(),
+            },
+            source => Error::Backend {
+                op,
+                key: key.to_owned(),
+                source,
+            },
         }
     }
 }

@@ -123,7 +123,11 @@ impl Index {
         let mut out = Vec::with_capacity(8 + 32 + 4 + entries.len() * ENTRY_LEN + 32);
         out.extend_from_slice(INDEX_MAGIC);
         out.extend_from_slice(pack.as_bytes());
-        out.extend_from_slice(&u32::try_from(entries.len()).expect("fits u32").to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(entries.len())
+                .expect("fits u32")
+                .to_le_bytes(),
+        );
         for e in entries {
             e.encode(&mut out);
         }
@@ -137,7 +141,10 @@ impl Index {
     /// # Errors
     /// [`Error::Corrupt`] when it is damaged.
     pub fn decode_object(b: &[u8], what: &str) -> Result<(Hash, Vec<PackEntry>)> {
-        let corrupt = |detail: &str| Error::Corrupt { what: what.to_owned(), detail: detail.to_owned() };
+        let corrupt = |detail: &str| Error::Corrupt {
+            what: what.to_owned(),
+            detail: detail.to_owned(),
+        };
         if b.len() < 8 + 32 + 4 + 32 || &b[..8] != INDEX_MAGIC {
             return Err(corrupt("not a datamon index object"));
         }

@@ -19,8 +19,8 @@
 //! ```
 
 mod error;
-pub mod keys;
 mod index;
+pub mod keys;
 mod pack;
 mod store;
 mod url;

@@ -59,7 +59,10 @@ impl PackEntry {
     }
 
     pub(crate) fn decode(b: &[u8], what: &str) -> Result<PackEntry> {
-        let corrupt = |detail: &str| Error::Corrupt { what: what.to_owned(), detail: detail.to_owned() };
+        let corrupt = |detail: &str| Error::Corrupt {
+            what: what.to_owned(),
+            detail: detail.to_owned(),
+        };
         if b.len() != ENTRY_LEN {
             return Err(corrupt("truncated entry"));
         }
@@ -71,7 +74,8 @@ impl PackEntry {
             1 => BlobKind::Tree,
             _ => return Err(corrupt("unknown blob kind")),
         };
-        let compression = Compression::from_code(b[33]).ok_or_else(|| corrupt("unknown compression"))?;
+        let compression =
+            Compression::from_code(b[33]).ok_or_else(|| corrupt("unknown compression"))?;
         Ok(PackEntry {
             hash: Hash(hash),
             kind,
@@ -106,11 +110,21 @@ impl PackWriter {
     pub fn new(capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity + 128 * 1024);
         buf.extend_from_slice(PACK_MAGIC);
-        PackWriter { buf, entries: Vec::new() }
+        PackWriter {
+            buf,
+            entries: Vec::new(),
+        }
     }
 
     /// Appends a blob, storing `stored` (already compressed when `compression` says so).
-    pub fn add(&mut self, hash: Hash, kind: BlobKind, compression: Compression, raw_len: usize, stored: &[u8]) {
+    pub fn add(
+        &mut self,
+        hash: Hash,
+        kind: BlobKind,
+        compression: Compression,
+        raw_len: usize,
+        stored: &[u8],
+    ) {
         let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
         self.buf.extend_from_slice(stored);
         self.entries.push(PackEntry {
@@ -156,7 +170,11 @@ impl PackWriter {
         self.buf.extend_from_slice(&count.to_le_bytes());
         self.buf.extend_from_slice(PACK_END);
         let id = Hash::of(&self.buf);
-        FinishedPack { id, bytes: Bytes::from(self.buf), entries: self.entries }
+        FinishedPack {
+            id,
+            bytes: Bytes::from(self.buf),
+            entries: self.entries,
+        }
     }
 }
 
@@ -165,13 +183,19 @@ impl PackWriter {
 /// # Errors
 /// [`Error::Corrupt`] when the footer is damaged.
 pub fn parse_footer(pack: &[u8], what: &str) -> Result<Vec<PackEntry>> {
-    let corrupt = |detail: &str| Error::Corrupt { what: what.to_owned(), detail: detail.to_owned() };
+    let corrupt = |detail: &str| Error::Corrupt {
+        what: what.to_owned(),
+        detail: detail.to_owned(),
+    };
     if pack.len() < 20 || &pack[..8] != PACK_MAGIC || &pack[pack.len() - 8..] != PACK_END {
         return Err(corrupt("not a datamon pack (bad magic)"));
     }
     let count_at = pack.len() - 12;
-    let count = u32::from_le_bytes(pack[count_at..count_at + 4].try_into().expect("4 bytes")) as usize;
-    let footer_len = count.checked_mul(ENTRY_LEN).ok_or_else(|| corrupt("bad entry count"))?;
+    let count =
+        u32::from_le_bytes(pack[count_at..count_at + 4].try_into().expect("4 bytes")) as usize;
+    let footer_len = count
+        .checked_mul(ENTRY_LEN)
+        .ok_or_else(|| corrupt("bad entry count"))?;
     if footer_len + 20 > pack.len() {
         return Err(corrupt("footer longer than the pack"));
     }

@@ -36,7 +36,12 @@ impl Store {
     pub async fn open(url: &str, options: &[(String, String)]) -> Result<Store> {
         let url = StoreUrl::parse(url)?;
         let (os, root) = url.connect(options)?;
-        let mut store = Store { os, root, url, config: default_config() };
+        let mut store = Store {
+            os,
+            root,
+            url,
+            config: default_config(),
+        };
         store.config = store.load_or_create_config().await?;
         Ok(store)
     }
@@ -55,7 +60,10 @@ impl Store {
             Err(e) => return Err(e),
         };
         if config.version > FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
         }
         let sane = 64 <= config.chunk_min
             && config.chunk_min <= config.chunk_avg
@@ -64,7 +72,10 @@ impl Store {
             && config.chunk_max >= 1024
             && config.chunk_max <= 16 << 20;
         if !sane {
-            return Err(Error::Corrupt { what: keys::CONFIG.into(), detail: "invalid chunk sizes".into() });
+            return Err(Error::Corrupt {
+                what: keys::CONFIG.into(),
+                detail: "invalid chunk sizes".into(),
+            });
         }
         Ok(config)
     }
@@ -93,7 +104,10 @@ impl Store {
         if root.is_empty() {
             p.to_owned()
         } else {
-            p.strip_prefix(root).map(|k| k.trim_start_matches('/')).unwrap_or(p).to_owned()
+            p.strip_prefix(root)
+                .map(|k| k.trim_start_matches('/'))
+                .unwrap_or(p)
+                .to_owned()
         }
     }
 
@@ -102,7 +116,11 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let r = self.os.get(&self.path(key)).await.map_err(|e| Error::backend("get", key, e))?;
+        let r = self
+            .os
+            .get(&self.path(key))
+            .await
+            .map_err(|e| Error::backend("get", key, e))?;
         r.bytes().await.map_err(|e| Error::backend("get", key, e))
     }
 
@@ -131,7 +149,11 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
     pub async fn size(&self, key: &str) -> Result<u64> {
-        let m = self.os.head(&self.path(key)).await.map_err(|e| Error::backend("head", key, e))?;
+        let m = self
+            .os
+            .head(&self.path(key))
+            .await
+            .map_err(|e| Error::backend("head", key, e))?;
         Ok(m.size)
     }
 
@@ -153,7 +175,10 @@ impl Store {
     /// # Errors
     /// [`Error::AlreadyExists`] when one does; a backend error.
     pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         self.os
             .put_opts(&self.path(key), PutPayload::from(bytes), opts)
             .await
@@ -166,7 +191,10 @@ impl Store {
     /// # Errors
     /// A backend error.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.os.delete(&self.path(key)).await.map_err(|e| Error::backend("delete", key, e))
+        self.os
+            .delete(&self.path(key))
+            .await
+            .map_err(|e| Error::backend("delete", key, e))
     }
 
     /// Lists the keys (and sizes) under a prefix, recursively, sorted.
@@ -212,7 +240,10 @@ impl Store {
     /// [`Error::NotFound`], [`Error::Json`] or a backend error.
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
         let b = self.get(key).await?;
-        serde_json::from_slice(&b).map_err(|source| Error::Json { key: key.to_owned(), source })
+        serde_json::from_slice(&b).map_err(|source| Error::Json {
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// Writes a JSON record only if none exists under `key`.
@@ -240,12 +271,20 @@ impl Store {
     /// # Errors
     /// A backend error or a damaged index object.
     pub async fn load_index(&self) -> Result<Index> {
-        let keys: Vec<String> = self.list(keys::INDEX).await?.into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = self
+            .list(keys::INDEX)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let mut objects = futures::stream::iter(keys.into_iter().map(|k| async move {
             let b = self.get(&k).await?;
             let (pack, entries) = Index::decode_object(&b, &k)?;
             if keys::index(&pack) != k {
-                return Err(Error::Corrupt { what: k, detail: "names another pack".into() });
+                return Err(Error::Corrupt {
+                    what: k,
+                    detail: "names another pack".into(),
+                });
             }
             Ok::<_, Error>((pack, entries))
         }))
@@ -282,7 +321,11 @@ impl Store {
                 tracing::warn!(pack = %key, "skipping a pack with a damaged footer");
                 continue;
             };
-            self.put(&keys::index(&id), Bytes::from(Index::encode_object(&id, &entries))).await?;
+            self.put(
+                &keys::index(&id),
+                Bytes::from(Index::encode_object(&id, &entries)),
+            )
+            .await?;
             index.add_pack(id, &entries);
             recovered += 1;
         }
@@ -295,12 +338,19 @@ impl Store {
     /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
     /// damaged, or a backend error.
     pub async fn read_blob(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
-        let r = index.get(hash).ok_or_else(|| Error::NotFound { key: format!("blob {hash}") })?;
+        let r = index.get(hash).ok_or_else(|| Error::NotFound {
+            key: format!("blob {hash}"),
+        })?;
         let key = keys::pack(&r.pack);
         let start = u64::from(r.offset);
-        let stored = self.get_range(&key, start..start + u64::from(r.stored_len)).await?;
+        let stored = self
+            .get_range(&key, start..start + u64::from(r.stored_len))
+            .await?;
         let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)
-            .map_err(|e| Error::Corrupt { what: format!("blob {hash} in {key}"), detail: e.to_string() })?;
+            .map_err(|e| Error::Corrupt {
+                what: format!("blob {hash} in {key}"),
+                detail: e.to_string(),
+            })?;
         Ok(data.into_owned())
     }
 
@@ -323,7 +373,12 @@ impl Store {
     /// # Errors
     /// A backend error or a damaged record.
     pub async fn last_record<T: DeserializeOwned>(&self, prefix: &str) -> Result<Option<(u64, T)>> {
-        let last = self.list(prefix).await?.iter().filter_map(|(k, _)| parse_seq(prefix, k)).max();
+        let last = self
+            .list(prefix)
+            .await?
+            .iter()
+            .filter_map(|(k, _)| parse_seq(prefix, k))
+            .max();
         match last {
             Some(seq) => Ok(Some((seq, self.get_json(&keys::seq(prefix, seq)).await?))),
             None => Ok(None),
@@ -360,7 +415,10 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Precondition { key: prefix.to_owned() }.into())
+        Err(Error::Precondition {
+            key: prefix.to_owned(),
+        }
+        .into())
     }
 }
 
@@ -375,7 +433,12 @@ fn parse_seq(prefix: &str, key: &str) -> Option<u64> {
 
 fn default_config() -> StoreConfig {
     let now = Utc::now();
-    let seed = format!("{}-{}-{:?}", now.timestamp_nanos_opt().unwrap_or_default(), std::process::id(), std::thread::current().id());
+    let seed = format!(
+        "{}-{}-{:?}",
+        now.timestamp_nanos_opt().unwrap_or_default(),
+        std::process::id(),
+        std::thread::current().id()
+    );
     let params = datamon_chunk::ChunkerParams::default();
     StoreConfig {
         version: FORMAT_VERSION,
@@ -397,7 +460,10 @@ mod tests {
     async fn memory_store_objects_packs_and_sequences() {
         let s = Store::open("memory://unit-test", &[]).await.unwrap();
         s.create("a/b", Bytes::from_static(b"x")).await.unwrap();
-        assert!(matches!(s.create("a/b", Bytes::from_static(b"y")).await, Err(Error::AlreadyExists { .. })));
+        assert!(matches!(
+            s.create("a/b", Bytes::from_static(b"y")).await,
+            Err(Error::AlreadyExists { .. })
+        ));
         assert_eq!(s.get("a/b").await.unwrap(), Bytes::from_static(b"x"));
         assert!(matches!(s.get("a/c").await, Err(Error::NotFound { .. })));
 
@@ -409,7 +475,10 @@ mod tests {
         assert!(idx.is_empty());
         assert_eq!(s.recover_packs(&mut idx).await.unwrap(), 1);
         let idx2 = s.load_index().await.unwrap();
-        assert_eq!(s.read_blob(&idx2, &Hash::of(b"blob")).await.unwrap(), b"blob");
+        assert_eq!(
+            s.read_blob(&idx2, &Hash::of(b"blob")).await.unwrap(),
+            b"blob"
+        );
 
         for i in 0..3u64 {
             let (seq, _) = s

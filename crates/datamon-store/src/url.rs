@@ -35,14 +35,20 @@ impl StoreUrl {
     /// # Errors
     /// [`Error::InvalidUrl`] naming what is wrong and what is accepted.
     pub fn parse(s: &str) -> Result<StoreUrl> {
-        let invalid = |reason: String| Error::InvalidUrl { url: s.to_owned(), reason };
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: s.to_owned(),
+            reason,
+        };
         if s.starts_with('/') {
             return Ok(StoreUrl::Local(PathBuf::from(s)));
         }
         let url = url::Url::parse(s).map_err(|e| invalid(format!("{e}; {ACCEPTED}")))?;
         match url.scheme() {
             "file" => {
-                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                if url
+                    .host_str()
+                    .is_some_and(|h| !h.is_empty() && h != "localhost")
+                {
                     return Err(invalid(format!("a file URL needs an absolute path (three slashes: file:///path); {ACCEPTED}")));
                 }
                 let path = url
@@ -65,28 +71,75 @@ impl StoreUrl {
     /// Opens the backend: the object store and the key prefix inside it. `options` are backend
     /// settings (e.g. `aws_endpoint`, `aws_access_key_id`) that the caller gathered, typically
     /// from the environment.
-    pub(crate) fn connect(&self, options: &[(String, String)]) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    pub(crate) fn connect(
+        &self,
+        options: &[(String, String)],
+    ) -> Result<(Arc<dyn ObjectStore>, Path)> {
         match self {
             StoreUrl::Local(path) => {
                 std::fs::create_dir_all(path).map_err(|source| Error::Io {
                     path: path.display().to_string(),
                     source,
                 })?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| {
-                    Error::InvalidUrl { url: path.display().to_string(), reason: e.to_string() }
-                })?;
+                let fs =
+                    object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| {
+                        Error::InvalidUrl {
+                            url: path.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 Ok((Arc::new(fs), Path::default()))
             }
             StoreUrl::Memory(name) => {
                 static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
-                let mut stores = STORES.get_or_init(Default::default).lock().expect("not poisoned");
-                let s = stores.entry(name.clone()).or_insert_with(|| Arc::new(InMemory::new()));
+                let mut stores = STORES
+                    .get_or_init(Default::default)
+                    .lock()
+                    .expect("not poisoned");
+                let s = stores
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(InMemory::new()));
                 Ok((s.clone(), Path::default()))
             }
             StoreUrl::Cloud { url, prefix } => {
-                let (store, _) = object_store::parse_url_opts(url, options.iter().cloned())
-                    .map_err(|e| Error::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
-                Ok((Arc::from(store), Path::from(prefix.as_str())))
+                let bad = |e: object_store::Error| Error::InvalidUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                };
+                // Options that name no setting of this backend (e.g. another cloud's) are ignored.
+                let store: Arc<dyn ObjectStore> = match url.scheme() {
+                    "s3" | "s3a" => {
+                        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                        let mut b = AmazonS3Builder::new().with_url(url.as_str());
+                        for (k, v) in options {
+                            if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
+                                b = b.with_config(key, v);
+                            }
+                        }
+                        Arc::new(b.build().map_err(bad)?)
+                    }
+                    "gs" => {
+                        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+                        let mut b = GoogleCloudStorageBuilder::new().with_url(url.as_str());
+                        for (k, v) in options {
+                            if let Ok(key) = k.parse::<GoogleConfigKey>() {
+                                b = b.with_config(key, v);
+                            }
+                        }
+                        Arc::new(b.build().map_err(bad)?)
+                    }
+                    _ => {
+                        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                        let mut b = MicrosoftAzureBuilder::new().with_url(url.as_str());
+                        for (k, v) in options {
+                            if let Ok(key) = k.parse::<AzureConfigKey>() {
+                                b = b.with_config(key, v);
+                            }
+                        }
+                        Arc::new(b.build().map_err(bad)?)
+                    }
+                };
+                Ok((store, Path::from(prefix.as_str())))
             }
         }
     }
@@ -108,12 +161,32 @@ mod tests {
 
     #[test]
     fn parses() {
-        assert_eq!(StoreUrl::parse("file:///tmp/x").unwrap(), StoreUrl::Local("/tmp/x".into()));
-        assert_eq!(StoreUrl::parse("/tmp/x").unwrap(), StoreUrl::Local("/tmp/x".into()));
-        assert!(matches!(StoreUrl::parse("s3://b/p/q").unwrap(), StoreUrl::Cloud { prefix, .. } if prefix == "p/q"));
-        assert!(matches!(StoreUrl::parse("gs://b").unwrap(), StoreUrl::Cloud { .. }));
-        assert!(matches!(StoreUrl::parse("az://c/p").unwrap(), StoreUrl::Cloud { .. }));
-        for bad in ["ftp://x", "file://relative/x", "s3://", "nonsense", "relative/path"] {
+        assert_eq!(
+            StoreUrl::parse("file:///tmp/x").unwrap(),
+            StoreUrl::Local("/tmp/x".into())
+        );
+        assert_eq!(
+            StoreUrl::parse("/tmp/x").unwrap(),
+            StoreUrl::Local("/tmp/x".into())
+        );
+        assert!(
+            matches!(StoreUrl::parse("s3://b/p/q").unwrap(), StoreUrl::Cloud { prefix, .. } if prefix == "p/q")
+        );
+        assert!(matches!(
+            StoreUrl::parse("gs://b").unwrap(),
+            StoreUrl::Cloud { .. }
+        ));
+        assert!(matches!(
+            StoreUrl::parse("az://c/p").unwrap(),
+            StoreUrl::Cloud { .. }
+        ));
+        for bad in [
+            "ftp://x",
+            "file://relative/x",
+            "s3://",
+            "nonsense",
+            "relative/path",
+        ] {
             let e = StoreUrl::parse(bad).unwrap_err();
             assert!(e.to_string().contains("file:///"), "{bad}: {e}");
         }

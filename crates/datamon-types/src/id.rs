@@ -91,7 +91,12 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "abc", "1INzQ5TV4vAAfU2PbRFgPfnzEw!", "1INzQ5TV4vAAfU2PbRFgPfnzEwRR"] {
+        for bad in [
+            "",
+            "abc",
+            "1INzQ5TV4vAAfU2PbRFgPfnzEw!",
+            "1INzQ5TV4vAAfU2PbRFgPfnzEwRR",
+        ] {
             assert!(bad.parse::<BundleId>().is_err(), "{bad}");
         }
     }

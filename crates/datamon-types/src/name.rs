@@ -7,15 +7,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-const RULE: &str = "use 1-64 characters: letters, digits, '-', '_' and '.', starting with a letter or digit";
+const RULE: &str =
+    "use 1-64 characters: letters, digits, '-', '_' and '.', starting with a letter or digit";
 
 fn validate(kind: &'static str, name: &str) -> Result<(), Error> {
-    let bad = |reason| Error::InvalidName { kind, name: name.to_owned(), reason };
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let bad = |reason| Error::InvalidName {
+        kind,
+        name: name.to_owned(),
+        reason,
+    };
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 64 || !first_ok {
         return Err(bad(RULE));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(bad(RULE));
     }
     if name.contains("..") {

@@ -166,7 +166,9 @@ mod tests {
                     name: "l".into(),
                     mode: 0o777,
                     mtime_ns: 0,
-                    node: Node::Symlink { target: "a.txt".into() },
+                    node: Node::Symlink {
+                        target: "a.txt".into(),
+                    },
                 },
             ],
         };

@@ -79,12 +79,18 @@ impl Datamon {
     ///
     /// # Errors
     /// [`Error::BundleNotFound`]; a store error.
-    pub async fn diff_bundles(&self, repo: &RepoName, a: &BundleId, b: &BundleId) -> Result<Vec<Change>> {
+    pub async fn diff_bundles(
+        &self,
+        repo: &RepoName,
+        a: &BundleId,
+        b: &BundleId,
+    ) -> Result<Vec<Change>> {
         let ba = self.get_bundle(repo, a).await?;
         let bb = self.get_bundle(repo, b).await?;
         let index = self.store.load_index().await?;
         let mut out = Vec::new();
-        let mut stack: Vec<(String, Option<Hash>, Option<Hash>)> = vec![(String::new(), Some(ba.root), Some(bb.root))];
+        let mut stack: Vec<(String, Option<Hash>, Option<Hash>)> =
+            vec![(String::new(), Some(ba.root), Some(bb.root))];
         while let Some((prefix, ta, tb)) = stack.pop() {
             if ta == tb {
                 continue;
@@ -100,8 +106,15 @@ impl Datamon {
             };
             let (xa, xb) = futures::try_join!(load(ta), load(tb))?;
             if xa.entries.is_empty() && xb.entries.is_empty() && !prefix.is_empty() {
-                let kind = if ta.is_none() { ChangeKind::Added } else { ChangeKind::Deleted };
-                out.push(Change { path: format!("{prefix}/"), kind });
+                let kind = if ta.is_none() {
+                    ChangeKind::Added
+                } else {
+                    ChangeKind::Deleted
+                };
+                out.push(Change {
+                    path: format!("{prefix}/"),
+                    kind,
+                });
                 continue;
             }
             let mut ia = xa.entries.iter().peekable();
@@ -125,7 +138,10 @@ impl Datamon {
                         if let (Some(da), Some(db)) = (dir(ea), dir(eb)) {
                             stack.push((path, Some(da), Some(db)));
                         } else if entries_differ(x, y) {
-                            out.push(Change { path: path.clone(), kind: ChangeKind::Modified });
+                            out.push(Change {
+                                path: path.clone(),
+                                kind: ChangeKind::Modified,
+                            });
                             // A type change to or from a directory also lists what it held.
                             if dir(ea).is_some() || dir(eb).is_some() {
                                 stack.push((path, dir(ea), dir(eb)));
@@ -134,11 +150,17 @@ impl Datamon {
                     }
                     (Some(_), None) => match dir(ea) {
                         Some(d) => stack.push((path, Some(d), None)),
-                        None => out.push(Change { path, kind: ChangeKind::Deleted }),
+                        None => out.push(Change {
+                            path,
+                            kind: ChangeKind::Deleted,
+                        }),
                     },
                     (None, Some(_)) => match dir(eb) {
                         Some(d) => stack.push((path, None, Some(d))),
-                        None => out.push(Change { path, kind: ChangeKind::Added }),
+                        None => out.push(Change {
+                            path,
+                            kind: ChangeKind::Added,
+                        }),
                     },
                     (None, None) => unreachable!("the loop stops when both sides are done"),
                 }
@@ -153,7 +175,12 @@ impl Datamon {
     ///
     /// # Errors
     /// [`Error::BundleNotFound`], [`Error::BadPath`]; a store or local I/O error.
-    pub async fn diff_dir(&self, repo: &RepoName, id: &BundleId, dir: &Path) -> Result<Vec<Change>> {
+    pub async fn diff_dir(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        dir: &Path,
+    ) -> Result<Vec<Change>> {
         Ok(self.compare_dir(repo, id, dir).await?.0)
     }
 
@@ -164,12 +191,19 @@ impl Datamon {
         dir: &Path,
     ) -> Result<(Vec<Change>, BTreeMap<String, TreeEntry>, Index)> {
         let (bundle, index) = self.open_bundle(repo, id).await?;
-        let remote: BTreeMap<String, TreeEntry> = self.walk(&index, bundle.root).await?.into_iter().collect();
+        let remote: BTreeMap<String, TreeEntry> =
+            self.walk(&index, bundle.root).await?.into_iter().collect();
         let c = self.store.config();
-        let params = ChunkerParams { min: c.chunk_min, avg: c.chunk_avg, max: c.chunk_max };
+        let params = ChunkerParams {
+            min: c.chunk_min,
+            avg: c.chunk_avg,
+            max: c.chunk_max,
+        };
         let dir = dir.to_owned();
-        let (changes, remote) =
-            tokio::task::spawn_blocking(move || compare_local(&remote, &dir, params).map(|c| (c, remote))).await??;
+        let (changes, remote) = tokio::task::spawn_blocking(move || {
+            compare_local(&remote, &dir, params).map(|c| (c, remote))
+        })
+        .await??;
         Ok((changes, remote, index))
     }
 
@@ -179,7 +213,13 @@ impl Datamon {
     ///
     /// # Errors
     /// As [`Datamon::diff_dir`] and [`Datamon::download`].
-    pub async fn update_dir(&self, repo: &RepoName, id: &BundleId, dir: &Path, progress: &dyn Progress) -> Result<Vec<Change>> {
+    pub async fn update_dir(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Change>> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let (changes, remote, index) = self.compare_dir(repo, id, dir).await?;
         let wanted: HashSet<&str> = changes
@@ -201,17 +241,24 @@ impl Datamon {
                 Err(e) => Err(e),
             };
             match r {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: p, source: e }),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io { path: p, source: e })
+                }
                 _ => {}
             }
         }
-        self.restore_entries(&index, dir, &entries, progress).await?;
+        self.restore_entries(&index, dir, &entries, progress)
+            .await?;
         Ok(changes)
     }
 }
 
 /// Compares a folder with a bundle's flattened tree; hashes only the files whose size matches.
-fn compare_local(remote: &BTreeMap<String, TreeEntry>, dir: &Path, params: ChunkerParams) -> Result<Vec<Change>> {
+fn compare_local(
+    remote: &BTreeMap<String, TreeEntry>,
+    dir: &Path,
+    params: ChunkerParams,
+) -> Result<Vec<Change>> {
     let scanned = scan(dir, None, false)?;
     let mut local: BTreeMap<String, Local> = BTreeMap::new();
     flatten(&scanned.root, "", &scanned.files, &mut local);
@@ -219,28 +266,58 @@ fn compare_local(remote: &BTreeMap<String, TreeEntry>, dir: &Path, params: Chunk
     let mut changes = Vec::new();
     let mut to_hash: Vec<(String, PathBuf, Hash)> = Vec::new();
     let has_children = |m: &dyn Fn(&str) -> bool, p: &str| m(&format!("{p}/"));
-    let remote_has = |prefix: &str| remote.range(prefix.to_owned()..).next().is_some_and(|(k, _)| k.starts_with(prefix));
-    let local_has = |prefix: &str| local.range(prefix.to_owned()..).next().is_some_and(|(k, _)| k.starts_with(prefix));
+    let remote_has = |prefix: &str| {
+        remote
+            .range(prefix.to_owned()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix))
+    };
+    let local_has = |prefix: &str| {
+        local
+            .range(prefix.to_owned()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix))
+    };
 
     for (path, l) in &local {
         match (remote.get(path), l) {
             (None, Local::Dir { .. }) => {
                 if !has_children(&local_has, path) {
-                    changes.push(Change { path: format!("{path}/"), kind: ChangeKind::Added });
+                    changes.push(Change {
+                        path: format!("{path}/"),
+                        kind: ChangeKind::Added,
+                    });
                 }
             }
-            (None, _) => changes.push(Change { path: path.clone(), kind: ChangeKind::Added }),
+            (None, _) => changes.push(Change {
+                path: path.clone(),
+                kind: ChangeKind::Added,
+            }),
             (Some(r), l) => match (&r.node, l) {
                 (Node::Dir { .. }, Local::Dir { .. }) => {}
-                (Node::File { size, hash, .. }, Local::File { size: ls, mode, job }) if *mode == r.mode => {
+                (
+                    Node::File { size, hash, .. },
+                    Local::File {
+                        size: ls,
+                        mode,
+                        job,
+                    },
+                ) if *mode == r.mode => {
                     if size != ls {
-                        changes.push(Change { path: path.clone(), kind: ChangeKind::Modified });
+                        changes.push(Change {
+                            path: path.clone(),
+                            kind: ChangeKind::Modified,
+                        });
                     } else {
                         to_hash.push((path.clone(), scanned.files[*job].path.clone(), *hash));
                     }
                 }
-                (Node::Symlink { target }, Local::Symlink { target: lt, mode }) if *mode == r.mode && target == lt => {}
-                _ => changes.push(Change { path: path.clone(), kind: ChangeKind::Modified }),
+                (Node::Symlink { target }, Local::Symlink { target: lt, mode })
+                    if *mode == r.mode && target == lt => {}
+                _ => changes.push(Change {
+                    path: path.clone(),
+                    kind: ChangeKind::Modified,
+                }),
             },
         }
     }
@@ -250,8 +327,14 @@ fn compare_local(remote: &BTreeMap<String, TreeEntry>, dir: &Path, params: Chunk
         }
         match r.node {
             Node::Dir { .. } if has_children(&remote_has, path) => {}
-            Node::Dir { .. } => changes.push(Change { path: format!("{path}/"), kind: ChangeKind::Deleted }),
-            _ => changes.push(Change { path: path.clone(), kind: ChangeKind::Deleted }),
+            Node::Dir { .. } => changes.push(Change {
+                path: format!("{path}/"),
+                kind: ChangeKind::Deleted,
+            }),
+            _ => changes.push(Change {
+                path: path.clone(),
+                kind: ChangeKind::Deleted,
+            }),
         }
     }
     changes.extend(hash_and_compare(&to_hash, params)?);
@@ -274,35 +357,59 @@ fn flatten(dir: &ScanDir, prefix: &str, files: &[FileJob], out: &mut BTreeMap<St
                 out.insert(path, Local::Dir);
             }
             ScanKind::File(job) => {
-                out.insert(path, Local::File { size: files[*job].size, mode: e.mode, job: *job });
+                out.insert(
+                    path,
+                    Local::File {
+                        size: files[*job].size,
+                        mode: e.mode,
+                        job: *job,
+                    },
+                );
             }
             ScanKind::Symlink(t) => {
-                out.insert(path, Local::Symlink { target: t.clone(), mode: e.mode });
+                out.insert(
+                    path,
+                    Local::Symlink {
+                        target: t.clone(),
+                        mode: e.mode,
+                    },
+                );
             }
         }
     }
 }
 
 /// Hashes local files the way upload does and reports those whose hash differs.
-fn hash_and_compare(items: &[(String, PathBuf, Hash)], params: ChunkerParams) -> Result<Vec<Change>> {
+fn hash_and_compare(
+    items: &[(String, PathBuf, Hash)],
+    params: ChunkerParams,
+) -> Result<Vec<Change>> {
     let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, usize::from).min(items.len().max(1));
+    let workers = std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(items.len().max(1));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| -> Result<Vec<Change>> {
                     let mut chunker = Chunker::new(params);
                     let mut out = Vec::new();
-                    while let Some((path, file, expected)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    while let Some((path, file, expected)) =
+                        items.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
                         let f = std::fs::File::open(file).map_err(Error::io(file))?;
                         let mut chunks = Vec::new();
-                        chunker.chunk_reader(f, |d: &[u8]| -> std::io::Result<()> {
-                            chunks.push(ChunkRef(Hash::of(d), d.len() as u32));
-                            Ok(())
-                        })
-                        .map_err(Error::io(file))?;
+                        chunker
+                            .chunk_reader(f, |d: &[u8]| -> std::io::Result<()> {
+                                chunks.push(ChunkRef(Hash::of(d), d.len() as u32));
+                                Ok(())
+                            })
+                            .map_err(Error::io(file))?;
                         if Node::file_hash(&chunks) != *expected {
-                            out.push(Change { path: path.clone(), kind: ChangeKind::Modified });
+                            out.push(Change {
+                                path: path.clone(),
+                                kind: ChangeKind::Modified,
+                            });
                         }
                     }
                     Ok(out)

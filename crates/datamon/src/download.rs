@@ -59,13 +59,23 @@ fn plan_runs(path: &str, chunks: &[ChunkRef], index: &Index) -> Result<Vec<Run>>
             path: path.to_owned(),
             detail: format!("chunk {} is not in the store's index", c.0),
         })?;
-        let (start, end) = (u64::from(r.offset), u64::from(r.offset) + u64::from(r.stored_len));
+        let (start, end) = (
+            u64::from(r.offset),
+            u64::from(r.offset) + u64::from(r.stored_len),
+        );
         match runs.last_mut() {
-            Some(last) if last.pack == r.pack && last.end == start && end - last.start <= MAX_RUN => {
+            Some(last)
+                if last.pack == r.pack && last.end == start && end - last.start <= MAX_RUN =>
+            {
                 last.end = end;
                 last.chunks.push((*c, r));
             }
-            _ => runs.push(Run { pack: r.pack, start, end, chunks: vec![(*c, r)] }),
+            _ => runs.push(Run {
+                pack: r.pack,
+                start,
+                end,
+                chunks: vec![(*c, r)],
+            }),
         }
     }
     Ok(runs)
@@ -82,7 +92,10 @@ impl Drop for TempGuard {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.datamon-{:016x}", rand::random::<u64>()))
 }
 
@@ -95,8 +108,15 @@ fn clear_for_file(path: &Path) -> Result<()> {
 }
 
 fn set_mtime(path: &Path, mtime_ns: i64, symlink: bool) -> Result<()> {
-    let t = filetime::FileTime::from_unix_time(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000) as u32);
-    let r = if symlink { filetime::set_symlink_file_times(path, t, t) } else { filetime::set_file_mtime(path, t) };
+    let t = filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    let r = if symlink {
+        filetime::set_symlink_file_times(path, t, t)
+    } else {
+        filetime::set_file_mtime(path, t)
+    };
     r.map_err(Error::io(path))
 }
 
@@ -139,10 +159,20 @@ impl Datamon {
         progress: &dyn Progress,
     ) -> Result<DownloadReport> {
         let (bundle, index) = self.open_bundle(repo, id).await?;
-        let clean: String = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>().join("/");
+        let clean: String = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect::<Vec<_>>()
+            .join("/");
         let entry = match self.find_entry(&index, bundle.root, &clean).await? {
             Some(e) if !clean.is_empty() => e,
-            _ => return Err(Error::PathNotInBundle { repo: repo.to_string(), id: *id, path: path.to_owned() }),
+            _ => {
+                return Err(Error::PathNotInBundle {
+                    repo: repo.to_string(),
+                    id: *id,
+                    path: path.to_owned(),
+                })
+            }
         };
         let target = dest.join(&clean);
         if !force && std::fs::symlink_metadata(&target).is_ok() {
@@ -178,13 +208,18 @@ impl Datamon {
             match &e.node {
                 Node::Dir { .. } => {
                     match std::fs::symlink_metadata(&target) {
-                        Ok(m) if !m.is_dir() => std::fs::remove_file(&target).map_err(Error::io(&target))?,
+                        Ok(m) if !m.is_dir() => {
+                            std::fs::remove_file(&target).map_err(Error::io(&target))?
+                        }
                         _ => {}
                     }
                     std::fs::create_dir_all(&target).map_err(Error::io(&target))?;
                     // Writable while its content is restored; its own mode is set at the end.
-                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700 | e.mode))
-                        .map_err(Error::io(&target))?;
+                    std::fs::set_permissions(
+                        &target,
+                        std::fs::Permissions::from_mode(0o700 | e.mode),
+                    )
+                    .map_err(Error::io(&target))?;
                     report.dirs += 1;
                     dirs.push((target, e));
                 }
@@ -213,10 +248,14 @@ impl Datamon {
             }
         }
         progress.begin("download", report.bytes, Unit::Bytes);
-        futures::stream::iter(files.into_iter().map(|(path, target, e, chunks)| async move {
-            let runs = plan_runs(path, chunks, index)?;
-            self.restore_file(path, &target, e, runs, progress).await
-        }))
+        futures::stream::iter(
+            files
+                .into_iter()
+                .map(|(path, target, e, chunks)| async move {
+                    let runs = plan_runs(path, chunks, index)?;
+                    self.restore_file(path, &target, e, runs, progress).await
+                }),
+        )
         .buffer_unordered(self.concurrency)
         .try_collect::<Vec<()>>()
         .await?;
@@ -224,7 +263,8 @@ impl Datamon {
         // Directory modes and mtimes last, deepest first: writing inside a directory changes its
         // mtime, and a read-only mode would forbid the writes.
         for (target, e) in dirs.iter().rev() {
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode)).map_err(Error::io(target))?;
+            std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode))
+                .map_err(Error::io(target))?;
             set_mtime(target, e.mtime_ns, false)?;
         }
         Ok(report)
@@ -243,7 +283,9 @@ impl Datamon {
         let mut file = File::create(&tmp).map_err(Error::io(target))?;
         let store = &self.store;
         let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
-            let bytes = store.get_range(&keys::pack(&run.pack), run.start..run.end).await?;
+            let bytes = store
+                .get_range(&keys::pack(&run.pack), run.start..run.end)
+                .await?;
             Ok::<_, Error>((run, bytes))
         }))
         .buffered(2);
@@ -257,9 +299,11 @@ impl Datamon {
                 for (c, r) in &run.chunks {
                     let at = (u64::from(r.offset) - run.start) as usize;
                     let stored = &bytes[at..at + r.stored_len as usize];
-                    let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0).map_err(|e| {
-                        Error::Corrupt { path: path_owned.clone(), detail: format!("chunk {} in pack {}: {e}", c.0, run.pack) }
-                    })?;
+                    let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0)
+                        .map_err(|e| Error::Corrupt {
+                            path: path_owned.clone(),
+                            detail: format!("chunk {} in pack {}: {e}", c.0, run.pack),
+                        })?;
                     file.write_all(&data).map_err(Error::io(&target_owned))?;
                     n += data.len() as u64;
                 }
@@ -268,7 +312,8 @@ impl Datamon {
             .await??;
             progress.advance(written);
         }
-        file.set_permissions(std::fs::Permissions::from_mode(entry.mode)).map_err(Error::io(target))?;
+        file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
+            .map_err(Error::io(target))?;
         drop(file);
         set_mtime(&tmp, entry.mtime_ns, false)?;
         std::fs::rename(&tmp, target).map_err(Error::io(target))?;
@@ -282,7 +327,9 @@ fn check_destination(dest: &Path, force: bool) -> Result<()> {
     match std::fs::read_dir(dest) {
         Ok(mut rd) => {
             if rd.next().is_some() && !force {
-                return Err(Error::DestinationNotEmpty { path: dest.to_owned() });
+                return Err(Error::DestinationNotEmpty {
+                    path: dest.to_owned(),
+                });
             }
             Ok(())
         }
@@ -291,6 +338,9 @@ fn check_destination(dest: &Path, force: bool) -> Result<()> {
             path: dest.to_owned(),
             reason: format!("is not a directory ({e}): --destination takes a folder"),
         }),
-        Err(e) => Err(Error::Io { path: dest.to_owned(), source: e }),
+        Err(e) => Err(Error::Io {
+            path: dest.to_owned(),
+            source: e,
+        }),
     }
 }

@@ -160,16 +160,18 @@ impl Error {
                 S::Transient => ErrorKind::Transient,
                 _ => ErrorKind::Other,
             },
-            Error::Invalid(_) | Error::BadPath { .. } | Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::Invalid(_) | Error::BadPath { .. } | Error::InvalidInput(_) => {
+                ErrorKind::InvalidInput
+            }
             Error::RepoNotFound { .. }
             | Error::BundleNotFound { .. }
             | Error::NoBundles { .. }
             | Error::LabelNotFound { .. }
             | Error::BranchNotFound { .. }
             | Error::PathNotInBundle { .. } => ErrorKind::NotFound,
-            Error::RepoExists { .. } | Error::BranchExists { .. } | Error::DestinationNotEmpty { .. } => {
-                ErrorKind::AlreadyExists
-            }
+            Error::RepoExists { .. }
+            | Error::BranchExists { .. }
+            | Error::DestinationNotEmpty { .. } => ErrorKind::AlreadyExists,
             Error::LabelConflict { .. } => ErrorKind::Precondition,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
@@ -191,6 +193,9 @@ impl From<tokio::task::JoinError> for Error {
 /// For readers that report plain I/O errors; callers replace the empty path with the file's.
 impl From<std::io::Error> for Error {
     fn from(source: std::io::Error) -> Self {
-        Error::Io { path: PathBuf::new(), source }
+        Error::Io {
+            path: PathBuf::new(),
+            source,
+        }
     }
 }

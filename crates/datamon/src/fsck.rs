@@ -63,7 +63,14 @@ impl Datamon {
         let mut seen_chunks: HashSet<Hash> = HashSet::new();
         for repo in self.list_repos().await? {
             r.repos += 1;
-            self.check_repo(&repo.name, &index, &mut seen_trees, &mut seen_chunks, &mut r).await?;
+            self.check_repo(
+                &repo.name,
+                &index,
+                &mut seen_trees,
+                &mut seen_chunks,
+                &mut r,
+            )
+            .await?;
         }
         r.trees = seen_trees.len() as u64;
         r.chunks = seen_chunks.len() as u64;
@@ -80,16 +87,22 @@ impl Datamon {
         for pack in index.packs() {
             let key = keys::pack(pack);
             match packs.get(&key) {
-                None => r.problems.push(format!("pack {key} is in the index but missing from the store")),
-                Some(size) if extent.get(pack).is_some_and(|e| e > size) => {
-                    r.problems.push(format!("pack {key} is shorter ({size} bytes) than its index says"))
-                }
+                None => r.problems.push(format!(
+                    "pack {key} is in the index but missing from the store"
+                )),
+                Some(size) if extent.get(pack).is_some_and(|e| e > size) => r.problems.push(
+                    format!("pack {key} is shorter ({size} bytes) than its index says"),
+                ),
                 Some(_) => {}
             }
         }
 
         if read_data {
-            let total: u64 = index.packs().iter().filter_map(|p| packs.get(&keys::pack(p))).sum();
+            let total: u64 = index
+                .packs()
+                .iter()
+                .filter_map(|p| packs.get(&keys::pack(p)))
+                .sum();
             progress.begin("verify", total, Unit::Bytes);
             for pack in index.packs() {
                 let key = keys::pack(pack);
@@ -100,7 +113,8 @@ impl Datamon {
                     Err(e) => r.problems.push(format!("cannot read {key}: {e}")),
                     Ok(bytes) => {
                         progress.advance(bytes.len() as u64);
-                        let (verified, problems) = tokio::task::block_in_place(|| verify_pack(&key, pack, &bytes));
+                        let (verified, problems) =
+                            tokio::task::block_in_place(|| verify_pack(&key, pack, &bytes));
                         r.blobs_verified += verified;
                         r.problems.extend(problems);
                     }
@@ -138,11 +152,15 @@ impl Datamon {
                 match index.get(&h) {
                     Some(b) if b.kind == BlobKind::Tree => {}
                     Some(_) => {
-                        r.problems.push(format!("repo {repo}: bundle {id}: {prefix}/ names a blob that is not a tree"));
+                        r.problems.push(format!(
+                            "repo {repo}: bundle {id}: {prefix}/ names a blob that is not a tree"
+                        ));
                         continue;
                     }
                     None => {
-                        r.problems.push(format!("repo {repo}: bundle {id}: tree {h} of {prefix}/ is missing"));
+                        r.problems.push(format!(
+                            "repo {repo}: bundle {id}: tree {h} of {prefix}/ is missing"
+                        ));
                         continue;
                     }
                 }
@@ -154,7 +172,11 @@ impl Datamon {
                     }
                 };
                 for e in tree.entries {
-                    let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+                    let path = if prefix.is_empty() {
+                        e.name.clone()
+                    } else {
+                        format!("{prefix}/{}", e.name)
+                    };
                     match e.node {
                         Node::Dir { tree } => stack.push((path, tree)),
                         Node::File { size, hash, chunks } => {
@@ -182,13 +204,19 @@ impl Datamon {
         }
         for (label, rec) in self.list_labels(repo).await? {
             if !known.contains(&rec.bundle) {
-                r.problems.push(format!("repo {repo}: label {label} names missing bundle {}", rec.bundle));
+                r.problems.push(format!(
+                    "repo {repo}: label {label} names missing bundle {}",
+                    rec.bundle
+                ));
             }
         }
         for b in self.list_branches(repo).await? {
             if let Some(h) = b.head {
                 if !known.contains(&h) {
-                    r.problems.push(format!("repo {repo}: branch {} names missing bundle {h}", b.name));
+                    r.problems.push(format!(
+                        "repo {repo}: branch {} names missing bundle {h}",
+                        b.name
+                    ));
                 }
             }
         }
@@ -200,7 +228,9 @@ impl Datamon {
 fn verify_pack(key: &str, id: &Hash, bytes: &[u8]) -> (u64, Vec<String>) {
     let mut problems = Vec::new();
     if Hash::of(bytes) != *id {
-        problems.push(format!("pack {key}: content does not match its name (damaged)"));
+        problems.push(format!(
+            "pack {key}: content does not match its name (damaged)"
+        ));
     }
     let entries = match datamon_store::parse_footer(bytes, key) {
         Ok(e) => e,

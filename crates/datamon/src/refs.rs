@@ -43,15 +43,22 @@ impl Datamon {
         match sel {
             BundleSelector::Id(id) => Ok(self.get_bundle(repo, id).await?.id),
             BundleSelector::Label(l) => Ok(self.get_label(repo, l).await?.bundle),
-            BundleSelector::Branch(b) => self
-                .branch_head(repo, b)
-                .await?
-                .ok_or_else(|| Error::BranchNotFound { repo: repo.to_string(), branch: b.to_string() }),
-            BundleSelector::Latest => self
-                .bundle_ids(repo)
-                .await?
-                .pop()
-                .ok_or_else(|| Error::NoBundles { repo: repo.to_string() }),
+            BundleSelector::Branch(b) => {
+                self.branch_head(repo, b)
+                    .await?
+                    .ok_or_else(|| Error::BranchNotFound {
+                        repo: repo.to_string(),
+                        branch: b.to_string(),
+                    })
+            }
+            BundleSelector::Latest => {
+                self.bundle_ids(repo)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Error::NoBundles {
+                        repo: repo.to_string(),
+                    })
+            }
         }
     }
 
@@ -60,9 +67,13 @@ impl Datamon {
     /// # Errors
     /// [`Error::BundleNotFound`]; a store error.
     pub async fn get_bundle(&self, repo: &RepoName, id: &BundleId) -> Result<Bundle> {
-        not_found_as(self.store.get_json(&keys::bundle(repo.as_str(), id)).await, || {
-            Error::BundleNotFound { repo: repo.to_string(), id: *id }
-        })
+        not_found_as(
+            self.store.get_json(&keys::bundle(repo.as_str(), id)).await,
+            || Error::BundleNotFound {
+                repo: repo.to_string(),
+                id: *id,
+            },
+        )
     }
 
     /// The ids of a repo's committed bundles, oldest first.
@@ -104,14 +115,21 @@ impl Datamon {
             .last_record::<LabelRecord>(&keys::label(repo.as_str(), label.as_str()))
             .await?
             .map(|(_, r)| r)
-            .ok_or_else(|| Error::LabelNotFound { repo: repo.to_string(), label: label.to_string() })
+            .ok_or_else(|| Error::LabelNotFound {
+                repo: repo.to_string(),
+                label: label.to_string(),
+            })
     }
 
     /// Every value a label had, oldest first.
     ///
     /// # Errors
     /// [`Error::LabelNotFound`]; a store error.
-    pub async fn label_history(&self, repo: &RepoName, label: &LabelName) -> Result<Vec<LabelRecord>> {
+    pub async fn label_history(
+        &self,
+        repo: &RepoName,
+        label: &LabelName,
+    ) -> Result<Vec<LabelRecord>> {
         let h: Vec<LabelRecord> = self
             .store
             .read_sequence(&keys::label(repo.as_str(), label.as_str()))
@@ -120,7 +138,10 @@ impl Datamon {
             .map(|(_, r)| r)
             .collect();
         if h.is_empty() {
-            return Err(Error::LabelNotFound { repo: repo.to_string(), label: label.to_string() });
+            return Err(Error::LabelNotFound {
+                repo: repo.to_string(),
+                label: label.to_string(),
+            });
         }
         Ok(h)
     }
@@ -133,8 +154,14 @@ impl Datamon {
         self.get_repo(repo).await?;
         let mut out = Vec::new();
         for name in self.store.list_dirs(&keys::labels(repo.as_str())).await? {
-            let Ok(label) = name.parse::<LabelName>() else { continue };
-            if let Some((_, r)) = self.store.last_record(&keys::label(repo.as_str(), &name)).await? {
+            let Ok(label) = name.parse::<LabelName>() else {
+                continue;
+            };
+            if let Some((_, r)) = self
+                .store
+                .last_record(&keys::label(repo.as_str(), &name))
+                .await?
+            {
                 out.push((label, r));
             }
         }
@@ -162,7 +189,9 @@ impl Datamon {
                 let current = prev.map(|p| p.bundle);
                 if let Some(expected) = expect {
                     if expected != current {
-                        let show = |b: Option<BundleId>| b.map_or_else(|| "none".to_owned(), |b| b.to_string());
+                        let show = |b: Option<BundleId>| {
+                            b.map_or_else(|| "none".to_owned(), |b| b.to_string())
+                        };
                         return Err(Error::LabelConflict {
                             label: label.to_string(),
                             expected: show(expected),
@@ -170,7 +199,12 @@ impl Datamon {
                         });
                     }
                 }
-                Ok(LabelRecord { bundle: *bundle, previous: current, author: author.clone(), time: Utc::now() })
+                Ok(LabelRecord {
+                    bundle: *bundle,
+                    previous: current,
+                    author: author.clone(),
+                    time: Utc::now(),
+                })
             })
             .await?;
         Ok(rec)
@@ -180,7 +214,11 @@ impl Datamon {
     ///
     /// # Errors
     /// A store error.
-    pub async fn branch_head(&self, repo: &RepoName, branch: &BranchName) -> Result<Option<BundleId>> {
+    pub async fn branch_head(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+    ) -> Result<Option<BundleId>> {
         Ok(self
             .store
             .last_record::<BranchRecord>(&keys::branch(repo.as_str(), branch.as_str()))
@@ -214,17 +252,39 @@ impl Datamon {
     ///
     /// # Errors
     /// [`Error::BranchExists`], [`Error::BundleNotFound`]; a store error.
-    pub async fn create_branch(&self, repo: &RepoName, branch: &BranchName, from: Option<BundleId>) -> Result<Branch> {
+    pub async fn create_branch(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+        from: Option<BundleId>,
+    ) -> Result<Branch> {
         self.get_repo(repo).await?;
         if let Some(id) = &from {
             self.get_bundle(repo, id).await?;
         }
-        let rec = BranchRecord { head: from, previous: None, author: self.author.clone(), time: Utc::now() };
-        match self.store.create_json(&keys::seq(&keys::branch(repo.as_str(), branch.as_str()), 1), &rec).await {
-            Ok(()) => Ok(Branch { name: branch.clone(), head: from, updates: 1 }),
-            Err(datamon_store::Error::AlreadyExists { .. }) => {
-                Err(Error::BranchExists { repo: repo.to_string(), branch: branch.to_string() })
-            }
+        let rec = BranchRecord {
+            head: from,
+            previous: None,
+            author: self.author.clone(),
+            time: Utc::now(),
+        };
+        match self
+            .store
+            .create_json(
+                &keys::seq(&keys::branch(repo.as_str(), branch.as_str()), 1),
+                &rec,
+            )
+            .await
+        {
+            Ok(()) => Ok(Branch {
+                name: branch.clone(),
+                head: from,
+                updates: 1,
+            }),
+            Err(datamon_store::Error::AlreadyExists { .. }) => Err(Error::BranchExists {
+                repo: repo.to_string(),
+                branch: branch.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -233,7 +293,11 @@ impl Datamon {
     ///
     /// # Errors
     /// [`Error::BranchNotFound`]; a store error.
-    pub async fn branch_history(&self, repo: &RepoName, branch: &BranchName) -> Result<Vec<BranchRecord>> {
+    pub async fn branch_history(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+    ) -> Result<Vec<BranchRecord>> {
         let h: Vec<BranchRecord> = self
             .store
             .read_sequence(&keys::branch(repo.as_str(), branch.as_str()))
@@ -242,7 +306,10 @@ impl Datamon {
             .map(|(_, r)| r)
             .collect();
         if h.is_empty() {
-            return Err(Error::BranchNotFound { repo: repo.to_string(), branch: branch.to_string() });
+            return Err(Error::BranchNotFound {
+                repo: repo.to_string(),
+                branch: branch.to_string(),
+            });
         }
         Ok(h)
     }
@@ -255,13 +322,19 @@ impl Datamon {
         self.get_repo(repo).await?;
         let mut out = Vec::new();
         for name in self.store.list_dirs(&keys::branches(repo.as_str())).await? {
-            let Ok(branch) = name.parse::<BranchName>() else { continue };
+            let Ok(branch) = name.parse::<BranchName>() else {
+                continue;
+            };
             if let Some((seq, r)) = self
                 .store
                 .last_record::<BranchRecord>(&keys::branch(repo.as_str(), &name))
                 .await?
             {
-                out.push(Branch { name: branch, head: r.head, updates: seq });
+                out.push(Branch {
+                    name: branch,
+                    head: r.head,
+                    updates: seq,
+                });
             }
         }
         Ok(out)

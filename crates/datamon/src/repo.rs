@@ -18,11 +18,15 @@ impl Datamon {
             created_at: Utc::now(),
             created_by: self.author.clone(),
         };
-        match self.store.create_json(&keys::repo(name.as_str()), &repo).await {
+        match self
+            .store
+            .create_json(&keys::repo(name.as_str()), &repo)
+            .await
+        {
             Ok(()) => Ok(repo),
-            Err(datamon_store::Error::AlreadyExists { .. }) => {
-                Err(Error::RepoExists { repo: name.to_string() })
-            }
+            Err(datamon_store::Error::AlreadyExists { .. }) => Err(Error::RepoExists {
+                repo: name.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -34,7 +38,9 @@ impl Datamon {
     pub async fn get_repo(&self, name: &RepoName) -> Result<Repo> {
         match self.store.get_json(&keys::repo(name.as_str())).await {
             Ok(r) => Ok(r),
-            Err(datamon_store::Error::NotFound { .. }) => Err(Error::RepoNotFound { repo: name.to_string() }),
+            Err(datamon_store::Error::NotFound { .. }) => Err(Error::RepoNotFound {
+                repo: name.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }

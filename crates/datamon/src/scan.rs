@@ -60,11 +60,15 @@ struct Filter {
 }
 
 pub(crate) fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 fn ctime_ns(m: &Metadata) -> i64 {
-    m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
+    m.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.ctime_nsec())
 }
 
 /// Scans `root`. With `only`, includes just those relative paths (files or whole directories).
@@ -78,11 +82,15 @@ pub(crate) fn scan(root: &Path, only: Option<&[String]>, skip_on_error: bool) ->
     if !meta.is_dir() {
         return Err(Error::BadPath {
             path: root.to_owned(),
-            reason: "is not a directory: --path takes the folder whose content becomes the bundle".into(),
+            reason: "is not a directory: --path takes the folder whose content becomes the bundle"
+                .into(),
         });
     }
     let filter = match only {
-        None => Filter { whole: true, children: BTreeMap::new() },
+        None => Filter {
+            whole: true,
+            children: BTreeMap::new(),
+        },
         Some(list) => {
             let mut f = Filter::default();
             for line in list {
@@ -90,7 +98,8 @@ pub(crate) fn scan(root: &Path, only: Option<&[String]>, skip_on_error: bool) ->
                 if p.is_empty() {
                     continue;
                 }
-                if p.starts_with('/') || p.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+                if p.starts_with('/') || p.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+                {
                     return Err(Error::InvalidInput(format!(
                         "--files lists {line:?}: give paths relative to --path, without '..'"
                     )));
@@ -105,7 +114,10 @@ pub(crate) fn scan(root: &Path, only: Option<&[String]>, skip_on_error: bool) ->
         }
     };
     let mut scan = Scan::default();
-    let mut ctx = Ctx { scan: &mut scan, skip_on_error };
+    let mut ctx = Ctx {
+        scan: &mut scan,
+        skip_on_error,
+    };
     let dir = ctx.dir(root, "", &filter)?;
     scan.root = dir;
     Ok(scan)
@@ -146,7 +158,11 @@ impl Ctx<'_> {
                     Ok(n) => names.push((n, ent.path())),
                     Err(raw) => {
                         let shown = format!("{rel}/{}", raw.to_string_lossy());
-                        self.fail_or_skip(&shown, &ent.path(), "file name is not valid UTF-8".into())?;
+                        self.fail_or_skip(
+                            &shown,
+                            &ent.path(),
+                            "file name is not valid UTF-8".into(),
+                        )?;
                     }
                 }
             }
@@ -156,10 +172,20 @@ impl Ctx<'_> {
             }
         }
         names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out = ScanDir { entries: Vec::with_capacity(names.len()) };
+        let mut out = ScanDir {
+            entries: Vec::with_capacity(names.len()),
+        };
         for (name, p) in names {
-            let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-            let sub_filter = if filter.whole { filter } else { &filter.children[&name] };
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let sub_filter = if filter.whole {
+                filter
+            } else {
+                &filter.children[&name]
+            };
             let meta = match std::fs::symlink_metadata(&p) {
                 Ok(m) => m,
                 Err(e) => {
@@ -191,7 +217,11 @@ impl Ctx<'_> {
                         ScanKind::Symlink(t)
                     }
                     Ok(Err(_)) => {
-                        self.fail_or_skip(&child_rel, &p, "symlink target is not valid UTF-8".into())?;
+                        self.fail_or_skip(
+                            &child_rel,
+                            &p,
+                            "symlink target is not valid UTF-8".into(),
+                        )?;
                         continue;
                     }
                     Err(e) => {
@@ -202,10 +232,17 @@ impl Ctx<'_> {
             } else {
                 // Sockets, FIFOs and devices have no content to version.
                 tracing::warn!(path = %child_rel, "skipped: not a regular file, directory or symlink");
-                self.scan.skipped.push((child_rel, "special file (socket, FIFO or device)".into()));
+                self.scan
+                    .skipped
+                    .push((child_rel, "special file (socket, FIFO or device)".into()));
                 continue;
             };
-            out.entries.push(ScanEntry { name, mode, mtime_ns: mtime, kind });
+            out.entries.push(ScanEntry {
+                name,
+                mode,
+                mtime_ns: mtime,
+                kind,
+            });
         }
         Ok(out)
     }

@@ -83,15 +83,30 @@ impl StatCache {
                     ChunkRef(Hash(h), l)
                 })
                 .collect();
-            entries.insert(path, Entry { size, mtime_ns, ctime_ns, ino, chunks });
+            entries.insert(
+                path,
+                Entry {
+                    size,
+                    mtime_ns,
+                    ctime_ns,
+                    ino,
+                    chunks,
+                },
+            );
         }
-        Some(StatCache { scanned_at_ns, entries })
+        Some(StatCache {
+            scanned_at_ns,
+            entries,
+        })
     }
 
     /// The chunks of `job` if the cache vouches for them.
     pub(crate) fn lookup(&self, job: &FileJob) -> Option<&[ChunkRef]> {
         let e = self.entries.get(&job.rel)?;
-        let same = e.size == job.size && e.mtime_ns == job.mtime_ns && e.ctime_ns == job.ctime_ns && e.ino == job.ino;
+        let same = e.size == job.size
+            && e.mtime_ns == job.mtime_ns
+            && e.ctime_ns == job.ctime_ns
+            && e.ino == job.ino;
         (same && job.mtime_ns < self.scanned_at_ns - RACY_NS).then_some(&e.chunks[..])
     }
 
@@ -109,9 +124,16 @@ impl StatCache {
             let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
             w.write_all(MAGIC)?;
             w.write_all(&scanned_at_ns.to_le_bytes())?;
-            let present: Vec<(&FileJob, &Vec<ChunkRef>)> =
-                files.iter().zip(chunks).filter_map(|(f, c)| Some((f, c.as_ref()?))).collect();
-            w.write_all(&u32::try_from(present.len()).unwrap_or(u32::MAX).to_le_bytes())?;
+            let present: Vec<(&FileJob, &Vec<ChunkRef>)> = files
+                .iter()
+                .zip(chunks)
+                .filter_map(|(f, c)| Some((f, c.as_ref()?)))
+                .collect();
+            w.write_all(
+                &u32::try_from(present.len())
+                    .unwrap_or(u32::MAX)
+                    .to_le_bytes(),
+            )?;
             for (f, cs) in present {
                 w.write_all(&u32::try_from(f.rel.len()).unwrap_or(u32::MAX).to_le_bytes())?;
                 w.write_all(f.rel.as_bytes())?;
@@ -141,5 +163,9 @@ fn take<const N: usize>(r: &mut &[u8]) -> Option<[u8; N]> {
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
-    Ok(dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>())))
+    Ok(dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    )))
 }

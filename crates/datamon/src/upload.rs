@@ -16,8 +16,8 @@ use chrono::Utc;
 use datamon_chunk::{Chunker, ChunkerParams};
 use datamon_store::{keys, BlobKind, FinishedPack, Index, PackWriter, Store};
 use datamon_types::{
-    BranchName, Bundle, BundleId, BundleStats, ChunkRef, Hash, LabelName, Node, RepoName, Tree, TreeEntry,
-    DEFAULT_BRANCH,
+    BranchName, Bundle, BundleId, BundleStats, ChunkRef, Hash, LabelName, Node, RepoName, Tree,
+    TreeEntry, DEFAULT_BRANCH,
 };
 use tokio::sync::mpsc;
 
@@ -81,14 +81,22 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     /// Stores `raw` unless the store or this upload has it; sends the pack when it is full.
-    fn store_blob(&self, pack: &mut PackWriter, hash: Hash, kind: BlobKind, raw: &[u8]) -> Result<()> {
+    fn store_blob(
+        &self,
+        pack: &mut PackWriter,
+        hash: Hash,
+        kind: BlobKind,
+        raw: &[u8],
+    ) -> Result<()> {
         if self.index.contains(&hash) || !self.added.lock().expect("not poisoned").insert(hash) {
             return Ok(());
         }
         let stored = pack.add_raw(hash, kind, raw);
         self.new_chunks.fetch_add(1, Ordering::Relaxed);
-        self.new_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        self.stored_bytes.fetch_add(stored as u64, Ordering::Relaxed);
+        self.new_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        self.stored_bytes
+            .fetch_add(stored as u64, Ordering::Relaxed);
         if pack.len() >= self.pack_size {
             self.send(std::mem::replace(pack, PackWriter::new(self.pack_size)))?;
         }
@@ -105,7 +113,12 @@ impl Shared<'_> {
     }
 
     /// Reads, chunks and stores one file; returns its chunk list.
-    fn file(&self, job: &FileJob, chunker: &mut Chunker, pack: &mut PackWriter) -> Result<Vec<ChunkRef>> {
+    fn file(
+        &self,
+        job: &FileJob,
+        chunker: &mut Chunker,
+        pack: &mut PackWriter,
+    ) -> Result<Vec<ChunkRef>> {
         let f = std::fs::File::open(&job.path).map_err(Error::io(&job.path))?;
         let mut chunks = Vec::with_capacity((job.size / u64::from(self.params.avg)) as usize + 1);
         let read = chunker.chunk_reader(f, |data: &[u8]| -> Result<()> {
@@ -119,7 +132,10 @@ impl Shared<'_> {
             Ok(())
         });
         let read = read.map_err(|e| match e {
-            Error::Io { source, .. } => Error::Io { path: job.path.clone(), source },
+            Error::Io { source, .. } => Error::Io {
+                path: job.path.clone(),
+                source,
+            },
             e => e,
         })?;
         if read != job.size {
@@ -140,25 +156,39 @@ impl Datamon {
     /// [`Error::RepoNotFound`], [`Error::BadPath`] for an unreadable folder or file (unless
     /// `skip_on_error`), a store error. On error no bundle is listed; what was stored is reused
     /// by the next attempt.
-    pub async fn upload(&self, ctx: UploadContext, opts: UploadOptions, progress: &dyn Progress) -> Result<UploadReport> {
+    pub async fn upload(
+        &self,
+        ctx: UploadContext,
+        opts: UploadOptions,
+        progress: &dyn Progress,
+    ) -> Result<UploadReport> {
         self.get_repo(&ctx.repo).await?;
         let branch = match &opts.branch {
             Some(b) => b.clone(),
-            None => DEFAULT_BRANCH.parse().expect("the default branch name is valid"),
+            None => DEFAULT_BRANCH
+                .parse()
+                .expect("the default branch name is valid"),
         };
         let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
 
         let root = ctx.path.clone();
         let (only, skip) = (opts.files.clone(), opts.skip_on_error);
-        let scanned: Scan = tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await??;
+        let scanned: Scan =
+            tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await??;
 
         let mut index = self.store.load_index().await?;
         let recovered_packs = self.store.recover_packs(&mut index).await?;
         if recovered_packs > 0 {
-            tracing::info!(recovered_packs, "reusing packs left by an interrupted upload");
+            tracing::info!(
+                recovered_packs,
+                "reusing packs left by an interrupted upload"
+            );
         }
 
-        let cache_file = self.cache_dir.as_ref().map(|d| cache_path(d, &self.store.config().id, &ctx.path));
+        let cache_file = self
+            .cache_dir
+            .as_ref()
+            .map(|d| cache_path(d, &self.store.config().id, &ctx.path));
         let cache = match &cache_file {
             Some(p) => {
                 let p = p.clone();
@@ -168,10 +198,16 @@ impl Datamon {
         };
 
         let (tx, rx) = mpsc::channel::<FinishedPack>(2);
-        let uploader = tokio::spawn(upload_packs(self.store.clone(), rx, self.concurrency.min(8)));
+        let uploader = tokio::spawn(upload_packs(
+            self.store.clone(),
+            rx,
+            self.concurrency.min(8),
+        ));
 
         let config = self.store.config().clone();
-        let workers = std::thread::available_parallelism().map_or(2, usize::from).clamp(2, 4);
+        let workers = std::thread::available_parallelism()
+            .map_or(2, usize::from)
+            .clamp(2, 4);
         let progress_total: u64 = scanned.files.iter().map(|f| f.size).sum();
         progress.begin("upload", progress_total, Unit::Bytes);
 
@@ -188,7 +224,11 @@ impl Datamon {
                     index: &index,
                     added: Mutex::new(HashSet::new()),
                     tx,
-                    params: ChunkerParams { min: config.chunk_min, avg: config.chunk_avg, max: config.chunk_max },
+                    params: ChunkerParams {
+                        min: config.chunk_min,
+                        avg: config.chunk_avg,
+                        max: config.chunk_max,
+                    },
                     pack_size: config.pack_size as usize,
                     progress,
                     failed: AtomicBool::new(false),
@@ -240,19 +280,29 @@ impl Datamon {
             stats,
             meta: opts.meta.clone(),
         };
-        self.store.create_json(&keys::bundle(ctx.repo.as_str(), &bundle.id), &bundle).await?;
+        self.store
+            .create_json(&keys::bundle(ctx.repo.as_str(), &bundle.id), &bundle)
+            .await?;
         self.advance_branch(&ctx.repo, &branch, bundle.id).await?;
         if let Some(label) = &opts.label {
             self.set_label(&ctx.repo, label, &bundle.id, None).await?;
         }
 
         if let Some(path) = cache_file {
-            let r = tokio::task::spawn_blocking(move || StatCache::save(&path, started_ns, &scanned.files, &chunks)).await?;
+            let r = tokio::task::spawn_blocking(move || {
+                StatCache::save(&path, started_ns, &scanned.files, &chunks)
+            })
+            .await?;
             if let Err(e) = r {
                 tracing::warn!("could not write the stat cache: {e}");
             }
         }
-        Ok(UploadReport { bundle, skipped, unchanged_files, recovered_packs })
+        Ok(UploadReport {
+            bundle,
+            skipped,
+            unchanged_files,
+            recovered_packs,
+        })
     }
 }
 
@@ -268,46 +318,52 @@ fn read_files(
 ) -> Result<(FileChunks, Vec<(String, String)>, u64)> {
     let next = AtomicUsize::new(0);
     let unchanged = AtomicU64::new(0);
-    let results: Vec<Result<Vec<(usize, Option<Vec<ChunkRef>>, Option<String>)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut chunker = Chunker::new(shared.params);
-                    let mut pack = PackWriter::new(shared.pack_size);
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = scanned.files.get(i) else { break };
-                        if shared.failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        if let Some(chunks) = cache.lookup(job) {
-                            if chunks.iter().all(|c| shared.index.contains(&c.0)) {
-                                shared.progress.advance(job.size);
-                                unchanged.fetch_add(1, Ordering::Relaxed);
-                                out.push((i, Some(chunks.to_vec()), None));
-                                continue;
+    let results: Vec<Result<Vec<(usize, Option<Vec<ChunkRef>>, Option<String>)>>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut chunker = Chunker::new(shared.params);
+                        let mut pack = PackWriter::new(shared.pack_size);
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(job) = scanned.files.get(i) else {
+                                break;
+                            };
+                            if shared.failed.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            if let Some(chunks) = cache.lookup(job) {
+                                if chunks.iter().all(|c| shared.index.contains(&c.0)) {
+                                    shared.progress.advance(job.size);
+                                    unchanged.fetch_add(1, Ordering::Relaxed);
+                                    out.push((i, Some(chunks.to_vec()), None));
+                                    continue;
+                                }
+                            }
+                            match shared.file(job, &mut chunker, &mut pack) {
+                                Ok(chunks) => out.push((i, Some(chunks), None)),
+                                Err(e @ Error::Io { .. }) if skip_on_error => {
+                                    tracing::warn!(path = %job.rel, "skipped: {e}");
+                                    out.push((i, None, Some(e.to_string())));
+                                }
+                                Err(e) => {
+                                    shared.failed.store(true, Ordering::Relaxed);
+                                    return Err(e);
+                                }
                             }
                         }
-                        match shared.file(job, &mut chunker, &mut pack) {
-                            Ok(chunks) => out.push((i, Some(chunks), None)),
-                            Err(e @ Error::Io { .. }) if skip_on_error => {
-                                tracing::warn!(path = %job.rel, "skipped: {e}");
-                                out.push((i, None, Some(e.to_string())));
-                            }
-                            Err(e) => {
-                                shared.failed.store(true, Ordering::Relaxed);
-                                return Err(e);
-                            }
-                        }
-                    }
-                    shared.send(pack)?;
-                    Ok(out)
+                        shared.send(pack)?;
+                        Ok(out)
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("reader threads do not panic")).collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("reader threads do not panic"))
+                .collect()
+        });
     let mut chunks: FileChunks = vec![None; scanned.files.len()];
     let mut skipped = Vec::new();
     for r in results {
@@ -329,7 +385,9 @@ fn build_tree(
     chunks: &FileChunks,
     stats: &mut BundleStats,
 ) -> Result<Hash> {
-    let mut tree = Tree { entries: Vec::with_capacity(dir.entries.len()) };
+    let mut tree = Tree {
+        entries: Vec::with_capacity(dir.entries.len()),
+    };
     for e in &dir.entries {
         let node = match &e.kind {
             ScanKind::File(i) => {
@@ -337,12 +395,23 @@ fn build_tree(
                 let size: u64 = cs.iter().map(|c| u64::from(c.1)).sum();
                 stats.files += 1;
                 stats.bytes += size;
-                Node::File { size, hash: Node::file_hash(cs), chunks: cs.clone() }
+                Node::File {
+                    size,
+                    hash: Node::file_hash(cs),
+                    chunks: cs.clone(),
+                }
             }
-            ScanKind::Dir(sub) => Node::Dir { tree: build_tree(shared, pack, sub, chunks, stats)? },
+            ScanKind::Dir(sub) => Node::Dir {
+                tree: build_tree(shared, pack, sub, chunks, stats)?,
+            },
             ScanKind::Symlink(t) => Node::Symlink { target: t.clone() },
         };
-        tree.entries.push(TreeEntry { name: e.name.clone(), mode: e.mode, mtime_ns: e.mtime_ns, node });
+        tree.entries.push(TreeEntry {
+            name: e.name.clone(),
+            mode: e.mode,
+            mtime_ns: e.mtime_ns,
+            node,
+        });
     }
     let bytes = tree.to_bytes();
     let hash = Hash::of(&bytes);
@@ -352,7 +421,11 @@ fn build_tree(
 
 /// Stores packs as they arrive, `concurrency` at a time. Dropping the receiver on error makes
 /// the readers stop.
-async fn upload_packs(store: Store, mut rx: mpsc::Receiver<FinishedPack>, concurrency: usize) -> Result<()> {
+async fn upload_packs(
+    store: Store,
+    mut rx: mpsc::Receiver<FinishedPack>,
+    concurrency: usize,
+) -> Result<()> {
     let mut running = tokio::task::JoinSet::new();
     let mut result = Ok(());
     while let Some(pack) = rx.recv().await {

@@ -29,7 +29,11 @@ pub struct FileInfo {
 
 impl Datamon {
     /// A bundle's record and the index needed to read it.
-    pub(crate) async fn open_bundle(&self, repo: &RepoName, id: &BundleId) -> Result<(Bundle, Index)> {
+    pub(crate) async fn open_bundle(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+    ) -> Result<(Bundle, Index)> {
         let bundle = self.get_bundle(repo, id).await?;
         let index = self.store.load_index().await?;
         Ok((bundle, index))
@@ -38,7 +42,10 @@ impl Datamon {
     /// Loads and parses one tree node, verified against its hash.
     pub(crate) async fn load_tree(&self, index: &Index, hash: &Hash) -> Result<Tree> {
         let bytes = self.store.read_blob(index, hash).await?;
-        Tree::from_bytes(&bytes).map_err(|e| Error::Corrupt { path: format!("tree {hash}"), detail: e.to_string() })
+        Tree::from_bytes(&bytes).map_err(|e| Error::Corrupt {
+            path: format!("tree {hash}"),
+            detail: e.to_string(),
+        })
     }
 
     /// Every entry below `root` (directories too) with its path, sorted by path. Each level's
@@ -47,15 +54,20 @@ impl Datamon {
         let mut out = Vec::new();
         let mut frontier = vec![(String::new(), root)];
         while !frontier.is_empty() {
-            let trees: Vec<(String, Tree)> = futures::stream::iter(frontier.drain(..).map(|(prefix, h)| async move {
-                Ok::<_, Error>((prefix, self.load_tree(index, &h).await?))
-            }))
-            .buffered(TREE_FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
+            let trees: Vec<(String, Tree)> =
+                futures::stream::iter(frontier.drain(..).map(|(prefix, h)| async move {
+                    Ok::<_, Error>((prefix, self.load_tree(index, &h).await?))
+                }))
+                .buffered(TREE_FETCH_CONCURRENCY)
+                .try_collect()
+                .await?;
             for (prefix, tree) in trees {
                 for e in tree.entries {
-                    let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+                    let path = if prefix.is_empty() {
+                        e.name.clone()
+                    } else {
+                        format!("{prefix}/{}", e.name)
+                    };
                     if let Node::Dir { tree } = &e.node {
                         frontier.push((path.clone(), *tree));
                     }
@@ -69,12 +81,22 @@ impl Datamon {
 
     /// Finds the entry at `path` (components separated by `/`), loading only the nodes on the
     /// way.
-    pub(crate) async fn find_entry(&self, index: &Index, root: Hash, path: &str) -> Result<Option<TreeEntry>> {
+    pub(crate) async fn find_entry(
+        &self,
+        index: &Index,
+        root: Hash,
+        path: &str,
+    ) -> Result<Option<TreeEntry>> {
         let mut current = root;
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
         for (i, part) in parts.iter().enumerate() {
             let tree = self.load_tree(index, &current).await?;
-            let Some(e) = tree.get(part) else { return Ok(None) };
+            let Some(e) = tree.get(part) else {
+                return Ok(None);
+            };
             if i + 1 == parts.len() {
                 return Ok(Some(e.clone()));
             }

@@ -1,0 +1,93 @@
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use datamon::{BundleId, LabelName, RepoName};
+
+use crate::output::{self, LabelView};
+use crate::Ctx;
+
+#[derive(Debug, Subcommand)]
+pub enum LabelCmd {
+    /// Point a label at a bundle
+    Set(SetArgs),
+    /// Show a label (exit code 2 if it does not exist)
+    Get(GetArgs),
+    /// List a repo's labels: name , bundle , time , author
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[arg(long)]
+    repo: RepoName,
+    #[arg(long)]
+    label: LabelName,
+    #[arg(long)]
+    bundle: BundleId,
+    /// Only move the label if it currently names this bundle ("none": only if it does not exist)
+    #[arg(long, value_name = "BUNDLE_ID|none")]
+    expect: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[arg(long)]
+    repo: RepoName,
+    #[arg(long)]
+    label: LabelName,
+    /// Every value the label had, oldest first
+    #[arg(long)]
+    history: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    repo: RepoName,
+}
+
+impl LabelCmd {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        let dm = ctx.open().await?;
+        let json = ctx.global.json;
+        match self {
+            LabelCmd::Set(a) => {
+                let expect = match a.expect.as_deref() {
+                    None => None,
+                    Some("none") => Some(None),
+                    Some(id) => Some(Some(id.parse::<BundleId>()?)),
+                };
+                let r = dm.set_label(&a.repo, &a.label, &a.bundle, expect).await?;
+                if json {
+                    output::json(&LabelView::new(a.label.as_str(), &r))?;
+                } else {
+                    output::line(format!("Label {} set to {}", a.label, r.bundle))?;
+                }
+            }
+            LabelCmd::Get(a) => {
+                let records = if a.history {
+                    dm.label_history(&a.repo, &a.label).await?
+                } else {
+                    vec![dm.get_label(&a.repo, &a.label).await?]
+                };
+                for r in &records {
+                    if json {
+                        output::json(&LabelView::new(a.label.as_str(), r))?;
+                    } else {
+                        output::line(output::label_line(a.label.as_str(), r))?;
+                    }
+                }
+            }
+            LabelCmd::List(a) => {
+                for (name, r) in dm.list_labels(&a.repo).await? {
+                    if json {
+                        output::json(&LabelView::new(name.as_str(), &r))?;
+                    } else {
+                        output::line(output::label_line(name.as_str(), &r))?;
+                    }
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,28 @@
+//! One module per noun; each command has its `Args` and a `run` that parses, calls the library
+//! and renders.
+
+pub mod branch;
+pub mod bundle;
+pub mod context;
+pub mod label;
+pub mod misc;
+pub mod repo;
+
+use std::process::ExitCode;
+
+use crate::{Command, Ctx};
+
+pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Repo(c) => c.run(ctx).await,
+        Command::Bundle(c) => c.run(ctx).await,
+        Command::Label(c) => c.run(ctx).await,
+        Command::Branch(c) => c.run(ctx).await,
+        Command::Context(c) => c.run(ctx).await,
+        Command::Config(c) => c.run(ctx),
+        Command::Fsck(c) => c.run(ctx).await,
+        Command::Version => misc::version(ctx),
+        Command::Completions(c) => c.run(),
+        Command::Manpages(c) => c.run(),
+    }
+}
