@@ -17,8 +17,19 @@ pub struct BundleId([u8; 20]);
 
 impl BundleId {
     /// A new id for the current time.
+    ///
+    /// The first four bytes of the KSUID's random payload hold the nanoseconds within the
+    /// second, so ids generated in the same second still sort by time (a plain KSUID only
+    /// orders by the second); the other twelve bytes are random.
     pub fn generate() -> Self {
-        let k = Ksuid::from_seconds(None, None);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        let mut payload = [0u8; 16];
+        payload[..4].copy_from_slice(&now.subsec_nanos().to_be_bytes());
+        rand::fill(&mut payload[4..]);
+        let secs = i64::try_from(now.as_secs()).expect("seconds fit i64");
+        let k = Ksuid::from_seconds(Some(secs), Some(&payload));
         let mut b = [0u8; 20];
         b.copy_from_slice(k.bytes());
         BundleId(b)
@@ -87,6 +98,10 @@ mod tests {
         let known: BundleId = "1INzQ5TV4vAAfU2PbRFgPfnzEwR".parse().unwrap();
         assert_eq!(known.to_string(), "1INzQ5TV4vAAfU2PbRFgPfnzEwR");
         assert!(known < a, "ids sort by time");
+        let ids: Vec<BundleId> = (0..50).map(|_| BundleId::generate()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "ids generated in the same second sort by generation time");
     }
 
     #[test]

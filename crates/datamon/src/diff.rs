@@ -209,7 +209,8 @@ impl Datamon {
 
     /// Brings folder `dir` to exactly bundle `id`: writes what differs or is missing, deletes
     /// what the bundle does not have, and sets directory modes and mtimes. Returns the changes
-    /// it applied (as [`Datamon::diff_dir`] saw them).
+    /// it made to the folder: `A` written because the folder lacked it, `D` deleted, `M`
+    /// rewritten.
     ///
     /// # Errors
     /// As [`Datamon::diff_dir`] and [`Datamon::download`].
@@ -247,9 +248,22 @@ impl Datamon {
                 _ => {}
             }
         }
-        self.restore_entries(&index, dir, &entries, progress)
-            .await?;
-        Ok(changes)
+        self.restore_entries(&index, dir, &entries, progress).await?;
+        // Report what happened to the folder: what it lacked was added, what the bundle lacks
+        // was deleted.
+        let mut applied: Vec<Change> = changes
+            .into_iter()
+            .map(|c| Change {
+                kind: match c.kind {
+                    ChangeKind::Added => ChangeKind::Deleted,
+                    ChangeKind::Deleted => ChangeKind::Added,
+                    ChangeKind::Modified => ChangeKind::Modified,
+                },
+                path: c.path,
+            })
+            .collect();
+        applied.sort();
+        Ok(applied)
     }
 }
 

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::{Datamon, Error, Progress, Result, Unit};
 
 /// The most bytes one range read fetches.
-const MAX_RUN: u64 = 8 << 20;
+const MAX_RUN: u64 = 4 << 20;
 
 /// How to download.
 #[derive(Debug, Clone, Default)]
