@@ -75,7 +75,7 @@ pub(crate) enum Command {
     Repo(cmd::repo::RepoCmd),
     /// Upload, list, download, diff and update bundles (versions of a repo)
     #[command(subcommand)]
-    Bundle(cmd::bundle::BundleCmd),
+    Bundle(Box<cmd::bundle::BundleCmd>),
     /// Name bundles with labels (latest, production...)
     #[command(subcommand)]
     Label(cmd::label::LabelCmd),

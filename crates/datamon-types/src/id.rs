@@ -101,7 +101,10 @@ mod tests {
         let ids: Vec<BundleId> = (0..50).map(|_| BundleId::generate()).collect();
         let mut sorted = ids.clone();
         sorted.sort();
-        assert_eq!(ids, sorted, "ids generated in the same second sort by generation time");
+        assert_eq!(
+            ids, sorted,
+            "ids generated in the same second sort by generation time"
+        );
     }
 
     #[test]

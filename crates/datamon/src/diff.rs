@@ -248,7 +248,8 @@ impl Datamon {
                 _ => {}
             }
         }
-        self.restore_entries(&index, dir, &entries, progress).await?;
+        self.restore_entries(&index, dir, &entries, progress)
+            .await?;
         // Report what happened to the folder: what it lacked was added, what the bundle lacks
         // was deleted.
         let mut applied: Vec<Change> = changes
@@ -295,7 +296,7 @@ fn compare_local(
 
     for (path, l) in &local {
         match (remote.get(path), l) {
-            (None, Local::Dir { .. }) => {
+            (None, Local::Dir) => {
                 if !has_children(&local_has, path) {
                     changes.push(Change {
                         path: format!("{path}/"),
@@ -308,7 +309,7 @@ fn compare_local(
                 kind: ChangeKind::Added,
             }),
             (Some(r), l) => match (&r.node, l) {
-                (Node::Dir { .. }, Local::Dir { .. }) => {}
+                (Node::Dir { .. }, Local::Dir) => {}
                 (
                     Node::File { size, hash, .. },
                     Local::File {

@@ -45,10 +45,10 @@ pub(crate) fn cache_path(cache_dir: &Path, store_id: &str, root: &Path) -> PathB
 impl StatCache {
     /// Loads a cache; a missing or damaged file gives an empty cache.
     pub(crate) fn load(path: &Path) -> StatCache {
-        match std::fs::read(path).ok().and_then(|b| Self::decode(&b)) {
-            Some(c) => c,
-            None => StatCache::default(),
-        }
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| Self::decode(&b))
+            .unwrap_or_default()
     }
 
     fn decode(b: &[u8]) -> Option<StatCache> {

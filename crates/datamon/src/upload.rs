@@ -212,58 +212,53 @@ impl Datamon {
         progress.begin("upload", progress_total, Unit::Bytes);
 
         // The CPU-bound part runs on dedicated threads; packs cross to the async uploader
-        // through the bounded channel.
-        let cpu = {
-            let index = index;
-            let scanned = scanned;
-            let cache = cache;
-            // block_in_place lets the reader threads borrow `progress` and the index; the
-            // runtime keeps running the uploader on its other workers meanwhile.
-            tokio::task::block_in_place(|| {
-                let shared = Shared {
-                    index: &index,
-                    added: Mutex::new(HashSet::new()),
-                    tx,
-                    params: ChunkerParams {
-                        min: config.chunk_min,
-                        avg: config.chunk_avg,
-                        max: config.chunk_max,
-                    },
-                    pack_size: config.pack_size as usize,
-                    progress,
-                    failed: AtomicBool::new(false),
-                    new_chunks: AtomicU64::new(0),
-                    new_bytes: AtomicU64::new(0),
-                    stored_bytes: AtomicU64::new(0),
-                };
-                let r = read_files(&shared, &scanned, &cache, workers, opts.skip_on_error);
-                let r = r.and_then(|(chunks, skipped, unchanged)| {
-                    let mut pack = PackWriter::new(shared.pack_size);
-                    let mut stats = BundleStats {
-                        files: 0,
-                        dirs: scanned.dirs,
-                        symlinks: scanned.symlinks,
-                        ..Default::default()
-                    };
-                    let root = build_tree(&shared, &mut pack, &scanned.root, &chunks, &mut stats)?;
-                    shared.send(pack)?;
-                    stats.new_chunks = shared.new_chunks.load(Ordering::Relaxed);
-                    stats.new_bytes = shared.new_bytes.load(Ordering::Relaxed);
-                    stats.stored_bytes = shared.stored_bytes.load(Ordering::Relaxed);
-                    Ok((root, stats, chunks, skipped, unchanged))
-                });
-                drop(shared);
-                (r, scanned)
-            })
+        // through the bounded channel. block_in_place lets those threads borrow `progress`,
+        // the index and the scan, while the runtime keeps running the uploader.
+        let shared = Shared {
+            index: &index,
+            added: Mutex::new(HashSet::new()),
+            tx,
+            params: ChunkerParams {
+                min: config.chunk_min,
+                avg: config.chunk_avg,
+                max: config.chunk_max,
+            },
+            pack_size: config.pack_size as usize,
+            progress,
+            failed: AtomicBool::new(false),
+            new_chunks: AtomicU64::new(0),
+            new_bytes: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
         };
-        let (result, scanned) = cpu;
+        let stored = tokio::task::block_in_place(|| {
+            let read = read_files(&shared, &scanned, &cache, workers, opts.skip_on_error)?;
+            let mut pack = PackWriter::new(shared.pack_size);
+            let mut stats = BundleStats {
+                dirs: scanned.dirs,
+                symlinks: scanned.symlinks,
+                ..Default::default()
+            };
+            let root = build_tree(&shared, &mut pack, &scanned.root, &read.chunks, &mut stats)?;
+            shared.send(pack)?;
+            stats.new_chunks = shared.new_chunks.load(Ordering::Relaxed);
+            stats.new_bytes = shared.new_bytes.load(Ordering::Relaxed);
+            stats.stored_bytes = shared.stored_bytes.load(Ordering::Relaxed);
+            Ok::<_, Error>((root, stats, read))
+        });
+        // Closing the channel lets the uploader finish.
+        drop(shared);
         let uploaded = uploader.await?;
         progress.end();
-        let (root, stats, chunks, mut skipped, unchanged_files) = match (result, uploaded) {
+        let (root, stats, read) = match (stored, uploaded) {
             (Ok(v), Ok(())) => v,
-            // A failed upload of packs explains a reader's "uploader stopped": report the cause.
+            // A failed pack upload explains a reader's "uploader stopped": report the cause.
             (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
         };
+        let ReadOutcome {
+            chunks,
+            mut skipped,
+            unchanged: unchanged_files,
+        } = read;
         skipped.extend(scanned.skipped.iter().cloned());
 
         // Commit: the bundle record, then the refs.
@@ -308,73 +303,87 @@ impl Datamon {
 
 type FileChunks = Vec<Option<Vec<ChunkRef>>>;
 
-/// Reads every file on `workers` threads; returns each file's chunks (`None` when skipped).
+/// What the reader threads produced.
+struct ReadOutcome {
+    /// Each file's chunks, `None` when it was skipped.
+    chunks: FileChunks,
+    /// Files left out under `skip_on_error`, with the reason.
+    skipped: Vec<(String, String)>,
+    /// Files taken from the stat cache without being read.
+    unchanged: u64,
+}
+
+/// One reader thread's result for one file: its index, its chunks or why it was skipped.
+type FileOutcome = (usize, std::result::Result<Vec<ChunkRef>, String>);
+
+/// Reads every file on `workers` threads.
 fn read_files(
     shared: &Shared<'_>,
     scanned: &Scan,
     cache: &StatCache,
     workers: usize,
     skip_on_error: bool,
-) -> Result<(FileChunks, Vec<(String, String)>, u64)> {
+) -> Result<ReadOutcome> {
     let next = AtomicUsize::new(0);
     let unchanged = AtomicU64::new(0);
-    let results: Vec<Result<Vec<(usize, Option<Vec<ChunkRef>>, Option<String>)>>> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut chunker = Chunker::new(shared.params);
-                        let mut pack = PackWriter::new(shared.pack_size);
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(job) = scanned.files.get(i) else {
-                                break;
-                            };
-                            if shared.failed.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            if let Some(chunks) = cache.lookup(job) {
-                                if chunks.iter().all(|c| shared.index.contains(&c.0)) {
-                                    shared.progress.advance(job.size);
-                                    unchanged.fetch_add(1, Ordering::Relaxed);
-                                    out.push((i, Some(chunks.to_vec()), None));
-                                    continue;
-                                }
-                            }
-                            match shared.file(job, &mut chunker, &mut pack) {
-                                Ok(chunks) => out.push((i, Some(chunks), None)),
-                                Err(e @ Error::Io { .. }) if skip_on_error => {
-                                    tracing::warn!(path = %job.rel, "skipped: {e}");
-                                    out.push((i, None, Some(e.to_string())));
-                                }
-                                Err(e) => {
-                                    shared.failed.store(true, Ordering::Relaxed);
-                                    return Err(e);
-                                }
-                            }
-                        }
-                        shared.send(pack)?;
-                        Ok(out)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("reader threads do not panic"))
-                .collect()
-        });
-    let mut chunks: FileChunks = vec![None; scanned.files.len()];
-    let mut skipped = Vec::new();
-    for r in results {
-        for (i, c, err) in r? {
-            if let Some(err) = err {
-                skipped.push((scanned.files[i].rel.clone(), err));
+    let worker = || -> Result<Vec<FileOutcome>> {
+        let mut chunker = Chunker::new(shared.params);
+        let mut pack = PackWriter::new(shared.pack_size);
+        let mut out = Vec::new();
+        loop {
+            let idx = next.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = scanned.files.get(idx) else {
+                break;
+            };
+            if shared.failed.load(Ordering::Relaxed) {
+                break;
             }
-            chunks[i] = c;
+            if let Some(chunks) = cache
+                .lookup(job)
+                .filter(|cs| cs.iter().all(|c| shared.index.contains(&c.0)))
+            {
+                shared.progress.advance(job.size);
+                unchanged.fetch_add(1, Ordering::Relaxed);
+                out.push((idx, Ok(chunks.to_vec())));
+                continue;
+            }
+            match shared.file(job, &mut chunker, &mut pack) {
+                Ok(chunks) => out.push((idx, Ok(chunks))),
+                Err(e @ Error::Io { .. }) if skip_on_error => {
+                    tracing::warn!(path = %job.rel, "skipped: {e}");
+                    out.push((idx, Err(e.to_string())));
+                }
+                Err(e) => {
+                    shared.failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        shared.send(pack)?;
+        Ok(out)
+    };
+    let results: Vec<Result<Vec<FileOutcome>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reader threads do not panic"))
+            .collect()
+    });
+    let mut outcome = ReadOutcome {
+        chunks: vec![None; scanned.files.len()],
+        skipped: Vec::new(),
+        unchanged: 0,
+    };
+    for r in results {
+        for (i, c) in r? {
+            match c {
+                Ok(c) => outcome.chunks[i] = Some(c),
+                Err(why) => outcome.skipped.push((scanned.files[i].rel.clone(), why)),
+            }
         }
     }
-    Ok((chunks, skipped, unchanged.into_inner()))
+    outcome.unchanged = unchanged.into_inner();
+    Ok(outcome)
 }
 
 /// Builds and stores the tree nodes bottom-up; returns the hash of `dir`'s node.

@@ -15,7 +15,7 @@ use crate::{Command, Ctx};
 pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match command {
         Command::Repo(c) => c.run(ctx).await,
-        Command::Bundle(c) => c.run(ctx).await,
+        Command::Bundle(c) => (*c).run(ctx).await,
         Command::Label(c) => c.run(ctx).await,
         Command::Branch(c) => c.run(ctx).await,
         Command::Context(c) => c.run(ctx).await,
