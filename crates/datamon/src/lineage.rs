@@ -1,0 +1,341 @@
+//! Lineage and history: which run produced a bundle and from which inputs, which runs consumed
+//! it, a branch's log, and metadata queries over bundles.
+//!
+//! Runs are read through the local catalog cache, so a query costs one listing of `runs/` plus
+//! the records not seen before; a branch log and a bundle query likewise list
+//! `repos/<repo>/bundles/` once.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use datamon_store::keys;
+use datamon_types::{BranchName, Bundle, BundleId, RepoName, Run, RunId, DEFAULT_BRANCH};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::{Datamon, Error, Result};
+
+/// The bundle metadata key under which `run exec` records the run that produced a bundle.
+pub const META_RUN: &str = "datamon.run";
+/// The bundle metadata key under which `run exec` records the step that produced a bundle.
+pub const META_STEP: &str = "datamon.step";
+
+/// Which way to follow lineage from a bundle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LineageDirection {
+    /// Producing runs and their inputs, recursively.
+    Upstream,
+    /// Consuming runs and their outputs, recursively.
+    Downstream,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// How to follow lineage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineageOptions {
+    /// Which way.
+    pub direction: LineageDirection,
+    /// How many runs deep (default: no limit).
+    pub depth: Option<usize>,
+}
+
+/// How a bundle and a run are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    /// The run read the bundle.
+    Input,
+    /// The run wrote the bundle.
+    Output,
+}
+
+/// One link of a lineage graph.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct LineageEdge {
+    /// Input (bundle -> run) or output (run -> bundle).
+    pub kind: EdgeKind,
+    /// The run.
+    pub run: RunId,
+    /// The bundle's repo.
+    pub repo: RepoName,
+    /// The bundle.
+    pub bundle: BundleId,
+}
+
+/// A bundle of a lineage graph; `record` is `None` when the bundle record is gone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineageBundle {
+    /// The repo.
+    pub repo: RepoName,
+    /// The bundle id.
+    pub id: BundleId,
+    /// The bundle record.
+    pub record: Option<Bundle>,
+}
+
+/// The lineage of one bundle: bundles and runs linked by input and output edges.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lineage {
+    /// The bundle asked about.
+    pub repo: RepoName,
+    /// Its id.
+    pub bundle: BundleId,
+    /// Every bundle in the graph (the one asked about first).
+    pub bundles: Vec<LineageBundle>,
+    /// Every run in the graph, oldest first.
+    pub runs: Vec<Run>,
+    /// Every edge, sorted.
+    pub edges: Vec<LineageEdge>,
+}
+
+/// One bundle of a branch's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// The bundle.
+    pub bundle: Bundle,
+    /// The run that produced it, if one was recorded.
+    pub run: Option<RunId>,
+}
+
+/// Filters for [`Datamon::find_bundles`]; every given filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct BundleQuery {
+    /// Metadata keys that must have these values.
+    pub meta: Vec<(String, String)>,
+    /// Only bundles committed at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+type Key = (RepoName, BundleId);
+
+/// Runs indexed by the bundles they read and wrote.
+struct RunGraph {
+    runs: HashMap<RunId, Run>,
+    producers: HashMap<Key, Vec<RunId>>,
+    consumers: HashMap<Key, Vec<RunId>>,
+}
+
+impl RunGraph {
+    fn new(all: Vec<Run>) -> Self {
+        let mut producers: HashMap<Key, Vec<RunId>> = HashMap::new();
+        let mut consumers: HashMap<Key, Vec<RunId>> = HashMap::new();
+        for r in &all {
+            for o in &r.outputs {
+                producers
+                    .entry((o.repo.clone(), o.bundle))
+                    .or_default()
+                    .push(r.id);
+            }
+            for i in &r.inputs {
+                consumers
+                    .entry((i.repo.clone(), i.bundle))
+                    .or_default()
+                    .push(r.id);
+            }
+        }
+        RunGraph {
+            runs: all.into_iter().map(|r| (r.id, r)).collect(),
+            producers,
+            consumers,
+        }
+    }
+}
+
+impl Datamon {
+    /// The lineage of a bundle: upstream, the runs that produced it and their inputs,
+    /// recursively; downstream, the runs that read it and what they wrote, recursively.
+    ///
+    /// # Errors
+    /// [`Error::BundleNotFound`]; a store error.
+    pub async fn lineage(
+        &self,
+        repo: &RepoName,
+        bundle: &BundleId,
+        opts: LineageOptions,
+    ) -> Result<Lineage> {
+        self.get_repo(repo).await?;
+        let root = self.get_bundle(repo, bundle).await?;
+        let graph = RunGraph::new(self.all_runs().await?);
+        let depth = opts.depth.unwrap_or(usize::MAX);
+        let mut edges: BTreeSet<LineageEdge> = BTreeSet::new();
+        let mut runs: HashSet<RunId> = HashSet::new();
+        let mut bundles: Vec<Key> = vec![(repo.clone(), *bundle)];
+        let mut seen_bundles: HashSet<Key> = bundles.iter().cloned().collect();
+        let directions: &[bool] = match opts.direction {
+            LineageDirection::Upstream => &[true],
+            LineageDirection::Downstream => &[false],
+            LineageDirection::Both => &[true, false],
+        };
+        for &up in directions {
+            let mut queue: VecDeque<(Key, usize)> = VecDeque::from([((repo.clone(), *bundle), 0)]);
+            let mut visited: HashSet<RunId> = HashSet::new();
+            while let Some((key, d)) = queue.pop_front() {
+                if d >= depth {
+                    continue;
+                }
+                let linked = if up {
+                    graph.producers.get(&key)
+                } else {
+                    graph.consumers.get(&key)
+                };
+                for run_id in linked.into_iter().flatten() {
+                    let Some(run) = graph.runs.get(run_id) else {
+                        continue;
+                    };
+                    edges.insert(LineageEdge {
+                        kind: if up { EdgeKind::Output } else { EdgeKind::Input },
+                        run: run.id,
+                        repo: key.0.clone(),
+                        bundle: key.1,
+                    });
+                    runs.insert(run.id);
+                    if !visited.insert(run.id) {
+                        continue;
+                    }
+                    let next: Vec<(EdgeKind, Key)> = if up {
+                        run.inputs
+                            .iter()
+                            .map(|i| (EdgeKind::Input, (i.repo.clone(), i.bundle)))
+                            .collect()
+                    } else {
+                        run.outputs
+                            .iter()
+                            .map(|o| (EdgeKind::Output, (o.repo.clone(), o.bundle)))
+                            .collect()
+                    };
+                    for (kind, k) in next {
+                        edges.insert(LineageEdge {
+                            kind,
+                            run: run.id,
+                            repo: k.0.clone(),
+                            bundle: k.1,
+                        });
+                        if seen_bundles.insert(k.clone()) {
+                            bundles.push(k.clone());
+                        }
+                        queue.push_back((k, d + 1));
+                    }
+                }
+            }
+        }
+        let root = &root;
+        let records: Vec<LineageBundle> = futures::stream::iter(bundles.into_iter().map(
+            |(r, id)| async move {
+                let record = if r == root.repo && id == root.id {
+                    Some(root.clone())
+                } else {
+                    match self.get_bundle(&r, &id).await {
+                        Ok(b) => Some(b),
+                        Err(e) if e.kind() == crate::ErrorKind::NotFound => None,
+                        Err(e) => return Err(e),
+                    }
+                };
+                Ok(LineageBundle {
+                    repo: r,
+                    id,
+                    record,
+                })
+            },
+        ))
+        .buffered(32)
+        .collect::<Vec<Result<LineageBundle>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+        let mut runs: Vec<Run> = runs
+            .into_iter()
+            .filter_map(|id| graph.runs.get(&id).cloned())
+            .collect();
+        runs.sort_by_key(|r| r.id);
+        Ok(Lineage {
+            repo: repo.clone(),
+            bundle: *bundle,
+            bundles: records,
+            runs,
+            edges: edges.into_iter().collect(),
+        })
+    }
+
+    /// All bundle records of a repo, oldest first, through the local catalog cache.
+    ///
+    /// # Errors
+    /// [`Error::RepoNotFound`]; a store error.
+    pub async fn all_bundles(&self, repo: &RepoName) -> Result<Vec<Bundle>> {
+        self.get_repo(repo).await?;
+        Ok(self
+            .sync_records::<Bundle>(
+                &keys::bundles(repo.as_str()),
+                &format!("bundles-{repo}"),
+            )
+            .await?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    /// A repo's bundles matching `query`, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::RepoNotFound`]; a store error.
+    pub async fn find_bundles(&self, repo: &RepoName, query: &BundleQuery) -> Result<Vec<Bundle>> {
+        let mut all = self.all_bundles(repo).await?;
+        all.retain(|b| {
+            query.since.is_none_or(|t| b.created_at >= t)
+                && query
+                    .meta
+                    .iter()
+                    .all(|(k, v)| b.meta.get(k).is_some_and(|x| x == v))
+        });
+        Ok(all)
+    }
+
+    /// The history of a branch (default `main`), newest first: each bundle from the head along
+    /// its first parent, with the run that produced it. At most `limit` entries.
+    ///
+    /// # Errors
+    /// [`Error::RepoNotFound`], [`Error::BranchNotFound`]; a store error.
+    pub async fn log(
+        &self,
+        repo: &RepoName,
+        branch: Option<&BranchName>,
+        limit: Option<usize>,
+    ) -> Result<Vec<LogEntry>> {
+        let default: BranchName = DEFAULT_BRANCH
+            .parse()
+            .expect("the default branch name is valid");
+        let branch = branch.unwrap_or(&default);
+        self.get_repo(repo).await?;
+        let head = self
+            .branch_head(repo, branch)
+            .await?
+            .ok_or_else(|| Error::BranchNotFound {
+                repo: repo.to_string(),
+                branch: branch.to_string(),
+            })?;
+        let (bundles, runs) = futures::try_join!(self.all_bundles(repo), self.all_runs())?;
+        let by_id: HashMap<BundleId, Bundle> = bundles.into_iter().map(|b| (b.id, b)).collect();
+        let graph = RunGraph::new(runs);
+        let mut out = Vec::new();
+        let mut next = Some(head);
+        let mut seen = HashSet::new();
+        while let Some(id) = next {
+            if out.len() >= limit.unwrap_or(usize::MAX) || !seen.insert(id) {
+                break;
+            }
+            let bundle = match by_id.get(&id) {
+                Some(b) => b.clone(),
+                None => self.get_bundle(repo, &id).await?,
+            };
+            let run = graph
+                .producers
+                .get(&(repo.clone(), id))
+                .and_then(|r| r.last().copied())
+                .or_else(|| bundle.meta.get(META_RUN).and_then(|r| r.parse().ok()));
+            next = bundle.parents.first().copied();
+            out.push(LogEntry { bundle, run });
+        }
+        Ok(out)
+    }
+}
