@@ -7,6 +7,7 @@ pub mod context;
 pub mod label;
 pub mod misc;
 pub mod repo;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Context(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
+        Command::Run(c) => (*c).run(ctx).await,
+        Command::Log(a) => run::log(a, ctx).await,
         Command::Version => misc::version(ctx),
         Command::Completions(c) => c.run(),
         Command::Manpages(c) => c.run(),
