@@ -185,7 +185,11 @@ impl Datamon {
                         continue;
                     };
                     edges.insert(LineageEdge {
-                        kind: if up { EdgeKind::Output } else { EdgeKind::Input },
+                        kind: if up {
+                            EdgeKind::Output
+                        } else {
+                            EdgeKind::Input
+                        },
                         run: run.id,
                         repo: key.0.clone(),
                         bundle: key.1,
@@ -221,8 +225,8 @@ impl Datamon {
             }
         }
         let root = &root;
-        let records: Vec<LineageBundle> = futures::stream::iter(bundles.into_iter().map(
-            |(r, id)| async move {
+        let records: Vec<LineageBundle> =
+            futures::stream::iter(bundles.into_iter().map(|(r, id)| async move {
                 let record = if r == root.repo && id == root.id {
                     Some(root.clone())
                 } else {
@@ -237,13 +241,12 @@ impl Datamon {
                     id,
                     record,
                 })
-            },
-        ))
-        .buffered(32)
-        .collect::<Vec<Result<LineageBundle>>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+            }))
+            .buffered(32)
+            .collect::<Vec<Result<LineageBundle>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         let mut runs: Vec<Run> = runs
             .into_iter()
             .filter_map(|id| graph.runs.get(&id).cloned())
@@ -265,10 +268,7 @@ impl Datamon {
     pub async fn all_bundles(&self, repo: &RepoName) -> Result<Vec<Bundle>> {
         self.get_repo(repo).await?;
         Ok(self
-            .sync_records::<Bundle>(
-                &keys::bundles(repo.as_str()),
-                &format!("bundles-{repo}"),
-            )
+            .sync_records::<Bundle>(&keys::bundles(repo.as_str()), &format!("bundles-{repo}"))
             .await?
             .into_iter()
             .map(|(_, b)| b)

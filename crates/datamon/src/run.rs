@@ -141,7 +141,9 @@ impl FromStr for OutputSpec {
         if let Some(t) = &target {
             match parse_selector(t) {
                 Ok(SelectorText::Id(_)) => {
-                    return Err(bad("an output goes to a branch or a label, not a bundle id"))
+                    return Err(bad(
+                        "an output goes to a branch or a label, not a bundle id",
+                    ))
                 }
                 Ok(_) => {}
                 Err(e) => return Err(bad(&e.to_string())),
@@ -247,7 +249,9 @@ fn slot_key(repo: &RepoName, path: Option<&str>) -> String {
 }
 
 /// Slots by key; a key seen twice gets `#2`, `#3`...
-fn slots(items: impl Iterator<Item = (String, RepoName, BundleId)>) -> Vec<(String, RepoName, BundleId)> {
+fn slots(
+    items: impl Iterator<Item = (String, RepoName, BundleId)>,
+) -> Vec<(String, RepoName, BundleId)> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     items
         .map(|(k, r, b)| {
@@ -397,9 +401,9 @@ impl Datamon {
     pub async fn get_run(&self, id: &RunId) -> Result<Run> {
         match self.store.get_json(&keys::run(id)).await {
             Ok(r) => Ok(r),
-            Err(datamon_store::Error::NotFound { .. }) => Err(Error::RunNotFound {
-                id: id.to_string(),
-            }),
+            Err(datamon_store::Error::NotFound { .. }) => {
+                Err(Error::RunNotFound { id: id.to_string() })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -544,7 +548,12 @@ mod tests {
         assert_eq!(o.target.as_deref(), Some("dev"));
         let o: OutputSpec = "model:/tmp/x@y/z".parse().unwrap();
         assert_eq!(o.dir, PathBuf::from("/tmp/x@y/z"));
-        for bad in ["model", "model:", ":dir", "model:dir@1INzQ5TV4vAAfU2PbRFgPfnzEwR"] {
+        for bad in [
+            "model",
+            "model:",
+            ":dir",
+            "model:dir@1INzQ5TV4vAAfU2PbRFgPfnzEwR",
+        ] {
             assert!(bad.parse::<OutputSpec>().is_err(), "{bad}");
         }
     }

@@ -320,7 +320,11 @@ impl BundleCmd {
                     let repo = a.repo.expect("clap requires --repo");
                     let query = datamon::BundleQuery {
                         meta: crate::cmd::run::parse_where(&a.filters)?,
-                        since: a.since.as_deref().map(crate::cmd::run::parse_time).transpose()?,
+                        since: a
+                            .since
+                            .as_deref()
+                            .map(crate::cmd::run::parse_time)
+                            .transpose()?,
                     };
                     let dm = ctx.open().await?;
                     let bundles = if query.meta.is_empty() && query.since.is_none() {

@@ -15,8 +15,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use datamon::{
     BranchName, BundleDiff, BundleId, CodeVersion, Datamon, DownloadOptions, EdgeKind, InputSpec,
-    Lineage, LineageDirection, LineageOptions, OutputSpec, RepoName, Run, RunDiff, RunId,
-    RunInput, RunOutput, RunQuery, RunStatus, ValueDiff,
+    Lineage, LineageDirection, LineageOptions, OutputSpec, RepoName, Run, RunDiff, RunId, RunInput,
+    RunOutput, RunQuery, RunStatus, ValueDiff,
 };
 use serde::Serialize;
 
@@ -225,10 +225,7 @@ pub(crate) fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
         return Ok(t.with_timezone(&Utc));
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc());
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
     let unit = s.chars().last().unwrap_or(' ');
     let secs = match unit {
@@ -559,13 +556,19 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         };
         let p = path.display().to_string();
         if *n == 1 {
-            vars.push((format!("DATAMON_INPUT_{}", env_name(i.repo.as_str())), p.clone()));
+            vars.push((
+                format!("DATAMON_INPUT_{}", env_name(i.repo.as_str())),
+                p.clone(),
+            ));
             subst.push((format!("{{input:{}}}", i.repo), p));
         }
     }
     for (repo, dir, _, _) in &outputs {
         let p = dir.display().to_string();
-        vars.push((format!("DATAMON_OUTPUT_{}", env_name(repo.as_str())), p.clone()));
+        vars.push((
+            format!("DATAMON_OUTPUT_{}", env_name(repo.as_str())),
+            p.clone(),
+        ));
         subst.push((format!("{{output:{repo}}}"), p));
     }
     for (k, v) in &params {
@@ -699,14 +702,24 @@ async fn record(a: RecordArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let params = parse_kv("param", &a.common.params)?;
     let meta = parse_kv("meta", &a.common.meta)?;
     let now = Utc::now();
-    let started_at = a.started.as_deref().map(parse_time).transpose()?.unwrap_or(now);
+    let started_at = a
+        .started
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(now);
     let finished_at = a
         .finished
         .as_deref()
         .map(parse_time)
         .transpose()?
         .unwrap_or(now.max(started_at));
-    let metrics = a.metrics.as_deref().map(read_metrics).transpose()?.unwrap_or_default();
+    let metrics = a
+        .metrics
+        .as_deref()
+        .map(read_metrics)
+        .transpose()?
+        .unwrap_or_default();
     let mut code = code_version();
     if a.git_commit.is_some() {
         code.git_commit = a.git_commit;
@@ -858,7 +871,10 @@ fn show_run(r: &Run) -> String {
     let mut s = String::new();
     s.push_str(&format!("run      {}\n", r.id));
     s.push_str(&format!("step     {}\n", r.step));
-    let exit = r.exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default();
+    let exit = r
+        .exit_code
+        .map(|c| format!(" (exit {c})"))
+        .unwrap_or_default();
     s.push_str(&format!("status   {}{exit}\n", r.status));
     s.push_str(&format!("code     {}\n", r.code));
     if !r.command.is_empty() {
@@ -990,7 +1006,11 @@ fn bundle_label(l: &Lineage, repo: &RepoName, id: &BundleId) -> String {
         .find(|b| &b.repo == repo && &b.id == id)
         .and_then(|b| b.record.as_ref());
     match rec {
-        Some(b) => format!("{repo}@{id} \"{}\" {}", b.message, output::time(&b.created_at)),
+        Some(b) => format!(
+            "{repo}@{id} \"{}\" {}",
+            b.message,
+            output::time(&b.created_at)
+        ),
         None => format!("{repo}@{id} (record missing)"),
     }
 }
@@ -1119,7 +1139,10 @@ fn lineage_dot(l: &Lineage) -> String {
         ));
     }
     for e in &l.edges {
-        let (b, r) = (format!("\"b:{}@{}\"", e.repo, e.bundle), format!("\"r:{}\"", e.run));
+        let (b, r) = (
+            format!("\"b:{}@{}\"", e.repo, e.bundle),
+            format!("\"r:{}\"", e.run),
+        );
         match e.kind {
             EdgeKind::Input => s.push_str(&format!("  {b} -> {r};\n")),
             EdgeKind::Output => s.push_str(&format!("  {r} -> {b};\n")),
