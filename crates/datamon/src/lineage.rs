@@ -339,3 +339,176 @@ impl Datamon {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datamon_types::{BundleStats, CodeVersion, Hash, RunInput, RunOutput, RunStatus};
+
+    use super::*;
+    use crate::{ErrorKind, OpenOptions, RunQuery};
+
+    async fn bundle(dm: &Datamon, repo: &str) -> Key {
+        let repo: RepoName = repo.parse().unwrap();
+        let b = Bundle {
+            id: BundleId::generate(),
+            repo: repo.clone(),
+            parents: vec![],
+            branch: None,
+            message: "m".into(),
+            author: "a".into(),
+            created_at: Utc::now(),
+            root: Hash::of(b"root"),
+            stats: BundleStats::default(),
+            meta: BTreeMap::new(),
+        };
+        dm.store
+            .create_json(&keys::bundle(repo.as_str(), &b.id), &b)
+            .await
+            .unwrap();
+        (repo, b.id)
+    }
+
+    fn run(step: &str, inputs: &[&Key], outputs: &[&Key]) -> Run {
+        Run {
+            id: RunId::generate(),
+            step: step.into(),
+            status: RunStatus::Succeeded,
+            exit_code: Some(0),
+            command: vec![],
+            code: CodeVersion::default(),
+            host: String::new(),
+            user: String::new(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            params: BTreeMap::new(),
+            inputs: inputs
+                .iter()
+                .map(|(r, b)| RunInput {
+                    repo: r.clone(),
+                    bundle: *b,
+                    selector: None,
+                    path: None,
+                })
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|(r, b)| RunOutput {
+                    repo: r.clone(),
+                    bundle: *b,
+                })
+                .collect(),
+            metrics: BTreeMap::new(),
+            meta: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_lineage_and_catalog() {
+        let cache = tempfile::tempdir().unwrap();
+        let dm = Datamon::open(
+            "memory://lineage",
+            OpenOptions {
+                cache_dir: Some(cache.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        for r in ["a", "b", "c"] {
+            dm.create_repo(&r.parse().unwrap(), "").await.unwrap();
+        }
+        let a1 = bundle(&dm, "a").await;
+        let b1 = bundle(&dm, "b").await;
+        let c1 = bundle(&dm, "c").await;
+        let r1 = run("one", &[&a1], &[&b1]);
+        let r2 = run("two", &[&b1], &[&c1]);
+        dm.record_run(&r1).await.unwrap();
+        dm.record_run(&r2).await.unwrap();
+        assert_eq!(
+            dm.record_run(&r1).await.unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+        let missing = run("x", &[&(a1.0.clone(), BundleId::generate())], &[]);
+        assert_eq!(
+            dm.record_run(&missing).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            dm.get_run(&RunId::generate()).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+
+        let all = dm.list_runs(&RunQuery::default()).await.unwrap();
+        assert_eq!(all, vec![r1.clone(), r2.clone()]);
+        // Served from the cache the second time, same answer.
+        let again = dm.list_runs(&RunQuery::default()).await.unwrap();
+        assert_eq!(again, all);
+        let cached = std::fs::read_to_string(
+            cache
+                .path()
+                .join("catalog")
+                .join(&dm.store.config().id)
+                .join("runs.ndjson"),
+        )
+        .unwrap();
+        assert_eq!(cached.lines().count(), 2);
+        let step = RunQuery {
+            step: Some("two".into()),
+            ..Default::default()
+        };
+        assert_eq!(dm.list_runs(&step).await.unwrap(), vec![r2.clone()]);
+
+        let up = dm
+            .lineage(
+                &c1.0,
+                &c1.1,
+                LineageOptions {
+                    direction: LineageDirection::Upstream,
+                    depth: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(up.runs, vec![r1.clone(), r2.clone()]);
+        assert_eq!(up.edges.len(), 4);
+        assert_eq!(up.bundles.len(), 3);
+        let one = dm
+            .lineage(
+                &c1.0,
+                &c1.1,
+                LineageOptions {
+                    direction: LineageDirection::Upstream,
+                    depth: Some(1),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.runs, vec![r2.clone()]);
+        let down = dm
+            .lineage(
+                &a1.0,
+                &a1.1,
+                LineageOptions {
+                    direction: LineageDirection::Downstream,
+                    depth: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(down.runs, vec![r1, r2]);
+        let none = dm
+            .lineage(
+                &a1.0,
+                &a1.1,
+                LineageOptions {
+                    direction: LineageDirection::Upstream,
+                    depth: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(none.runs.is_empty() && none.edges.is_empty());
+    }
+}
