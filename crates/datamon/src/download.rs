@@ -200,53 +200,12 @@ impl Datamon {
         entries: &[(String, TreeEntry)],
         progress: &dyn Progress,
     ) -> Result<DownloadReport> {
-        let mut report = DownloadReport::default();
-        let mut files = Vec::new();
-        let mut dirs = Vec::new();
-        for (path, e) in entries {
-            let target = dest.join(path);
-            match &e.node {
-                Node::Dir { .. } => {
-                    match std::fs::symlink_metadata(&target) {
-                        Ok(m) if !m.is_dir() => {
-                            std::fs::remove_file(&target).map_err(Error::io(&target))?
-                        }
-                        _ => {}
-                    }
-                    std::fs::create_dir_all(&target).map_err(Error::io(&target))?;
-                    // Writable while its content is restored; its own mode is set at the end.
-                    std::fs::set_permissions(
-                        &target,
-                        std::fs::Permissions::from_mode(0o700 | e.mode),
-                    )
-                    .map_err(Error::io(&target))?;
-                    report.dirs += 1;
-                    dirs.push((target, e));
-                }
-                Node::Symlink { target: link } => {
-                    if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-                    }
-                    clear_for_file(&target)?;
-                    let tmp = temp_name(&target);
-                    std::os::unix::fs::symlink(link, &tmp).map_err(Error::io(&target))?;
-                    let mut guard = TempGuard(Some(tmp.clone()));
-                    set_mtime(&tmp, e.mtime_ns, true)?;
-                    std::fs::rename(&tmp, &target).map_err(Error::io(&target))?;
-                    guard.0 = None;
-                    report.symlinks += 1;
-                }
-                Node::File { size, chunks, .. } => {
-                    if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-                    }
-                    clear_for_file(&target)?;
-                    report.files += 1;
-                    report.bytes += size;
-                    files.push((path.as_str(), target, e, chunks));
-                }
-            }
-        }
+        // Directories, symlinks and the places of files: quick local file-system work.
+        let Prepared {
+            report,
+            files,
+            dirs,
+        } = tokio::task::block_in_place(|| prepare(dest, entries))?;
         progress.begin("download", report.bytes, Unit::Bytes);
         futures::stream::iter(
             files
@@ -262,11 +221,14 @@ impl Datamon {
         progress.end();
         // Directory modes and mtimes last, deepest first: writing inside a directory changes its
         // mtime, and a read-only mode would forbid the writes.
-        for (target, e) in dirs.iter().rev() {
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode))
-                .map_err(Error::io(target))?;
-            set_mtime(target, e.mtime_ns, false)?;
-        }
+        tokio::task::block_in_place(|| -> Result<()> {
+            for (target, e) in dirs.iter().rev() {
+                std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode))
+                    .map_err(Error::io(target))?;
+                set_mtime(target, e.mtime_ns, false)?;
+            }
+            Ok(())
+        })?;
         Ok(report)
     }
 
@@ -280,7 +242,8 @@ impl Datamon {
     ) -> Result<()> {
         let tmp = temp_name(target);
         let mut guard = TempGuard(Some(tmp.clone()));
-        let mut file = File::create(&tmp).map_err(Error::io(target))?;
+        let mut file =
+            tokio::task::block_in_place(|| File::create(&tmp)).map_err(Error::io(target))?;
         let store = &self.store;
         let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
             let bytes = store
@@ -312,14 +275,79 @@ impl Datamon {
             .await??;
             progress.advance(written);
         }
-        file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
-            .map_err(Error::io(target))?;
-        drop(file);
-        set_mtime(&tmp, entry.mtime_ns, false)?;
-        std::fs::rename(&tmp, target).map_err(Error::io(target))?;
+        tokio::task::block_in_place(|| -> Result<()> {
+            file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
+                .map_err(Error::io(target))?;
+            drop(file);
+            set_mtime(&tmp, entry.mtime_ns, false)?;
+            std::fs::rename(&tmp, target).map_err(Error::io(target))?;
+            Ok(())
+        })?;
         guard.0 = None;
         Ok(())
     }
+}
+
+/// What [`prepare`] leaves to do.
+struct Prepared<'a> {
+    report: DownloadReport,
+    /// Files to restore: path in the bundle, target, entry, chunks.
+    files: Vec<(&'a str, PathBuf, &'a TreeEntry, &'a Vec<ChunkRef>)>,
+    /// Directories whose mode and mtime are set last.
+    dirs: Vec<(PathBuf, &'a TreeEntry)>,
+}
+
+/// Creates directories and symlinks and clears the way for files.
+fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepared<'a>> {
+    let mut report = DownloadReport::default();
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for (path, e) in entries {
+        let target = dest.join(path);
+        match &e.node {
+            Node::Dir { .. } => {
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if !m.is_dir() => {
+                        std::fs::remove_file(&target).map_err(Error::io(&target))?
+                    }
+                    _ => {}
+                }
+                std::fs::create_dir_all(&target).map_err(Error::io(&target))?;
+                // Writable while its content is restored; its own mode is set at the end.
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700 | e.mode))
+                    .map_err(Error::io(&target))?;
+                report.dirs += 1;
+                dirs.push((target, e));
+            }
+            Node::Symlink { target: link } => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+                }
+                clear_for_file(&target)?;
+                let tmp = temp_name(&target);
+                std::os::unix::fs::symlink(link, &tmp).map_err(Error::io(&target))?;
+                let mut guard = TempGuard(Some(tmp.clone()));
+                set_mtime(&tmp, e.mtime_ns, true)?;
+                std::fs::rename(&tmp, &target).map_err(Error::io(&target))?;
+                guard.0 = None;
+                report.symlinks += 1;
+            }
+            Node::File { size, chunks, .. } => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+                }
+                clear_for_file(&target)?;
+                report.files += 1;
+                report.bytes += size;
+                files.push((path.as_str(), target, e, chunks));
+            }
+        }
+    }
+    Ok(Prepared {
+        report,
+        files,
+        dirs,
+    })
 }
 
 /// Refuses a non-empty destination unless `force`.
