@@ -42,10 +42,16 @@ impl Datamon {
     /// Loads and parses one tree node, verified against its hash. Entry names are checked too,
     /// so a damaged or hostile store can never make a download write outside its destination.
     pub(crate) async fn load_tree(&self, index: &Index, hash: &Hash) -> Result<Tree> {
-        let bytes = self.store.read_blob(index, hash).await?;
         let corrupt = |detail: String| Error::Corrupt {
             path: format!("tree {hash}"),
             detail,
+        };
+        // A missing tree is damage to the store, not a "not found" answer to the user.
+        let bytes = match self.store.read_blob(index, hash).await {
+            Err(datamon_store::Error::NotFound { key }) => {
+                return Err(corrupt(format!("{key} is missing from the store")))
+            }
+            r => r?,
         };
         let tree = Tree::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
         for e in &tree.entries {

@@ -1,1 +1,14 @@
+//! End-to-end tests: every test drives the real `datamon` binary with its own `DATAMON_HOME`.
 
+mod util;
+
+mod bundle;
+mod concurrency;
+mod context;
+mod diff;
+mod download;
+mod errors;
+mod faults;
+mod labels_branches;
+mod misc;
+mod repo;
