@@ -1,4 +1,5 @@
 //! End-to-end tests: every test drives the real `datamon` binary with its own `DATAMON_HOME`.
+#![allow(clippy::disallowed_methods)] // tests write fixtures directly
 
 mod util;
 
