@@ -103,6 +103,8 @@ impl Home {
     }
 }
 
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
+#[allow(clippy::disallowed_methods)] // the one place that writes the temporary file
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -1,7 +1,7 @@
 //! Progress bars on stderr, hidden when stderr is not a terminal or output is quiet or JSON.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use datamon::{Progress, Unit};
@@ -9,14 +9,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Bar {
     enabled: bool,
-    bar: Mutex<Option<ProgressBar>>,
+    bar: RwLock<Option<ProgressBar>>,
 }
 
 impl Bar {
     pub fn new(enabled: bool) -> Bar {
         Bar {
             enabled: enabled && std::io::stderr().is_terminal(),
-            bar: Mutex::new(None),
+            bar: RwLock::new(None),
         }
     }
 }
@@ -40,17 +40,17 @@ impl Progress for Bar {
         );
         pb.set_message(what.to_owned());
         pb.enable_steady_tick(Duration::from_millis(200));
-        *self.bar.lock().expect("not poisoned") = Some(pb);
+        *self.bar.write().expect("not poisoned") = Some(pb);
     }
 
     fn advance(&self, n: u64) {
-        if let Some(pb) = self.bar.lock().expect("not poisoned").as_ref() {
+        if let Some(pb) = self.bar.read().expect("not poisoned").as_ref() {
             pb.inc(n);
         }
     }
 
     fn end(&self) {
-        if let Some(pb) = self.bar.lock().expect("not poisoned").take() {
+        if let Some(pb) = self.bar.write().expect("not poisoned").take() {
             pb.finish_and_clear();
         }
     }

@@ -192,3 +192,39 @@ mod tests {
         assert!(Index::decode_object(&bad, "t").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::pack::parse_footer;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Decoders of untrusted bytes return errors, never panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = Index::decode_object(&bytes, "fuzz");
+            let _ = parse_footer(&bytes, "fuzz");
+            let _ = datamon_types::Tree::from_bytes(&bytes);
+        }
+
+        /// A valid pack with one byte flipped anywhere is rejected or yields entries that stay
+        /// inside the pack.
+        #[test]
+        fn flipped_pack_stays_in_bounds(pos in 0usize..10_000, bit in 0u8..8) {
+            let mut w = crate::PackWriter::new(0);
+            for i in 0..20u32 {
+                let blob = vec![i as u8; 100 + i as usize * 13];
+                w.add_raw(Hash::of(&blob), crate::BlobKind::Data, &blob);
+            }
+            let mut bytes = w.finish().bytes.to_vec();
+            let pos = pos % bytes.len();
+            bytes[pos] ^= 1 << bit;
+            if let Ok(entries) = parse_footer(&bytes, "fuzz") {
+                for e in entries {
+                    prop_assert!((e.offset + e.stored_len) as usize <= bytes.len());
+                }
+            }
+        }
+    }
+}

@@ -57,7 +57,7 @@ pub struct BundleStats {
     pub new_chunks: u64,
     /// Uncompressed bytes of those new chunks.
     pub new_bytes: u64,
-    /// Bytes those new chunks take in the store (after compression).
+    /// Bytes this upload added to the store: new chunks and tree nodes, after compression.
     pub stored_bytes: u64,
 }
 

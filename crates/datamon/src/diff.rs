@@ -85,6 +85,7 @@ impl Datamon {
         a: &BundleId,
         b: &BundleId,
     ) -> Result<Vec<Change>> {
+        self.get_repo(repo).await?;
         let ba = self.get_bundle(repo, a).await?;
         let bb = self.get_bundle(repo, b).await?;
         let index = self.store.load_index().await?;
@@ -136,6 +137,12 @@ impl Datamon {
                 match (ea, eb) {
                     (Some(x), Some(y)) => {
                         if let (Some(da), Some(db)) = (dir(ea), dir(eb)) {
+                            if x.mode != y.mode {
+                                out.push(Change {
+                                    path: format!("{path}/"),
+                                    kind: ChangeKind::Modified,
+                                });
+                            }
                             stack.push((path, Some(da), Some(db)));
                         } else if entries_differ(x, y) {
                             out.push(Change {
@@ -181,7 +188,7 @@ impl Datamon {
         id: &BundleId,
         dir: &Path,
     ) -> Result<Vec<Change>> {
-        Ok(self.compare_dir(repo, id, dir).await?.0)
+        Ok(self.compare_dir(repo, id, dir).await?.0.changes)
     }
 
     async fn compare_dir(
@@ -189,7 +196,7 @@ impl Datamon {
         repo: &RepoName,
         id: &BundleId,
         dir: &Path,
-    ) -> Result<(Vec<Change>, BTreeMap<String, TreeEntry>, Index)> {
+    ) -> Result<(LocalComparison, BTreeMap<String, TreeEntry>, Index)> {
         let (bundle, index) = self.open_bundle(repo, id).await?;
         let remote: BTreeMap<String, TreeEntry> =
             self.walk(&index, bundle.root).await?.into_iter().collect();
@@ -222,7 +229,12 @@ impl Datamon {
         progress: &dyn Progress,
     ) -> Result<Vec<Change>> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let (changes, remote, index) = self.compare_dir(repo, id, dir).await?;
+        let (cmp, remote, index) = self.compare_dir(repo, id, dir).await?;
+        let LocalComparison {
+            changes,
+            mut extra,
+            touch,
+        } = cmp;
         let wanted: HashSet<&str> = changes
             .iter()
             .filter(|c| c.kind != ChangeKind::Added)
@@ -233,23 +245,36 @@ impl Datamon {
             .filter(|(p, e)| matches!(e.node, Node::Dir { .. }) || wanted.contains(p.as_str()))
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
-        // Delete first (deepest first), so a path that changes type is free for its new content.
-        for c in changes.iter().rev().filter(|c| c.kind == ChangeKind::Added) {
-            let p = dir.join(c.path.trim_end_matches('/'));
-            let r = match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
-                Ok(_) => std::fs::remove_file(&p),
-                Err(e) => Err(e),
-            };
-            match r {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::Io { path: p, source: e })
+        // Delete first, deepest first, so a path that changes type is free for its new content.
+        extra.sort_unstable_by(|a, b| b.cmp(a));
+        tokio::task::block_in_place(|| -> Result<()> {
+            for p in &extra {
+                let r = match std::fs::symlink_metadata(p) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+                    Ok(_) => std::fs::remove_file(p),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::Io {
+                            path: p.clone(),
+                            source: e,
+                        })
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
+            Ok(())
+        })?;
         self.restore_entries(&index, dir, &entries, progress)
             .await?;
+        // Content that was already right only needs its mtime.
+        tokio::task::block_in_place(|| -> Result<()> {
+            for (p, mtime_ns, symlink) in &touch {
+                crate::download::set_mtime(p, *mtime_ns, *symlink)?;
+            }
+            Ok(())
+        })?;
         // Report what happened to the folder: what it lacked was added, what the bundle lacks
         // was deleted.
         let mut applied: Vec<Change> = changes
@@ -268,72 +293,89 @@ impl Datamon {
     }
 }
 
+/// A folder compared with a bundle.
+struct LocalComparison {
+    /// What differs, as [`Datamon::diff_dir`] reports it.
+    changes: Vec<Change>,
+    /// Local paths the bundle does not have (including special files, names that are not
+    /// UTF-8, and directories with content), for `update_dir` to delete.
+    extra: Vec<PathBuf>,
+    /// Entries equal in content whose mtime differs: (path, bundle mtime, is a symlink).
+    touch: Vec<(PathBuf, i64, bool)>,
+}
+
 /// Compares a folder with a bundle's flattened tree; hashes only the files whose size matches.
 fn compare_local(
     remote: &BTreeMap<String, TreeEntry>,
     dir: &Path,
     params: ChunkerParams,
-) -> Result<Vec<Change>> {
-    let scanned = scan(dir, None, false)?;
+) -> Result<LocalComparison> {
+    // Nothing local is an error here: what upload would refuse is simply "not in the bundle".
+    let scanned = scan(dir, None, true)?;
     let mut local: BTreeMap<String, Local> = BTreeMap::new();
     flatten(&scanned.root, "", &scanned.files, &mut local);
 
-    let mut changes = Vec::new();
-    let mut to_hash: Vec<(String, PathBuf, Hash)> = Vec::new();
-    let has_children = |m: &dyn Fn(&str) -> bool, p: &str| m(&format!("{p}/"));
-    let remote_has = |prefix: &str| {
-        remote
-            .range(prefix.to_owned()..)
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(prefix))
+    let mut out = LocalComparison {
+        changes: Vec::new(),
+        extra: Vec::new(),
+        touch: Vec::new(),
     };
-    let local_has = |prefix: &str| {
-        local
-            .range(prefix.to_owned()..)
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(prefix))
+    let mut to_hash: Vec<(String, PathBuf, Hash, Option<i64>)> = Vec::new();
+    let change = |path: &str, kind| Change {
+        path: path.to_owned(),
+        kind,
     };
 
+    for s in &scanned.skipped {
+        out.changes.push(change(&s.rel, ChangeKind::Added));
+        out.extra.push(s.path.clone());
+    }
     for (path, l) in &local {
-        match (remote.get(path), l) {
-            (None, Local::Dir) => {
-                if !has_children(&local_has, path) {
-                    changes.push(Change {
-                        path: format!("{path}/"),
-                        kind: ChangeKind::Added,
-                    });
+        let Some(r) = remote.get(path) else {
+            out.extra.push(dir.join(path));
+            match l {
+                Local::Dir { .. } if has_children(&local, path) => {}
+                Local::Dir { .. } => out
+                    .changes
+                    .push(change(&format!("{path}/"), ChangeKind::Added)),
+                _ => out.changes.push(change(path, ChangeKind::Added)),
+            }
+            continue;
+        };
+        let touch = (l.mtime_ns() != r.mtime_ns).then_some(r.mtime_ns);
+        match (&r.node, l) {
+            (Node::Dir { .. }, Local::Dir { mode, .. }) => {
+                if *mode != r.mode {
+                    out.changes
+                        .push(change(&format!("{path}/"), ChangeKind::Modified));
                 }
             }
-            (None, _) => changes.push(Change {
-                path: path.clone(),
-                kind: ChangeKind::Added,
-            }),
-            (Some(r), l) => match (&r.node, l) {
-                (Node::Dir { .. }, Local::Dir) => {}
-                (
-                    Node::File { size, hash, .. },
-                    Local::File {
-                        size: ls,
-                        mode,
-                        job,
-                    },
-                ) if *mode == r.mode => {
-                    if size != ls {
-                        changes.push(Change {
-                            path: path.clone(),
-                            kind: ChangeKind::Modified,
-                        });
-                    } else {
-                        to_hash.push((path.clone(), scanned.files[*job].path.clone(), *hash));
-                    }
+            (
+                Node::File { size, hash, .. },
+                Local::File {
+                    size: ls,
+                    mode,
+                    job,
+                    ..
+                },
+            ) if *mode == r.mode => {
+                if size != ls {
+                    out.changes.push(change(path, ChangeKind::Modified));
+                } else {
+                    to_hash.push((path.clone(), scanned.files[*job].path.clone(), *hash, touch));
                 }
-                (Node::Symlink { target }, Local::Symlink { target: lt, mode })
-                    if *mode == r.mode && target == lt => {}
-                _ => changes.push(Change {
-                    path: path.clone(),
-                    kind: ChangeKind::Modified,
-                }),
-            },
+            }
+            (
+                Node::Symlink { target },
+                Local::Symlink {
+                    target: lt, mode, ..
+                },
+            ) if *mode == r.mode && target == lt => {
+                if let Some(t) = touch {
+                    out.touch.push((dir.join(path), t, true));
+                }
+            }
+            _ => out.changes.push(change(path, ChangeKind::Modified)),
         }
     }
     for (path, r) in remote {
@@ -341,42 +383,77 @@ fn compare_local(
             continue;
         }
         match r.node {
-            Node::Dir { .. } if has_children(&remote_has, path) => {}
-            Node::Dir { .. } => changes.push(Change {
-                path: format!("{path}/"),
-                kind: ChangeKind::Deleted,
-            }),
-            _ => changes.push(Change {
-                path: path.clone(),
-                kind: ChangeKind::Deleted,
-            }),
+            Node::Dir { .. } if has_children(remote, path) => {}
+            Node::Dir { .. } => out
+                .changes
+                .push(change(&format!("{path}/"), ChangeKind::Deleted)),
+            _ => out.changes.push(change(path, ChangeKind::Deleted)),
         }
     }
-    changes.extend(hash_and_compare(&to_hash, params)?);
-    changes.sort();
-    Ok(changes)
+    let differing = hash_and_compare(&to_hash, params)?;
+    let differing_paths: HashSet<&str> = differing.iter().map(|c| c.path.as_str()).collect();
+    for (path, file, _, touch) in &to_hash {
+        if let (Some(t), false) = (touch, differing_paths.contains(path.as_str())) {
+            out.touch.push((file.clone(), *t, false));
+        }
+    }
+    out.changes.extend(differing);
+    out.changes.sort();
+    Ok(out)
+}
+
+/// Whether a sorted map of paths has entries below directory `p`.
+fn has_children<V>(m: &BTreeMap<String, V>, p: &str) -> bool {
+    let prefix = format!("{p}/");
+    m.range(prefix.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&prefix))
 }
 
 enum Local {
-    File { size: u64, mode: u32, job: usize },
-    Dir,
-    Symlink { target: String, mode: u32 },
+    File {
+        size: u64,
+        mode: u32,
+        mtime_ns: i64,
+        job: usize,
+    },
+    Dir {
+        mode: u32,
+        mtime_ns: i64,
+    },
+    Symlink {
+        target: String,
+        mode: u32,
+        mtime_ns: i64,
+    },
+}
+
+impl Local {
+    fn mtime_ns(&self) -> i64 {
+        match self {
+            Local::File { mtime_ns, .. }
+            | Local::Dir { mtime_ns, .. }
+            | Local::Symlink { mtime_ns, .. } => *mtime_ns,
+        }
+    }
 }
 
 fn flatten(dir: &ScanDir, prefix: &str, files: &[FileJob], out: &mut BTreeMap<String, Local>) {
     for e in &dir.entries {
         let path = join(prefix, &e.name);
+        let (mode, mtime_ns) = (e.mode, e.mtime_ns);
         match &e.kind {
             ScanKind::Dir(sub) => {
                 flatten(sub, &path, files, out);
-                out.insert(path, Local::Dir);
+                out.insert(path, Local::Dir { mode, mtime_ns });
             }
             ScanKind::File(job) => {
                 out.insert(
                     path,
                     Local::File {
                         size: files[*job].size,
-                        mode: e.mode,
+                        mode,
+                        mtime_ns,
                         job: *job,
                     },
                 );
@@ -386,7 +463,8 @@ fn flatten(dir: &ScanDir, prefix: &str, files: &[FileJob], out: &mut BTreeMap<St
                     path,
                     Local::Symlink {
                         target: t.clone(),
-                        mode: e.mode,
+                        mode,
+                        mtime_ns,
                     },
                 );
             }
@@ -396,7 +474,7 @@ fn flatten(dir: &ScanDir, prefix: &str, files: &[FileJob], out: &mut BTreeMap<St
 
 /// Hashes local files the way upload does and reports those whose hash differs.
 fn hash_and_compare(
-    items: &[(String, PathBuf, Hash)],
+    items: &[(String, PathBuf, Hash, Option<i64>)],
     params: ChunkerParams,
 ) -> Result<Vec<Change>> {
     let next = AtomicUsize::new(0);
@@ -409,7 +487,7 @@ fn hash_and_compare(
                 s.spawn(|| -> Result<Vec<Change>> {
                     let mut chunker = Chunker::new(params);
                     let mut out = Vec::new();
-                    while let Some((path, file, expected)) =
+                    while let Some((path, file, expected, _)) =
                         items.get(next.fetch_add(1, Ordering::Relaxed))
                     {
                         let f = std::fs::File::open(file).map_err(Error::io(file))?;

@@ -6,6 +6,7 @@
 //! file is written under a temporary name beside its final one and renamed only when complete and
 //! verified, so a failed download never leaves a half-written file under a real name.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -91,12 +92,9 @@ impl Drop for TempGuard {
     }
 }
 
+/// A temporary name beside `path`, short enough whatever the length of `path`'s own name.
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.datamon-{:016x}", rand::random::<u64>()))
+    path.with_file_name(format!(".datamon-tmp-{:016x}", rand::random::<u64>()))
 }
 
 /// Clears the way for a file or symlink at `path`: a directory there is removed.
@@ -107,7 +105,7 @@ fn clear_for_file(path: &Path) -> Result<()> {
     }
 }
 
-fn set_mtime(path: &Path, mtime_ns: i64, symlink: bool) -> Result<()> {
+pub(crate) fn set_mtime(path: &Path, mtime_ns: i64, symlink: bool) -> Result<()> {
     let t = filetime::FileTime::from_unix_time(
         mtime_ns.div_euclid(1_000_000_000),
         mtime_ns.rem_euclid(1_000_000_000) as u32,
@@ -175,11 +173,14 @@ impl Datamon {
             }
         };
         let target = dest.join(&clean);
-        if !force && std::fs::symlink_metadata(&target).is_ok() {
-            return Err(Error::BadPath {
-                path: target,
-                reason: "already exists: remove it or pass --force to overwrite it".into(),
-            });
+        if !force {
+            check_parents(dest, &clean)?;
+            if std::fs::symlink_metadata(&target).is_ok() {
+                return Err(Error::BadPath {
+                    path: target,
+                    reason: "already exists: remove it or pass --force to overwrite it".into(),
+                });
+            }
         }
         let mut entries = Vec::new();
         if let Node::Dir { tree } = &entry.node {
@@ -200,53 +201,12 @@ impl Datamon {
         entries: &[(String, TreeEntry)],
         progress: &dyn Progress,
     ) -> Result<DownloadReport> {
-        let mut report = DownloadReport::default();
-        let mut files = Vec::new();
-        let mut dirs = Vec::new();
-        for (path, e) in entries {
-            let target = dest.join(path);
-            match &e.node {
-                Node::Dir { .. } => {
-                    match std::fs::symlink_metadata(&target) {
-                        Ok(m) if !m.is_dir() => {
-                            std::fs::remove_file(&target).map_err(Error::io(&target))?
-                        }
-                        _ => {}
-                    }
-                    std::fs::create_dir_all(&target).map_err(Error::io(&target))?;
-                    // Writable while its content is restored; its own mode is set at the end.
-                    std::fs::set_permissions(
-                        &target,
-                        std::fs::Permissions::from_mode(0o700 | e.mode),
-                    )
-                    .map_err(Error::io(&target))?;
-                    report.dirs += 1;
-                    dirs.push((target, e));
-                }
-                Node::Symlink { target: link } => {
-                    if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-                    }
-                    clear_for_file(&target)?;
-                    let tmp = temp_name(&target);
-                    std::os::unix::fs::symlink(link, &tmp).map_err(Error::io(&target))?;
-                    let mut guard = TempGuard(Some(tmp.clone()));
-                    set_mtime(&tmp, e.mtime_ns, true)?;
-                    std::fs::rename(&tmp, &target).map_err(Error::io(&target))?;
-                    guard.0 = None;
-                    report.symlinks += 1;
-                }
-                Node::File { size, chunks, .. } => {
-                    if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-                    }
-                    clear_for_file(&target)?;
-                    report.files += 1;
-                    report.bytes += size;
-                    files.push((path.as_str(), target, e, chunks));
-                }
-            }
-        }
+        // Directories, symlinks and the places of files: quick local file-system work.
+        let Prepared {
+            report,
+            files,
+            dirs,
+        } = tokio::task::block_in_place(|| prepare(dest, entries))?;
         progress.begin("download", report.bytes, Unit::Bytes);
         futures::stream::iter(
             files
@@ -262,11 +222,14 @@ impl Datamon {
         progress.end();
         // Directory modes and mtimes last, deepest first: writing inside a directory changes its
         // mtime, and a read-only mode would forbid the writes.
-        for (target, e) in dirs.iter().rev() {
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode))
-                .map_err(Error::io(target))?;
-            set_mtime(target, e.mtime_ns, false)?;
-        }
+        tokio::task::block_in_place(|| -> Result<()> {
+            for (target, e) in dirs.iter().rev() {
+                std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode))
+                    .map_err(Error::io(target))?;
+                set_mtime(target, e.mtime_ns, false)?;
+            }
+            Ok(())
+        })?;
         Ok(report)
     }
 
@@ -280,12 +243,20 @@ impl Datamon {
     ) -> Result<()> {
         let tmp = temp_name(target);
         let mut guard = TempGuard(Some(tmp.clone()));
-        let mut file = File::create(&tmp).map_err(Error::io(target))?;
+        let mut file =
+            tokio::task::block_in_place(|| File::create(&tmp)).map_err(Error::io(target))?;
         let store = &self.store;
         let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
             let bytes = store
                 .get_range(&keys::pack(&run.pack), run.start..run.end)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    datamon_store::Error::NotFound { key } => Error::Corrupt {
+                        path: path.to_owned(),
+                        detail: format!("{key} is missing from the store"),
+                    },
+                    e => e.into(),
+                })?;
             Ok::<_, Error>((run, bytes))
         }))
         .buffered(2);
@@ -312,14 +283,143 @@ impl Datamon {
             .await??;
             progress.advance(written);
         }
-        file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
-            .map_err(Error::io(target))?;
-        drop(file);
-        set_mtime(&tmp, entry.mtime_ns, false)?;
-        std::fs::rename(&tmp, target).map_err(Error::io(target))?;
+        tokio::task::block_in_place(|| -> Result<()> {
+            file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
+                .map_err(Error::io(target))?;
+            drop(file);
+            set_mtime(&tmp, entry.mtime_ns, false)?;
+            std::fs::rename(&tmp, target).map_err(Error::io(target))?;
+            Ok(())
+        })?;
         guard.0 = None;
         Ok(())
     }
+}
+
+/// Makes `dest/rel` a real directory, component by component, never following a symlink: a
+/// symlink or file in the way is replaced (the bundle says a directory is there), so nothing is
+/// ever written outside `dest`. `made` remembers what was already checked.
+fn ensure_dir(dest: &Path, rel: &str, made: &mut HashSet<String>) -> Result<()> {
+    let mut end = 0;
+    for part in rel.split('/') {
+        end += part.len();
+        let sub = &rel[..end];
+        end += 1;
+        if made.contains(sub) {
+            continue;
+        }
+        let p = dest.join(sub);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => remove_stale_temps(&p)?,
+            Ok(_) => {
+                std::fs::remove_file(&p).map_err(Error::io(&p))?;
+                std::fs::create_dir(&p).map_err(Error::io(&p))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&p).map_err(Error::io(&p))?;
+            }
+            Err(e) => return Err(Error::Io { path: p, source: e }),
+        }
+        made.insert(sub.to_owned());
+    }
+    Ok(())
+}
+
+/// Removes temporary files a killed download left in `dir` (named by [`temp_name`]).
+fn remove_stale_temps(dir: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let is_temp = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".datamon-tmp-"))
+            .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|c| c.is_ascii_hexdigit()));
+        if is_temp {
+            let p = e.path();
+            std::fs::remove_file(&p).map_err(Error::io(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails if a component of `rel`'s parent under `dest` is not a real directory (a symlink could
+/// lead outside `dest`).
+fn check_parents(dest: &Path, rel: &str) -> Result<()> {
+    let mut p = dest.to_owned();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        p.push(part);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::BadPath {
+                    path: p,
+                    reason: "is a symlink or a file where the bundle has a directory: pass --force to replace it".into(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What [`prepare`] leaves to do.
+struct Prepared<'a> {
+    report: DownloadReport,
+    /// Files to restore: path in the bundle, target, entry, chunks.
+    files: Vec<(&'a str, PathBuf, &'a TreeEntry, &'a Vec<ChunkRef>)>,
+    /// Directories whose mode and mtime are set last.
+    dirs: Vec<(PathBuf, &'a TreeEntry)>,
+}
+
+/// Creates directories and symlinks and clears the way for files.
+fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepared<'a>> {
+    let mut report = DownloadReport::default();
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut made = HashSet::new();
+    remove_stale_temps(dest)?;
+    for (path, e) in entries {
+        let target = dest.join(path);
+        match &e.node {
+            Node::Dir { .. } => {
+                ensure_dir(dest, path, &mut made)?;
+                // Writable while its content is restored; its own mode is set at the end.
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700 | e.mode))
+                    .map_err(Error::io(&target))?;
+                report.dirs += 1;
+                dirs.push((target, e));
+            }
+            Node::Symlink { target: link } => {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    ensure_dir(dest, parent, &mut made)?;
+                }
+                clear_for_file(&target)?;
+                let tmp = temp_name(&target);
+                std::os::unix::fs::symlink(link, &tmp).map_err(Error::io(&target))?;
+                let mut guard = TempGuard(Some(tmp.clone()));
+                set_mtime(&tmp, e.mtime_ns, true)?;
+                std::fs::rename(&tmp, &target).map_err(Error::io(&target))?;
+                guard.0 = None;
+                report.symlinks += 1;
+            }
+            Node::File { size, chunks, .. } => {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    ensure_dir(dest, parent, &mut made)?;
+                }
+                clear_for_file(&target)?;
+                report.files += 1;
+                report.bytes += size;
+                files.push((path.as_str(), target, e, chunks));
+            }
+        }
+    }
+    Ok(Prepared {
+        report,
+        files,
+        dirs,
+    })
 }
 
 /// Refuses a non-empty destination unless `force`.

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use datamon_store::{keys, BlobKind, Index};
-use datamon_types::{Hash, Node, RepoName};
+use datamon_types::{Branch, BundleId, Hash, LabelName, LabelRecord, Node, RepoName};
 use serde::Serialize;
 
 use crate::{Datamon, Progress, Result, Unit};
@@ -46,6 +46,18 @@ impl Datamon {
     /// [`FsckReport::problems`].
     pub async fn fsck(&self, read_data: bool, progress: &dyn Progress) -> Result<FsckReport> {
         let mut r = FsckReport::default();
+        // Read in the reverse of commit order, so objects committed while fsck runs are never
+        // mistaken for missing ones: refs (written after their bundle), then bundle ids (written
+        // after their data), then the index (written after its pack), then the pack list.
+        let mut repos = Vec::new();
+        for repo in self.list_repos().await? {
+            let refs = RepoRefs {
+                labels: self.list_labels(&repo.name).await?,
+                branches: self.list_branches(&repo.name).await?,
+                ids: self.bundle_ids(&repo.name).await?,
+            };
+            repos.push((repo.name, refs));
+        }
         let index = match self.store.load_index().await {
             Ok(i) => i,
             Err(e) => {
@@ -61,10 +73,11 @@ impl Datamon {
         // References from bundles.
         let mut seen_trees: HashSet<Hash> = HashSet::new();
         let mut seen_chunks: HashSet<Hash> = HashSet::new();
-        for repo in self.list_repos().await? {
+        for (repo, refs) in &repos {
             r.repos += 1;
             self.check_repo(
-                &repo.name,
+                repo,
+                refs,
                 &index,
                 &mut seen_trees,
                 &mut seen_chunks,
@@ -128,14 +141,14 @@ impl Datamon {
     async fn check_repo(
         &self,
         repo: &RepoName,
+        refs: &RepoRefs,
         index: &Index,
         seen_trees: &mut HashSet<Hash>,
         seen_chunks: &mut HashSet<Hash>,
         r: &mut FsckReport,
     ) -> Result<()> {
-        let ids = self.bundle_ids(repo).await?;
-        let known: HashSet<_> = ids.iter().copied().collect();
-        for id in &ids {
+        let known: HashSet<_> = refs.ids.iter().copied().collect();
+        for id in &refs.ids {
             r.bundles += 1;
             let bundle = match self.get_bundle(repo, id).await {
                 Ok(b) => b,
@@ -202,7 +215,7 @@ impl Datamon {
                 }
             }
         }
-        for (label, rec) in self.list_labels(repo).await? {
+        for (label, rec) in &refs.labels {
             if !known.contains(&rec.bundle) {
                 r.problems.push(format!(
                     "repo {repo}: label {label} names missing bundle {}",
@@ -210,7 +223,7 @@ impl Datamon {
                 ));
             }
         }
-        for b in self.list_branches(repo).await? {
+        for b in &refs.branches {
             if let Some(h) = b.head {
                 if !known.contains(&h) {
                     r.problems.push(format!(
@@ -222,6 +235,13 @@ impl Datamon {
         }
         Ok(())
     }
+}
+
+/// A repo's refs and bundle ids, read before the index.
+struct RepoRefs {
+    labels: Vec<(LabelName, LabelRecord)>,
+    branches: Vec<Branch>,
+    ids: Vec<BundleId>,
 }
 
 /// Verifies a whole pack: its name, footer, and every blob's hash.

@@ -26,13 +26,6 @@ pub enum BundleSelector {
     Latest,
 }
 
-fn not_found_as<T>(r: datamon_store::Result<T>, e: impl FnOnce() -> Error) -> Result<T> {
-    match r {
-        Err(datamon_store::Error::NotFound { .. }) => Err(e()),
-        other => Ok(other?),
-    }
-}
-
 impl Datamon {
     /// Resolves a selector to a bundle id; the bundle is known to exist.
     ///
@@ -67,13 +60,17 @@ impl Datamon {
     /// # Errors
     /// [`Error::BundleNotFound`]; a store error.
     pub async fn get_bundle(&self, repo: &RepoName, id: &BundleId) -> Result<Bundle> {
-        not_found_as(
-            self.store.get_json(&keys::bundle(repo.as_str(), id)).await,
-            || Error::BundleNotFound {
-                repo: repo.to_string(),
-                id: *id,
-            },
-        )
+        match self.store.get_json(&keys::bundle(repo.as_str(), id)).await {
+            Err(datamon_store::Error::NotFound { .. }) => {
+                // Say which is missing: the repo or the bundle.
+                self.get_repo(repo).await?;
+                Err(Error::BundleNotFound {
+                    repo: repo.to_string(),
+                    id: *id,
+                })
+            }
+            r => Ok(r?),
+        }
     }
 
     /// The ids of a repo's committed bundles, oldest first.
@@ -111,14 +108,22 @@ impl Datamon {
     /// # Errors
     /// [`Error::LabelNotFound`]; a store error.
     pub async fn get_label(&self, repo: &RepoName, label: &LabelName) -> Result<LabelRecord> {
-        self.store
+        let found = self
+            .store
             .last_record::<LabelRecord>(&keys::label(repo.as_str(), label.as_str()))
             .await?
-            .map(|(_, r)| r)
-            .ok_or_else(|| Error::LabelNotFound {
-                repo: repo.to_string(),
-                label: label.to_string(),
-            })
+            .map(|(_, r)| r);
+        match found {
+            Some(r) => Ok(r),
+            None => {
+                // Say which is missing: the repo or the label.
+                self.get_repo(repo).await?;
+                Err(Error::LabelNotFound {
+                    repo: repo.to_string(),
+                    label: label.to_string(),
+                })
+            }
+        }
     }
 
     /// Every value a label had, oldest first.
@@ -138,6 +143,7 @@ impl Datamon {
             .map(|(_, r)| r)
             .collect();
         if h.is_empty() {
+            self.get_repo(repo).await?;
             return Err(Error::LabelNotFound {
                 repo: repo.to_string(),
                 label: label.to_string(),

@@ -41,12 +41,23 @@ pub(crate) struct FileJob {
     pub ino: u64,
 }
 
+/// An entry the scan left out.
+#[derive(Debug, Clone)]
+pub(crate) struct Skipped {
+    /// Relative path for display (lossy when the name is not UTF-8).
+    pub rel: String,
+    /// The real path.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
     pub root: ScanDir,
     pub files: Vec<FileJob>,
-    /// Paths left out under `skip_on_error`, with the reason.
-    pub skipped: Vec<(String, String)>,
+    /// Paths left out (under `skip_on_error`, or special files).
+    pub skipped: Vec<Skipped>,
     pub dirs: u64,
     pub symlinks: u64,
 }
@@ -131,8 +142,12 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn fail_or_skip(&mut self, rel: &str, path: &Path, reason: String) -> Result<()> {
         if self.skip_on_error {
-            tracing::warn!(path = %rel, "skipped: {reason}");
-            self.scan.skipped.push((rel.to_owned(), reason));
+            tracing::debug!(path = %rel, "skipped: {reason}");
+            self.scan.skipped.push(Skipped {
+                rel: rel.to_owned(),
+                path: path.to_owned(),
+                reason,
+            });
             Ok(())
         } else {
             Err(Error::BadPath {
@@ -231,10 +246,12 @@ impl Ctx<'_> {
                 }
             } else {
                 // Sockets, FIFOs and devices have no content to version.
-                tracing::warn!(path = %child_rel, "skipped: not a regular file, directory or symlink");
-                self.scan
-                    .skipped
-                    .push((child_rel, "special file (socket, FIFO or device)".into()));
+                tracing::debug!(path = %child_rel, "skipped: not a regular file, directory or symlink");
+                self.scan.skipped.push(Skipped {
+                    rel: child_rel,
+                    path: p,
+                    reason: "special file (socket, FIFO or device): not stored".into(),
+                });
                 continue;
             };
             out.entries.push(ScanEntry {

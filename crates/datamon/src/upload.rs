@@ -92,9 +92,11 @@ impl Shared<'_> {
             return Ok(());
         }
         let stored = pack.add_raw(hash, kind, raw);
-        self.new_chunks.fetch_add(1, Ordering::Relaxed);
-        self.new_bytes
-            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        if kind == BlobKind::Data {
+            self.new_chunks.fetch_add(1, Ordering::Relaxed);
+            self.new_bytes
+                .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        }
         self.stored_bytes
             .fetch_add(stored as u64, Ordering::Relaxed);
         if pack.len() >= self.pack_size {
@@ -259,7 +261,12 @@ impl Datamon {
             mut skipped,
             unchanged: unchanged_files,
         } = read;
-        skipped.extend(scanned.skipped.iter().cloned());
+        skipped.extend(
+            scanned
+                .skipped
+                .iter()
+                .map(|s| (s.rel.clone(), s.reason.clone())),
+        );
 
         // Commit: the bundle record, then the refs.
         let parent = self.branch_head(&ctx.repo, &branch).await?;
@@ -350,7 +357,7 @@ fn read_files(
             match shared.file(job, &mut chunker, &mut pack) {
                 Ok(chunks) => out.push((idx, Ok(chunks))),
                 Err(e @ Error::Io { .. }) if skip_on_error => {
-                    tracing::warn!(path = %job.rel, "skipped: {e}");
+                    tracing::debug!(path = %job.rel, "skipped: {e}");
                     out.push((idx, Err(e.to_string())));
                 }
                 Err(e) => {

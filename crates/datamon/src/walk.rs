@@ -39,13 +39,31 @@ impl Datamon {
         Ok((bundle, index))
     }
 
-    /// Loads and parses one tree node, verified against its hash.
+    /// Loads and parses one tree node, verified against its hash. Entry names are checked too,
+    /// so a damaged or hostile store can never make a download write outside its destination.
     pub(crate) async fn load_tree(&self, index: &Index, hash: &Hash) -> Result<Tree> {
-        let bytes = self.store.read_blob(index, hash).await?;
-        Tree::from_bytes(&bytes).map_err(|e| Error::Corrupt {
+        let corrupt = |detail: String| Error::Corrupt {
             path: format!("tree {hash}"),
-            detail: e.to_string(),
-        })
+            detail,
+        };
+        // A missing tree is damage to the store, not a "not found" answer to the user.
+        let bytes = match self.store.read_blob(index, hash).await {
+            Err(datamon_store::Error::NotFound { key }) => {
+                return Err(corrupt(format!("{key} is missing from the store")))
+            }
+            r => r?,
+        };
+        let tree = Tree::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        for e in &tree.entries {
+            if e.name.is_empty() || e.name == "." || e.name == ".." || e.name.contains(['/', '\0'])
+            {
+                return Err(corrupt(format!("invalid entry name {:?}", e.name)));
+            }
+        }
+        if tree.entries.windows(2).any(|w| w[0].name >= w[1].name) {
+            return Err(corrupt("entries are not sorted and unique".into()));
+        }
+        Ok(tree)
     }
 
     /// Every entry below `root` (directories too) with its path, sorted by path. Each level's

@@ -1,5 +1,6 @@
 //! Runs and lineage, end to end through the binary: `run exec/record/list/get/diff`,
 //! `bundle lineage`, `log`, `bundle list --where/--since`.
+#![allow(clippy::unwrap_used)] // test helpers
 
 use std::path::PathBuf;
 

@@ -1,3 +1,16 @@
 //! End-to-end tests: every test drives the real `datamon` binary with its own `DATAMON_HOME`.
+#![allow(clippy::disallowed_methods)] // tests write fixtures directly
 
+mod util;
+
+mod bundle;
+mod concurrency;
+mod context;
+mod diff;
+mod download;
+mod errors;
+mod faults;
+mod labels_branches;
 mod lineage;
+mod misc;
+mod repo;

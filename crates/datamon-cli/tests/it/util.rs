@@ -42,10 +42,6 @@ impl Scratch {
         )
     }
 
-    pub fn path(&self) -> &Path {
-        self.0.path()
-    }
-
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
         self.0.path().join(p)
     }
@@ -121,7 +117,10 @@ impl Out {
     /// Asserts a non-zero exit code and returns self.
     #[track_caller]
     pub fn failure(self) -> Out {
-        assert!(self.code != 0 && self.code != -1, "expected a clean failure: {self:?}");
+        assert!(
+            self.code != 0 && self.code != -1,
+            "expected a clean failure: {self:?}"
+        );
         self
     }
 
@@ -253,8 +252,15 @@ impl Dm {
 
     #[track_caller]
     pub fn create_repo(&self, repo: &str) {
-        self.ok(["repo", "create", "--repo", repo, "--description", "test repo"])
-            .stdout_has(repo);
+        self.ok([
+            "repo",
+            "create",
+            "--repo",
+            repo,
+            "--description",
+            "test repo",
+        ])
+        .stdout_has(repo);
     }
 
     /// Uploads `path` to `repo`; returns the new bundle id from the last stdout line.
@@ -344,9 +350,7 @@ impl Dm {
 #[track_caller]
 pub fn parse_uploaded(out: &Out) -> String {
     let lines = out.lines();
-    let last = lines
-        .last()
-        .unwrap_or_else(|| panic!("no output: {out:?}"));
+    let last = lines.last().unwrap_or_else(|| panic!("no output: {out:?}"));
     let id = last
         .strip_prefix("Uploaded bundle id:")
         .unwrap_or_else(|| panic!("last line is not `Uploaded bundle id:<ID>`: {out:?}"));
@@ -468,7 +472,12 @@ pub fn copy_tree(from: &Path, to: &Path) {
         .arg(to)
         .status()
         .expect("run cp");
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,17 +595,23 @@ impl Compare {
         mtimes: true,
         nanos: true,
     };
-    pub const CONTENT: Compare = Compare {
-        modes: false,
-        mtimes: false,
-        nanos: false,
-    };
 }
 
 /// Asserts that two trees hold the same paths, types, bytes, symlink targets and (per `cmp`)
 /// modes and mtimes. Lists every difference on failure.
 #[track_caller]
 pub fn assert_same_tree(expected: &Path, actual: &Path, cmp: Compare) {
+    assert_same_tree_but_mtimes_of(expected, actual, cmp, &[]);
+}
+
+/// As [`assert_same_tree`], not comparing the mtimes of the paths in `skip_mtime`.
+#[track_caller]
+pub fn assert_same_tree_but_mtimes_of(
+    expected: &Path,
+    actual: &Path,
+    cmp: Compare,
+    skip_mtime: &[&str],
+) {
     let a = snapshot(expected);
     let b = snapshot(actual);
     let mut problems = Vec::new();
@@ -612,13 +627,14 @@ pub fn assert_same_tree(expected: &Path, actual: &Path, cmp: Compare) {
         if cmp.modes && ma.mode != mb.mode {
             problems.push(format!("{p}: mode {:o} != {:o}", ma.mode, mb.mode));
         }
-        if cmp.mtimes {
-            if ma.mtime_s != mb.mtime_s || (cmp.nanos && ma.mtime_ns != mb.mtime_ns) {
-                problems.push(format!(
-                    "{p}: mtime {}.{:09} != {}.{:09}",
-                    ma.mtime_s, ma.mtime_ns, mb.mtime_s, mb.mtime_ns
-                ));
-            }
+        if cmp.mtimes
+            && !skip_mtime.contains(&p.as_str())
+            && (ma.mtime_s != mb.mtime_s || (cmp.nanos && ma.mtime_ns != mb.mtime_ns))
+        {
+            problems.push(format!(
+                "{p}: mtime {}.{:09} != {}.{:09}",
+                ma.mtime_s, ma.mtime_ns, mb.mtime_s, mb.mtime_ns
+            ));
         }
         if let Kind::File { .. } = ma.kind {
             if !same_bytes(&expected.join(p), &actual.join(p)) {
@@ -663,4 +679,114 @@ pub fn listed_paths(lines: &[String]) -> Vec<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// Builds the "tricky" tree used by several tests under `root` (which must not exist):
+/// nested and empty directories, a 0-byte file, a > 5 MiB random file, text files, modes
+/// 0600/0755/0444, a read-only (0555) directory, symlinks (inside, dangling, absolute outside,
+/// to a directory), unicode names, names with spaces, a hidden file, a hard link, a deep path,
+/// and fixed mtimes with nanoseconds everywhere. `outside` is an absolute path outside the tree
+/// that one symlink points at (it is created as a file).
+pub fn build_tricky_tree(root: &Path, outside: &Path) {
+    fs::create_dir_all(root).expect("create root");
+    write(
+        outside,
+        "I live outside the tree and must not be uploaded\n",
+    );
+
+    write(&root.join("hello.txt"), "hello, world\n");
+    write(&root.join("zero"), "");
+    write_random(&root.join("big/random.bin"), 1, 5 * 1024 * 1024 + 12345);
+    write(&root.join(".hidden"), "dot file\n");
+    write(
+        &root.join("text/lorem.txt"),
+        "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n".repeat(2000),
+    );
+    write(&root.join("modes/secret.txt"), "only me\n");
+    chmod(&root.join("modes/secret.txt"), 0o600);
+    write(&root.join("modes/run.sh"), "#!/bin/sh\necho run\n");
+    chmod(&root.join("modes/run.sh"), 0o755);
+    write(&root.join("modes/readonly.txt"), "read me only\n");
+    chmod(&root.join("modes/readonly.txt"), 0o444);
+    fs::hard_link(root.join("hello.txt"), root.join("modes/hardlink.txt")).expect("hard link");
+    write(&root.join("locked/inside.txt"), "in a read-only dir\n");
+    fs::create_dir_all(root.join("locked/empty-in-locked")).expect("mkdir");
+    fs::create_dir_all(root.join("empty")).expect("mkdir");
+    fs::create_dir_all(root.join("nested/a/b/c/empty-leaf")).expect("mkdir");
+    write(&root.join("nested/a/b/c/d.txt"), "deep\n");
+    write(&root.join("nested/a/top.txt"), "top\n");
+    write(
+        &root.join("with space/file name with spaces.txt"),
+        "spaces\n",
+    );
+    write(&root.join("données/résumé ✓.txt"), "unicode\n");
+    write(&root.join("日本語/ファイル.txt"), "japanese\n");
+    write(&root.join("emoji 🎉.txt"), "party\n");
+    let mut deep = root.join("deep");
+    for i in 0..30 {
+        deep = deep.join(format!("level{i:02}"));
+    }
+    write(&deep.join("bottom.txt"), "the bottom\n");
+
+    symlink("hello.txt", &root.join("link-to-hello"));
+    symlink("../hello.txt", &root.join("nested/link-up"));
+    symlink("does/not/exist", &root.join("dangling"));
+    symlink(
+        outside.to_str().expect("utf-8 path"),
+        &root.join("abs-outside"),
+    );
+    symlink("nested/a", &root.join("link-to-dir"));
+    symlink("loop", &root.join("loop"));
+    write(
+        &root.join("odd names/new\nline.txt"),
+        "newline in the name\n",
+    );
+    write(
+        &root.join("odd names/back\\slash:colon;semi*star?.txt"),
+        "odd\n",
+    );
+    write(&root.join("modes/setuid"), "#!/bin/sh\n");
+    chmod(&root.join("modes/setuid"), 0o4755);
+    write(&root.join("sticky/in-sticky.txt"), "sticky dir\n");
+    chmod(&root.join("sticky"), 0o1777);
+    write(&root.join("times/pre-1970.txt"), "old\n");
+    write(&root.join("times/year-2200.txt"), "future\n");
+
+    // Fixed mtimes with nanoseconds: files and symlinks first, then directories deepest first
+    // (creating entries changes a directory's mtime).
+    let snap = snapshot(root);
+    let mut n: u64 = 0;
+    for (p, m) in &snap {
+        n += 1;
+        let secs = 1_000_000_000 + n * 86_400;
+        let nanos = ((n * 123_456_789) % 1_000_000_000) as u32;
+        match m.kind {
+            Kind::File { .. } => set_mtime(&root.join(p), time(secs, nanos)),
+            Kind::Symlink { .. } => set_symlink_mtime(&root.join(p), secs, nanos),
+            _ => {}
+        }
+    }
+    let mut dirs: Vec<&String> = snap
+        .iter()
+        .filter(|(_, m)| m.kind == Kind::Dir)
+        .map(|(p, _)| p)
+        .collect();
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for (i, p) in dirs.iter().enumerate() {
+        set_mtime(
+            &root.join(p),
+            time(1_200_000_000 + i as u64 * 3600, 987_654_321),
+        );
+    }
+    // Times far from now, in both directions.
+    set_mtime(
+        &root.join("times/pre-1970.txt"),
+        UNIX_EPOCH - Duration::new(315_532_800, 250_000_000),
+    );
+    set_mtime(
+        &root.join("times/year-2200.txt"),
+        time(7_258_118_400, 999_999_999),
+    );
+    // The read-only directory last: its mtime is already set, chmod does not change it.
+    chmod(&root.join("locked"), 0o555);
 }
