@@ -46,7 +46,11 @@ fn name(s: &str) -> RepoName {
     s.parse().expect("valid repo name")
 }
 
-async fn generate(url: &str, n_runs: usize, n_bundles: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn generate(
+    url: &str,
+    n_runs: usize,
+    n_bundles: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let dm = Datamon::open(
         url,
@@ -57,7 +61,9 @@ async fn generate(url: &str, n_runs: usize, n_bundles: usize) -> Result<(), Box<
     )
     .await?;
     let store = dm.store().clone();
-    let mut repos: Vec<RepoName> = (0..RAW_REPOS).map(|i| name(&format!("raw-{i:02}"))).collect();
+    let mut repos: Vec<RepoName> = (0..RAW_REPOS)
+        .map(|i| name(&format!("raw-{i:02}")))
+        .collect();
     repos.extend(["features", "model", "eval"].map(name));
     for r in &repos {
         dm.create_repo(r, "lineage benchmark").await?;
@@ -67,7 +73,10 @@ async fn generate(url: &str, n_runs: usize, n_bundles: usize) -> Result<(), Box<
     let dir = std::env::temp_dir().join(format!("lineage-gen-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     for i in 0..20 {
-        std::fs::write(dir.join(format!("f{i:02}.csv")), format!("row,{i}\n").repeat(100))?;
+        std::fs::write(
+            dir.join(format!("f{i:02}.csv")),
+            format!("row,{i}\n").repeat(100),
+        )?;
     }
     let mut roots = Vec::new();
     for v in 0..2 {
@@ -174,13 +183,24 @@ async fn generate(url: &str, n_runs: usize, n_bundles: usize) -> Result<(), Box<
                 repo: out_repo.clone(),
                 bundle: b.id,
             }],
-            metrics: BTreeMap::from([("acc".to_owned(), serde_json::json!((i % 100) as f64 / 100.0))]),
+            metrics: BTreeMap::from([(
+                "acc".to_owned(),
+                serde_json::json!((i % 100) as f64 / 100.0),
+            )]),
             meta: BTreeMap::new(),
         });
-        last = if step == "evaluate" { None } else { Some((out_repo, b.id)) };
+        last = if step == "evaluate" {
+            None
+        } else {
+            Some((out_repo, b.id))
+        };
         records.push(b);
     }
-    println!("generated {} bundle records and {} runs in memory", records.len(), runs.len());
+    println!(
+        "generated {} bundle records and {} runs in memory",
+        records.len(),
+        runs.len()
+    );
 
     let store = &store;
     futures::stream::iter(records.iter().map(|b| async move {
@@ -192,9 +212,10 @@ async fn generate(url: &str, n_runs: usize, n_bundles: usize) -> Result<(), Box<
     .try_collect::<Vec<()>>()
     .await?;
     println!("wrote bundle records: {:.1?}", t0.elapsed());
-    futures::stream::iter(runs.iter().map(|r| async move {
-        store.create_json(&keys::run(&r.id), r).await
-    }))
+    futures::stream::iter(
+        runs.iter()
+            .map(|r| async move { store.create_json(&keys::run(&r.id), r).await }),
+    )
     .buffer_unordered(64)
     .try_collect::<Vec<()>>()
     .await?;
@@ -208,7 +229,10 @@ async fn generate(url: &str, n_runs: usize, n_bundles: usize) -> Result<(), Box<
             time: Utc::now(),
         };
         let prefix = keys::branch(repo.as_str(), main.as_str());
-        let next = store.last_record::<BranchRecord>(&prefix).await?.map_or(1, |(s, _)| s + 1);
+        let next = store
+            .last_record::<BranchRecord>(&prefix)
+            .await?
+            .map_or(1, |(s, _)| s + 1);
         store.create_json(&keys::seq(&prefix, next), &rec).await?;
     }
     // Ids for the timing script: two train runs (same chain position, different inputs and
