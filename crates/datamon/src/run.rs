@@ -278,7 +278,8 @@ fn value_diffs<T: Clone>(a: &BTreeMap<String, T>, b: &BTreeMap<String, T>) -> Ve
 
 impl Datamon {
     /// Resolves the text of a selector (a bundle id, `label:NAME`, `branch:NAME`, or a bare name:
-    /// a label if the repo has one of that name, else a branch; `None`: the latest bundle).
+    /// a label if the repo has one of that name, else a branch, else for `latest` the latest
+    /// bundle; `None`: the latest bundle).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for malformed text; a `*NotFound` error; a store error.
@@ -308,6 +309,7 @@ impl Datamon {
                     (_, Some(b)) if self.branch_head(repo, &b).await?.is_some() => {
                         BundleSelector::Branch(b)
                     }
+                    _ if n == "latest" => BundleSelector::Latest,
                     _ => {
                         return Err(Error::SelectorNotFound {
                             repo: repo.to_string(),

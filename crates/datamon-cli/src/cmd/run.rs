@@ -487,17 +487,20 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("output repo {}", o.repo))?;
         let (branch, label) = dm.output_target(&o.repo, o.target.as_deref()).await?;
         let dir = absolute(&o.dir)?;
-        match std::fs::metadata(&dir) {
-            Ok(m) if !m.is_dir() => bail!(
-                "output {}: {} is not a directory; an output names the folder the command writes",
-                o.repo,
-                dir.display()
-            ),
-            Ok(_) => {}
-            Err(_) => std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create the output folder {}", dir.display()))?,
+        if let Ok(m) = std::fs::metadata(&dir) {
+            if !m.is_dir() {
+                bail!(
+                    "output {}: {} is not a directory; an output names the folder the command writes",
+                    o.repo,
+                    dir.display()
+                );
+            }
         }
         outputs.push((o.repo.clone(), dir, branch, label));
+    }
+    for (_, dir, _, _) in &outputs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output folder {}", dir.display()))?;
     }
 
     let id = RunId::generate();
@@ -555,13 +558,18 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         };
         let p = path.display().to_string();
-        if *n == 1 {
-            vars.push((
-                format!("DATAMON_INPUT_{}", env_name(i.repo.as_str())),
-                p.clone(),
-            ));
-            subst.push((format!("{{input:{}}}", i.repo), p));
-        }
+        // The first input of a repo is `DATAMON_INPUT_<REPO>` / `{input:REPO}`, the next ones
+        // `DATAMON_INPUT_<REPO>_2` / `{input:REPO#2}`...
+        let (var, key) = if *n == 1 {
+            (env_name(i.repo.as_str()), i.repo.to_string())
+        } else {
+            (
+                format!("{}_{n}", env_name(i.repo.as_str())),
+                format!("{}#{n}", i.repo),
+            )
+        };
+        vars.push((format!("DATAMON_INPUT_{var}"), p.clone()));
+        subst.push((format!("{{input:{key}}}"), p));
     }
     for (repo, dir, _, _) in &outputs {
         let p = dir.display().to_string();

@@ -680,3 +680,44 @@ fn code_version_is_captured_from_git_and_the_environment() {
     let d = &env.json(&["run", "diff", s(&clean["id"]), s(&dirty["id"])])[0];
     assert_eq!(d["code_changed"], true);
 }
+
+#[test]
+fn inputs_params_and_run_id_reach_the_command() {
+    let env = Env::new();
+    setup(&env);
+    env.write("raw/a.csv", "a\n");
+    env.write("raw/sub/b.csv", "b\n");
+    let raw = env.upload("raw", "raw", "v1");
+    let out = env.ok(&[
+        "run",
+        "exec",
+        "--step",
+        "check",
+        "--input",
+        "raw",
+        "--input",
+        &format!("raw@{raw}:sub/b.csv"),
+        "--param",
+        "k=v 1",
+        "--",
+        "sh",
+        "-c",
+        "test -f \"$DATAMON_INPUT_RAW/a.csv\" && test \"$(cat \"$DATAMON_INPUT_RAW_2\")\" = b \
+         && test \"$DATAMON_PARAM_K\" = \"$1\" && test -f {input:raw#2} \
+         && echo \"$DATAMON_RUN_ID\" > id.txt && echo to-stdout",
+        "sh",
+        "{param:k}",
+    ]);
+    let id = last_id(&out, "Recorded run id:");
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "the command's stdout goes to stderr: {out}"
+    );
+    let seen = std::fs::read_to_string(env.work.join("id.txt")).unwrap();
+    assert_eq!(seen.trim(), id);
+    let r = &env.json(&["run", "get", &id])[0];
+    assert_eq!(r["inputs"][0]["bundle"], raw.as_str());
+    assert_eq!(r["inputs"][1]["path"], "sub/b.csv");
+    assert_eq!(r["params"]["k"], "v 1");
+}
