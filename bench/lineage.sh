@@ -46,6 +46,10 @@ t "log --repo raw-00 (warm)" "$BIN" log --repo raw-00
 t "log --repo raw-00 -n 20 (warm)" "$BIN" log --repo raw-00 -n 20
 t "bundle list raw-01 --where meta.dataset=set-3 (cold)" "$BIN" bundle list --repo raw-01 --where meta.dataset=set-3
 t "bundle list raw-01 --where meta.dataset=set-3 (warm)" "$BIN" bundle list --repo raw-01 --where meta.dataset=set-3
-t "run list --step train --since 30d (warm)" "$BIN" run list --step train --since 30d
+t "run list --step train --since 364d (warm)" "$BIN" run list --step train --since 364d
+echo
+echo '```'
+"$BIN" run diff "$RUN_A" "$RUN_B" || true
+echo '```'
 echo
 echo "store: $WORK (delete when done)"

@@ -237,10 +237,19 @@ async fn generate(
     }
     // Ids for the timing script: two train runs (same chain position, different inputs and
     // params), the last eval bundle, a raw bundle.
+    // RUN_B's input has the other root, so `run diff` shows a real file-level change.
+    let roots_by_id: std::collections::HashMap<BundleId, datamon::Hash> =
+        records.iter().map(|b| (b.id, b.root)).collect();
+    let input_root = |r: &Run| roots_by_id.get(&r.inputs[0].bundle).copied();
     let trains: Vec<&Run> = runs.iter().filter(|r| r.step == "train").collect();
-    if trains.len() >= 2 {
-        println!("RUN_A={}", trains[0].id);
-        println!("RUN_B={}", trains[trains.len() - 1].id);
+    if let Some(a) = trains.first() {
+        println!("RUN_A={}", a.id);
+        let b = trains
+            .iter()
+            .rev()
+            .find(|b| input_root(b) != input_root(a))
+            .unwrap_or(a);
+        println!("RUN_B={}", b.id);
     }
     if let Some(e) = heads.get(&name("eval")) {
         println!("EVAL_BUNDLE={e}");
