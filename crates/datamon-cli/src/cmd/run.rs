@@ -48,7 +48,7 @@ pub struct RunCommon {
     /// The pipeline step (prepare, train...)
     #[arg(long)]
     step: String,
-    /// An input bundle: REPO@SELECTOR[:PATH]; SELECTOR is a bundle id, a label or a branch
+    /// An input bundle, `REPO@SELECTOR[:PATH]`: SELECTOR is a bundle id, a label or a branch
     /// (`label:NAME`, `branch:NAME` to say which); no selector: the latest bundle (repeatable)
     #[arg(long = "input", value_name = "REPO@SELECTOR[:PATH]")]
     inputs: Vec<InputSpec>,
@@ -64,11 +64,11 @@ pub struct RunCommon {
 pub struct ExecArgs {
     #[command(flatten)]
     common: RunCommon,
-    /// An output: REPO:DIR[@BRANCH_OR_LABEL]; DIR becomes a new bundle of REPO when COMMAND
+    /// An output, `REPO:DIR[@BRANCH_OR_LABEL]`: DIR becomes a new bundle of REPO when COMMAND
     /// succeeds (default branch main; `branch:NAME`/`label:NAME` to say which) (repeatable)
     #[arg(long = "output", value_name = "REPO:DIR[@BRANCH_OR_LABEL]")]
     outputs: Vec<OutputSpec>,
-    /// Message of the output bundles (default: "<step>: run <id>")
+    /// Message of the output bundles (default: `STEP: run ID`)
     #[arg(long)]
     message: Option<String>,
     /// Where inputs are downloaded (default: a temporary folder, removed afterwards)
