@@ -721,3 +721,59 @@ fn inputs_params_and_run_id_reach_the_command() {
     assert_eq!(r["inputs"][1]["path"], "sub/b.csv");
     assert_eq!(r["params"]["k"], "v 1");
 }
+
+#[test]
+fn outputs_go_to_the_named_branch_or_label() {
+    let env = Env::new();
+    setup(&env);
+    env.ok(&["branch", "create", "--repo", "model", "--branch", "dev"]);
+    let exec = |target: &str| {
+        let out = env.ok(&[
+            "-q",
+            "run",
+            "exec",
+            "--step",
+            "t",
+            "--meta",
+            "team=vision",
+            "--output",
+            &format!("model:out/m{target}"),
+            "--",
+            "sh",
+            "-c",
+            "date > $DATAMON_OUTPUT_MODEL/x",
+        ]);
+        let id = last_id(&out, "Recorded run id:");
+        s(&env.json(&["run", "get", &id])[0]["outputs"][0]["bundle"]).to_owned()
+    };
+    let on_main = exec("");
+    let on_dev = exec("@dev");
+    let labelled = exec("@prod");
+    let explicit = exec("@label:staging");
+    let get = |args: &[&str]| {
+        let mut a = vec!["bundle", "get", "--repo", "model"];
+        a.extend_from_slice(args);
+        s(&env.json(&a)[0]["id"]).to_owned()
+    };
+    assert_eq!(get(&["--branch", "dev"]), on_dev);
+    assert_eq!(get(&["--label", "prod"]), labelled);
+    assert_eq!(get(&["--label", "staging"]), explicit);
+    assert_eq!(get(&["--branch", "main"]), explicit);
+    let log: Vec<String> = env
+        .json(&["log", "--repo", "model"])
+        .iter()
+        .map(|e| s(&e["id"]).to_owned())
+        .collect();
+    assert_eq!(log, vec![explicit.clone(), labelled.clone(), on_main]);
+    let team = env.json(&[
+        "bundle",
+        "list",
+        "--repo",
+        "model",
+        "--where",
+        "meta.team=vision",
+        "--where",
+        "meta.datamon.step=t",
+    ]);
+    assert_eq!(team.len(), 4);
+}
