@@ -110,6 +110,9 @@ pub struct BundleQuery {
 
 type Key = (RepoName, BundleId);
 
+/// Up to this many entries, `log` reads bundle records one by one instead of syncing the catalog.
+const SHORT_LOG: usize = 100;
+
 /// Runs indexed by the bundles they read and wrote.
 struct RunGraph {
     runs: HashMap<RunId, Run>,
@@ -314,7 +317,16 @@ impl Datamon {
                 repo: repo.to_string(),
                 branch: branch.to_string(),
             })?;
-        let (bundles, runs) = futures::try_join!(self.all_bundles(repo), self.all_runs())?;
+        // A short log reads its few bundle records directly; a long one syncs the repo's catalog.
+        let short = limit.is_some_and(|n| n <= SHORT_LOG);
+        let bundles = async {
+            if short {
+                Ok(Vec::new())
+            } else {
+                self.all_bundles(repo).await
+            }
+        };
+        let (bundles, runs) = futures::try_join!(bundles, self.all_runs())?;
         let by_id: HashMap<BundleId, Bundle> = bundles.into_iter().map(|b| (b.id, b)).collect();
         let graph = RunGraph::new(runs);
         let mut out = Vec::new();
