@@ -23,6 +23,28 @@ pub enum ErrorKind {
     Permanent,
 }
 
+/// One of the checks of [`crate::Store::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreCheck {
+    /// The store answers a list and a read.
+    Reachable,
+    /// An object can be written, read back and deleted.
+    Writable,
+    /// A second create-if-absent of one key fails.
+    CreateIfAbsent,
+}
+
+impl std::fmt::Display for StoreCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreCheck::Reachable => "the store is not reachable",
+            StoreCheck::Writable => "the store is not writable",
+            StoreCheck::CreateIfAbsent => "the store does not honour create-if-absent",
+        })
+    }
+}
+
 /// An error of the storage layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -89,6 +111,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A check of [`crate::Store::check`] failed.
+    #[error("{check}: {source}")]
+    Check {
+        /// Which check.
+        check: StoreCheck,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// A local file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -118,6 +149,7 @@ impl Error {
                 _ => ErrorKind::Permanent,
             },
             Error::Io { .. } => ErrorKind::Permanent,
+            Error::Check { source, .. } => source.kind(),
         }
     }
 

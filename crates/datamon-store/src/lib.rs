@@ -25,8 +25,8 @@ mod pack;
 mod store;
 mod url;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, StoreCheck};
 pub use index::{BlobRef, Index};
 pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};
-pub use store::Store;
+pub use store::{Store, MULTIPART_PART, MULTIPART_THRESHOLD};
 pub use url::StoreUrl;

@@ -9,15 +9,63 @@ use chrono::Utc;
 use datamon_types::{Hash, StoreConfig, FORMAT_VERSION};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::pack::parse_footer;
+use crate::error::StoreCheck;
 use crate::{keys, Error, FinishedPack, Index, Result, StoreUrl};
 
 /// How many object reads run at once when loading many small objects.
 const LIST_FETCH_CONCURRENCY: usize = 32;
+
+/// Objects larger than this are written with a multipart upload.
+pub const MULTIPART_THRESHOLD: usize = 20 << 20;
+/// The part size of multipart uploads (S3 wants at least 5 MiB but for the last part).
+pub const MULTIPART_PART: usize = 8 << 20;
+/// Parts of one multipart upload in flight at once.
+const MULTIPART_CONCURRENCY: usize = 4;
+/// How many times this layer tries an operation that failed transiently (on top of the
+/// per-request retries of `object_store`).
+const STORE_ATTEMPTS: u32 = 3;
+
+/// Retries `op` while it fails with a transient error, with exponential backoff and jitter.
+async fn retry<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt + 1 < STORE_ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "retrying a store operation");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// 250 ms, 500 ms, 1 s... plus up to 100% random jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64 << attempt.min(5);
+    Duration::from_millis(base + random_u64() % base)
+}
+
+/// A random number from the standard library's per-process random hasher keys.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
 
 /// An opened store.
 #[derive(Debug, Clone)]
@@ -111,17 +159,22 @@ impl Store {
         }
     }
 
-    /// Reads a whole object.
+    /// Reads a whole object. A read interrupted after the response began is retried (see
+    /// [`retry`]).
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let r = self
-            .os
-            .get(&self.path(key))
-            .await
-            .map_err(|e| Error::backend("get", key, e))?;
-        r.bytes().await.map_err(|e| Error::backend("get", key, e))
+        let path = &self.path(key);
+        retry(|| async move {
+            let r = self
+                .os
+                .get(path)
+                .await
+                .map_err(|e| Error::backend("get", key, e))?;
+            r.bytes().await.map_err(|e| Error::backend("get", key, e))
+        })
+        .await
     }
 
     /// Reads a byte range of an object.
@@ -130,11 +183,14 @@ impl Store {
     /// [`Error::NotFound`] or a backend error.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        let b = self
-            .os
-            .get_range(&self.path(key), range)
-            .await
-            .map_err(|e| Error::backend("get", key, e))?;
+        let (path, range) = (&self.path(key), &range);
+        let b = retry(|| async move {
+            self.os
+                .get_range(path, range.clone())
+                .await
+                .map_err(|e| Error::backend("get", key, e))
+        })
+        .await?;
         if b.len() as u64 != want {
             return Err(Error::Corrupt {
                 what: key.to_owned(),
@@ -158,32 +214,162 @@ impl Store {
     }
 
     /// Writes an object, replacing any previous one (for content-addressed keys, where a
-    /// previous object has the same bytes).
+    /// previous object has the same bytes). Objects larger than [`MULTIPART_THRESHOLD`] are sent
+    /// as a multipart upload, [`MULTIPART_PART`] bytes per part, a few parts at once. A failed
+    /// write is retried whole (the body is in memory, so it is always re-sent in full).
     ///
     /// # Errors
     /// A backend error.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.os
-            .put(&self.path(key), PutPayload::from(bytes))
-            .await
-            .map_err(|e| Error::backend("put", key, e))?;
-        Ok(())
+        let (path, bytes) = (&self.path(key), &bytes);
+        retry(|| async move {
+            if bytes.len() > MULTIPART_THRESHOLD {
+                self.put_multipart(path, bytes.clone())
+                    .await
+                    .map_err(|e| Error::backend("put", key, e))
+            } else {
+                self.os
+                    .put(path, PutPayload::from(bytes.clone()))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::backend("put", key, e))
+            }
+        })
+        .await
+    }
+
+    async fn put_multipart(&self, path: &Path, bytes: Bytes) -> object_store::Result<()> {
+        let upload = self.os.put_multipart(path).await?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if let Err(e) = w.wait_for_capacity(MULTIPART_CONCURRENCY).await {
+                w.abort().await.ok();
+                return Err(e);
+            }
+            let part = rest.split_to(rest.len().min(MULTIPART_PART));
+            w.put(part);
+        }
+        w.finish().await.map(|_| ())
     }
 
     /// Writes an object only if none exists under `key`.
     ///
+    /// A create whose outcome is unknown (the connection broke after the request was sent) is
+    /// retried; if the retry then finds the object already there, it is read back: when it holds
+    /// exactly these bytes, it was this writer's own earlier attempt and the create succeeded.
+    /// Records carry their author and time, so two writers never write identical bytes.
+    ///
     /// # Errors
     /// [`Error::AlreadyExists`] when one does; a backend error.
     pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
+        let path = self.path(key);
+        let mut attempt = 0u32;
+        loop {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let r = self
+                .os
+                .put_opts(&path, PutPayload::from(bytes.clone()), opts)
+                .await
+                .map_err(|e| Error::backend("create", key, e));
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e @ Error::AlreadyExists { .. }) if attempt > 0 => {
+                    return match self.get(key).await {
+                        Ok(existing) if existing == bytes => Ok(()),
+                        _ => Err(e),
+                    };
+                }
+                Err(e) if e.is_transient() && attempt + 1 < STORE_ATTEMPTS => {
+                    tracing::debug!(key, attempt, error = %e, "retrying a create");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Checks that the store at `url` can be used: reachable (a list and a read answer),
+    /// writable (an object written under `tmp/` reads back the same and is deleted), and
+    /// honouring create-if-absent (a second create of one key fails). It writes no config.
+    ///
+    /// # Errors
+    /// [`Error::Check`] naming the first check that failed, with its cause.
+    pub async fn check(url: &str, options: &[(String, String)]) -> Result<()> {
+        let parsed = StoreUrl::parse(url)?;
+        let (os, root) = parsed.connect(options)?;
+        let store = Store {
+            os,
+            root,
+            url: parsed,
+            config: default_config(),
         };
-        self.os
-            .put_opts(&self.path(key), PutPayload::from(bytes), opts)
+        let fail = |check: StoreCheck, e: Error| Error::Check {
+            check,
+            source: Box::new(e),
+        };
+        store
+            .list(keys::INDEX)
             .await
-            .map_err(|e| Error::backend("create", key, e))?;
-        Ok(())
+            .map_err(|e| fail(StoreCheck::Reachable, e))?;
+        match store.get(keys::CONFIG).await {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(fail(StoreCheck::Reachable, e)),
+        }
+        let nonce = format!("{:016x}", random_u64());
+        let probe = format!("tmp/check-{nonce}");
+        let body = Bytes::from(format!("datamon store check {nonce}"));
+        store
+            .put(&probe, body.clone())
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        let back = store
+            .get(&probe)
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        if back != body {
+            return Err(fail(
+                StoreCheck::Writable,
+                Error::Corrupt {
+                    what: probe,
+                    detail: "read back different bytes than written".into(),
+                },
+            ));
+        }
+        store
+            .delete(&probe)
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        let once = format!("tmp/check-{nonce}-create");
+        store
+            .create(&once, Bytes::from_static(b"first"))
+            .await
+            .map_err(|e| fail(StoreCheck::CreateIfAbsent, e))?;
+        let second = store.create(&once, Bytes::from_static(b"second")).await;
+        let kept = store.get(&once).await;
+        store.delete(&once).await.ok();
+        match (second, kept) {
+            (Err(Error::AlreadyExists { .. }), Ok(b)) if b.as_ref() == b"first" => Ok(()),
+            (Err(Error::AlreadyExists { .. }), Ok(_)) => Err(fail(
+                StoreCheck::CreateIfAbsent,
+                Error::Corrupt {
+                    what: once,
+                    detail: "a refused create still replaced the object".into(),
+                },
+            )),
+            (Ok(()), _) => Err(fail(
+                StoreCheck::CreateIfAbsent,
+                Error::Corrupt {
+                    what: once,
+                    detail: "a second create-if-absent of the same key succeeded: this store would lose concurrent ref updates (on S3-compatible stores, check that the server supports If-None-Match: *)".into(),
+                },
+            )),
+            (Err(e), _) => Err(fail(StoreCheck::CreateIfAbsent, e)),
+        }
     }
 
     /// Deletes an object (used only by tests and repair tools; datamon never rewrites objects).
@@ -202,14 +388,16 @@ impl Store {
     /// # Errors
     /// A backend error.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let p = self.path(prefix.trim_end_matches('/'));
-        let mut out: Vec<(String, u64)> = self
-            .os
-            .list(Some(&p))
-            .map_ok(|m| (self.key_of(&m.location), m.size))
-            .try_collect()
-            .await
-            .map_err(|e| Error::backend("list", prefix, e))?;
+        let p = &self.path(prefix.trim_end_matches('/'));
+        let mut out: Vec<(String, u64)> = retry(|| async move {
+            self.os
+                .list(Some(p))
+                .map_ok(|m| (self.key_of(&m.location), m.size))
+                .try_collect()
+                .await
+                .map_err(|e| Error::backend("list", prefix, e))
+        })
+        .await?;
         out.sort();
         Ok(out)
     }

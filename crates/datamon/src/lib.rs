@@ -39,7 +39,7 @@ mod walk;
 
 use std::path::PathBuf;
 
-pub use datamon_store::{Store, StoreUrl};
+pub use datamon_store::{Store, StoreCheck, StoreUrl};
 pub use datamon_types as types;
 pub use datamon_types::{
     Branch, BranchName, Bundle, BundleId, BundleStats, Hash, LabelName, LabelRecord, Repo, RepoName,
@@ -89,6 +89,16 @@ impl Datamon {
             cache_dir: options.cache_dir,
             concurrency: options.concurrency.unwrap_or(cores * 4).clamp(1, 256),
         })
+    }
+
+    /// Checks that the store at `url` is reachable, writable and honours create-if-absent
+    /// (see [`Store::check`]), without initializing it.
+    ///
+    /// # Errors
+    /// A store error of kind `Check` naming the first check that failed.
+    pub async fn check_store(url: &str, options: &OpenOptions) -> Result<()> {
+        Store::check(url, &options.store_options).await?;
+        Ok(())
     }
 
     /// The underlying store.

@@ -10,7 +10,7 @@ use crate::Ctx;
 
 #[derive(Debug, Subcommand)]
 pub enum ContextCmd {
-    /// Name a store (checks that it can be opened)
+    /// Name a store (checks that it is reachable, writable and honours create-if-absent)
     Create(CreateArgs),
     /// List contexts: name , store (`*` marks the current one)
     List,
@@ -108,6 +108,22 @@ impl ContextCmd {
                     },
                     home: ctx.home.clone(),
                 };
+                // Reachable, writable, create-if-absent: the error names the check that failed.
+                let store_options: Vec<(String, String)> = std::env::vars()
+                    .filter(|(k, _)| {
+                        k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+                    })
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                let opts = datamon::OpenOptions {
+                    store_options,
+                    ..Default::default()
+                };
+                datamon::Datamon::check_store(&a.store_url, &opts)
+                    .await
+                    .with_context(|| {
+                        format!("the store of the new context cannot be used: {}", a.store_url)
+                    })?;
                 probe
                     .open()
                     .await
