@@ -91,16 +91,17 @@ pub enum Error {
         /// This build's version.
         supported: u32,
     },
-    /// The object store failed.
-    #[error("store {op} of {key} failed: {source}")]
+    /// The object store failed. The message condenses the backend's error chain (whose
+    /// messages repeat each other) into one line ending with its root cause, so it is not
+    /// exposed again as `source()`; the typed error stays in `error`.
+    #[error("store {op} of {key} failed: {}", condense(error))]
     Backend {
         /// The operation (get, put, list...).
         op: &'static str,
         /// The key or prefix.
         key: String,
         /// The underlying error.
-        #[source]
-        source: object_store::Error,
+        error: object_store::Error,
     },
     /// A JSON record could not be decoded.
     #[error("cannot decode {key}: {source}")]
@@ -112,7 +113,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A check of [`crate::Store::check`] failed.
-    #[error("{check}: {source}")]
+    #[error("{check}")]
     Check {
         /// Which check.
         check: StoreCheck,
@@ -141,7 +142,7 @@ impl Error {
             Error::Precondition { .. } => ErrorKind::Precondition,
             Error::Corrupt { .. } | Error::Json { .. } => ErrorKind::Corrupt,
             Error::UnsupportedVersion { .. } => ErrorKind::Permanent,
-            Error::Backend { source, .. } => match source {
+            Error::Backend { error, .. } => match error {
                 object_store::Error::NotFound { .. } => ErrorKind::NotFound,
                 object_store::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
                 object_store::Error::Precondition { .. } => ErrorKind::Precondition,
@@ -166,11 +167,27 @@ impl Error {
             object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
                 key: key.to_owned(),
             },
-            source => Error::Backend {
+            error => Error::Backend {
                 op,
                 key: key.to_owned(),
-                source,
+                error,
             },
         }
     }
+}
+
+/// The message of `e`, followed by each cause in its chain that the message does not already
+/// contain.
+fn condense(e: &object_store::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
 }
