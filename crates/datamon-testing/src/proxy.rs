@@ -126,9 +126,21 @@ impl FaultProxy {
         *self.shared.faults.lock().expect("not poisoned") = faults;
     }
 
-    /// Takes the proxy down (port closed, connections cut) or brings it back up.
-    pub fn set_down(&self, down: bool) {
+    /// Takes the proxy down (port closed, connections cut) or brings it back up (which also
+    /// cancels [`FaultProxy::down_after_upload_bytes`]). Returns once the port is open again.
+    pub async fn set_down(&self, down: bool) {
+        if !down {
+            self.shared.down_after_bytes.store(u64::MAX, Ordering::SeqCst);
+        }
         self.shared.down.send_replace(down);
+        if !down {
+            for _ in 0..200 {
+                if TcpStream::connect(self.addr).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     /// Whether the proxy is down.

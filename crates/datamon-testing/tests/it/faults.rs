@@ -1,1 +1,197 @@
+//! Transfers through the fault-injecting proxy, against the real S3 server (and Azurite).
 
+use std::time::{Duration, Instant};
+
+use datamon::{
+    BundleSelector, Datamon, DownloadOptions, NoProgress, OpenOptions, UploadContext,
+    UploadOptions,
+};
+use datamon_testing::backends::Backend;
+use datamon_testing::fixtures::{assert_same_tree, write_random_tree};
+use datamon_testing::proxy::{FaultProxy, Faults};
+
+/// Client settings for tests through the proxy: short timeouts (stalls are noticed in 2 s) and
+/// no connection reuse (so faults hit requests, not just the first request of a connection).
+fn through(b: &Backend, proxy: &FaultProxy) -> Vec<(String, String)> {
+    let p = b.option_prefix();
+    b.clone()
+        .with_endpoint(&proxy.endpoint())
+        .with_option(&format!("{p}read_timeout"), "2s")
+        .with_option(&format!("{p}connect_timeout"), "2s")
+        .with_option(&format!("{p}timeout"), "30s")
+        .with_option(&format!("{p}pool_max_idle_per_host"), "0")
+        .options
+}
+
+async fn open(url: &str, options: Vec<(String, String)>) -> Datamon {
+    Datamon::open(
+        url,
+        OpenOptions {
+            author: Some("fault-test".into()),
+            cache_dir: None,
+            store_options: options,
+            concurrency: Some(4),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+async fn upload_download_with_faults(b: Backend) {
+    let url = b.fresh_store_with_pack_size("faults", 1 << 20).await;
+    let proxy = FaultProxy::start(b.endpoint.as_deref().expect("a network backend")).await;
+    let dm = open(&url, through(&b, &proxy)).await;
+    let repo = "data".parse().expect("a repo name");
+    dm.create_repo(&repo, "faults").await.expect("create repo");
+
+    let src = tempfile::tempdir().expect("tempdir");
+    let total = write_random_tree(src.path(), 7, 60, 200_000);
+    proxy.set_faults(Faults {
+        fail: 0.05,
+        stall: 0.05,
+        stall_for: Duration::from_secs(5),
+    });
+    let t = Instant::now();
+    let ctx = UploadContext {
+        repo: repo.clone(),
+        path: src.path().to_path_buf(),
+        message: "through faults".into(),
+    };
+    let label = Some("latest".parse().expect("a label"));
+    let report = dm
+        .upload(ctx, UploadOptions { label, ..Default::default() }, &NoProgress)
+        .await
+        .expect("upload through 10% faults");
+    assert_eq!(report.bundle.stats.bytes, total);
+
+    let dst = tempfile::tempdir().expect("tempdir");
+    let id = dm
+        .resolve(&repo, &BundleSelector::Latest)
+        .await
+        .expect("resolve");
+    assert_eq!(id, report.bundle.id);
+    dm.download(&repo, &id, dst.path(), &DownloadOptions::default(), &NoProgress)
+        .await
+        .expect("download through 10% faults");
+    assert_same_tree(src.path(), dst.path());
+    let stats = proxy.stats();
+    eprintln!(
+        "{}: {} bytes up and down through faults in {:.1?}: {stats:?}",
+        b.name,
+        total,
+        t.elapsed()
+    );
+    assert!(
+        stats.failed + stats.stalled > 0,
+        "the proxy injected no fault: {stats:?}"
+    );
+}
+
+async fn server_down_mid_upload(b: Backend) {
+    let url = b.fresh_store_with_pack_size("down", 1 << 20).await;
+    let proxy = FaultProxy::start(b.endpoint.as_deref().expect("a network backend")).await;
+    let dm = open(&url, through(&b, &proxy)).await;
+    let direct = open(&url, b.options.clone()).await;
+    let repo: datamon::RepoName = "data".parse().expect("a repo name");
+    dm.create_repo(&repo, "down").await.expect("create repo");
+
+    let src = tempfile::tempdir().expect("tempdir");
+    let total = write_random_tree(src.path(), 11, 40, 400_000);
+    let ctx = UploadContext {
+        repo: repo.clone(),
+        path: src.path().to_path_buf(),
+        message: "interrupted".into(),
+    };
+    // The "server" stops after about a third of the data went up.
+    proxy.down_after_upload_bytes(total / 3);
+    let t = Instant::now();
+    let err = dm
+        .upload(ctx.clone(), UploadOptions::default(), &NoProgress)
+        .await
+        .expect_err("the upload must fail while the server is down");
+    let msg = err.to_string();
+    eprintln!("{}: failed after {:.1?}: {msg}", b.name, t.elapsed());
+    assert!(proxy.is_down());
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "the failure took {:.1?}",
+        t.elapsed()
+    );
+    assert!(msg.contains("failed"), "not a clear error: {msg}");
+    assert!(
+        direct
+            .list_bundles(&repo)
+            .await
+            .expect("list bundles")
+            .is_empty(),
+        "no bundle may be listed after a failed upload"
+    );
+    let stored_before = direct
+        .store()
+        .list(datamon_store::keys::PACKS)
+        .await
+        .expect("list packs")
+        .len();
+    assert!(stored_before > 0, "some packs should have been stored");
+
+    proxy.set_down(false).await;
+    let report = dm
+        .upload(ctx, UploadOptions::default(), &NoProgress)
+        .await
+        .expect("the rerun completes once the server is back");
+    assert_eq!(report.bundle.stats.bytes, total);
+    assert!(
+        report.bundle.stats.new_bytes < total,
+        "the rerun must reuse the packs already stored: it stored {} new bytes of {total} (packs before: {stored_before}, recovered: {})",
+        report.bundle.stats.new_bytes,
+        report.recovered_packs
+    );
+    eprintln!(
+        "{}: rerun reused {} of {total} bytes ({} packs were stored before, {} recovered)",
+        b.name,
+        total - report.bundle.stats.new_bytes,
+        stored_before,
+        report.recovered_packs
+    );
+    let dst = tempfile::tempdir().expect("tempdir");
+    direct
+        .download(
+            &repo,
+            &report.bundle.id,
+            dst.path(),
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .expect("download");
+    assert_same_tree(src.path(), dst.path());
+    assert_eq!(direct.list_bundles(&repo).await.expect("list").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_upload_and_download_survive_ten_percent_faults() {
+    if let Some(b) = Backend::s3() {
+        upload_download_with_faults(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_upload_and_download_survive_ten_percent_faults() {
+    if let Some(b) = Backend::azure() {
+        upload_download_with_faults(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_server_down_mid_upload_then_rerun_reuses_packs() {
+    if let Some(b) = Backend::s3() {
+        server_down_mid_upload(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_server_down_mid_upload_then_rerun_reuses_packs() {
+    if let Some(b) = Backend::azure() {
+        server_down_mid_upload(b).await;
+    }
+}
