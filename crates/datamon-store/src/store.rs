@@ -13,8 +13,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::pack::parse_footer;
 use crate::error::StoreCheck;
+use crate::pack::parse_footer;
 use crate::{keys, Error, FinishedPack, Index, Result, StoreUrl};
 
 /// How many object reads run at once when loading many small objects.

@@ -33,9 +33,19 @@ pub async fn put_get(store: &Store) {
     store.put("c/put/a", body.clone()).await.expect("put again");
     assert_eq!(store.get("c/put/a").await.expect("get again"), body);
     assert_eq!(store.size("c/put/a").await.expect("size"), 1000);
-    store.put("c/put/empty", Bytes::new()).await.expect("put empty");
-    assert!(store.get("c/put/empty").await.expect("get empty").is_empty());
-    let missing = store.get("c/put/missing").await.expect_err("missing object");
+    store
+        .put("c/put/empty", Bytes::new())
+        .await
+        .expect("put empty");
+    assert!(store
+        .get("c/put/empty")
+        .await
+        .expect("get empty")
+        .is_empty());
+    let missing = store
+        .get("c/put/missing")
+        .await
+        .expect_err("missing object");
     assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
     store.delete("c/put/a").await.expect("delete");
     let gone = store.get("c/put/a").await.expect_err("deleted object");
@@ -57,7 +67,12 @@ pub async fn ranged_get(store: &Store) {
 
 /// Recursive, sorted listings with sizes; directory listings.
 pub async fn list(store: &Store) {
-    for (k, n) in [("c/list/b/2", 2), ("c/list/a", 1), ("c/list/b/1", 3), ("c/lisx", 4)] {
+    for (k, n) in [
+        ("c/list/b/2", 2),
+        ("c/list/a", 1),
+        ("c/list/b/1", 3),
+        ("c/lisx", 4),
+    ] {
         store.put(k, random_bytes(3, n)).await.expect("put");
     }
     let got = store.list("c/list/").await.expect("list");
@@ -106,7 +121,11 @@ pub async fn create_race(store: &Store, n: usize) {
         .filter(|(_, r)| r.is_ok())
         .map(|(i, _)| *i)
         .collect();
-    assert_eq!(winners.len(), 1, "exactly one of {n} racers must win: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of {n} racers must win: {winners:?}"
+    );
     for (i, r) in &results {
         if let Err(e) = r {
             assert_eq!(e.kind(), ErrorKind::AlreadyExists, "racer {i}: {e}");
@@ -128,10 +147,7 @@ pub async fn concurrent_appends(store: &Store, n: u64) {
         }
     }))
     .await;
-    let mut seqs: Vec<u64> = results
-        .into_iter()
-        .map(|r| r.expect("append").0)
-        .collect();
+    let mut seqs: Vec<u64> = results.into_iter().map(|r| r.expect("append").0).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
     let all = store.read_sequence::<u64>(&prefix).await.expect("read");
@@ -145,7 +161,10 @@ pub async fn concurrent_appends(store: &Store, n: u64) {
 pub async fn large_object(store: &Store) {
     let len = MULTIPART_THRESHOLD + MULTIPART_PART / 2 + 12_345;
     let body = random_bytes(4, len);
-    store.put("c/large/x", body.clone()).await.expect("put large");
+    store
+        .put("c/large/x", body.clone())
+        .await
+        .expect("put large");
     assert_eq!(store.size("c/large/x").await.expect("size"), len as u64);
     let got = store.get("c/large/x").await.expect("get large");
     assert!(got == body, "large object differs");

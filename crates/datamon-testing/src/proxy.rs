@@ -130,7 +130,9 @@ impl FaultProxy {
     /// cancels [`FaultProxy::down_after_upload_bytes`]). Returns once the port is open again.
     pub async fn set_down(&self, down: bool) {
         if !down {
-            self.shared.down_after_bytes.store(u64::MAX, Ordering::SeqCst);
+            self.shared
+                .down_after_bytes
+                .store(u64::MAX, Ordering::SeqCst);
         }
         self.shared.down.send_replace(down);
         if !down {
@@ -276,7 +278,7 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
         if mode == Mode::DropResponse {
             // Wait until the server answers (so it has acted on the request), then cut.
             let mut b = [0u8; 1];
-            sr.read(&mut b).await.ok();
+            let _answered = sr.read(&mut b).await;
             return;
         }
         tokio::io::copy(&mut sr, &mut cw).await.ok();

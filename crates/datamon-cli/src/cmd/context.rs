@@ -122,7 +122,10 @@ impl ContextCmd {
                 datamon::Datamon::check_store(&a.store_url, &opts)
                     .await
                     .with_context(|| {
-                        format!("the store of the new context cannot be used: {}", a.store_url)
+                        format!(
+                            "the store of the new context cannot be used: {}",
+                            a.store_url
+                        )
                     })?;
                 probe
                     .open()

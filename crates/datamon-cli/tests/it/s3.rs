@@ -32,7 +32,10 @@ impl Target {
         let Some(endpoint) = var("DATAMON_TEST_S3_ENDPOINT") else {
             let required = var("DATAMON_TEST_REQUIRE")
                 .is_some_and(|r| r.split(',').any(|x| x == "s3" || x == "all"));
-            assert!(!required, "s3 is required but DATAMON_TEST_S3_ENDPOINT is not set");
+            assert!(
+                !required,
+                "s3 is required but DATAMON_TEST_S3_ENDPOINT is not set"
+            );
             eprintln!("skipping an S3 test: DATAMON_TEST_S3_ENDPOINT is not set (see scripts/servers/up.sh)");
             return None;
         };
@@ -142,7 +145,13 @@ fn s3_context_create_checks_the_store_and_commands_round_trip() {
 
     // A good store passes the three checks and becomes the current context.
     ok(datamon(&home, &t.env).args([
-        "context", "create", "--name", "s3", "--store-url", &url, "--use",
+        "context",
+        "create",
+        "--name",
+        "s3",
+        "--store-url",
+        &url,
+        "--use",
     ]));
 
     // Each failing check is named.
@@ -151,7 +160,12 @@ fn s3_context_create_checks_the_store_and_commands_round_trip() {
     closed.push(("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:9".into()));
     let started = std::time::Instant::now();
     let e = fail(datamon(&home, &closed).args([
-        "context", "create", "--name", "x1", "--store-url", &url,
+        "context",
+        "create",
+        "--name",
+        "x1",
+        "--store-url",
+        &url,
     ]));
     assert!(e.contains("the store is not reachable"), "{e}");
     assert!(
@@ -162,7 +176,12 @@ fn s3_context_create_checks_the_store_and_commands_round_trip() {
     let mut no_cas = t.env.clone();
     no_cas.push(("AWS_CONDITIONAL_PUT".into(), "disabled".into()));
     let e = fail(datamon(&home, &no_cas).args([
-        "context", "create", "--name", "x2", "--store-url", &url,
+        "context",
+        "create",
+        "--name",
+        "x2",
+        "--store-url",
+        &url,
     ]));
     assert!(e.contains("does not honour create-if-absent"), "{e}");
 
@@ -172,19 +191,40 @@ fn s3_context_create_checks_the_store_and_commands_round_trip() {
     ok(datamon(&home, &t.env).args(["repo", "create", "--repo", "r", "--description", "d"]));
     let src_s = src.display().to_string();
     ok(datamon(&home, &t.env).args([
-        "bundle", "upload", "--repo", "r", "--path", &src_s, "--message", "v1", "--label", "prod",
+        "bundle",
+        "upload",
+        "--repo",
+        "r",
+        "--path",
+        &src_s,
+        "--message",
+        "v1",
+        "--label",
+        "prod",
     ]));
     let list = ok(datamon(&home, &t.env).args(["bundle", "list", "--repo", "r"]));
     assert_eq!(list.lines().count(), 1, "{list}");
     let dst = tmp.path().join("dst");
     let dst_s = dst.display().to_string();
     ok(datamon(&home, &t.env).args([
-        "bundle", "download", "--repo", "r", "--label", "prod", "--destination", &dst_s,
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--label",
+        "prod",
+        "--destination",
+        &dst_s,
     ]));
     same_files(&src, &dst);
     let fsck = run(datamon(&home, &t.env).args(["fsck", "--read-data"]));
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
-    let missing = run(datamon(&home, &t.env).args(["label", "get", "--repo", "r", "--label", "nope"]));
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let missing =
+        run(datamon(&home, &t.env).args(["label", "get", "--repo", "r", "--label", "nope"]));
     assert_eq!(missing.status.code(), Some(2));
 }
 
@@ -192,7 +232,16 @@ fn eight_concurrent_uploads(t: &Target) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let home = tmp.path().join("home");
     let url = t.fresh_url("race");
-    ok(datamon(&home, &t.env).args(["--store", &url, "repo", "create", "--repo", "r", "--description", "d"]));
+    ok(datamon(&home, &t.env).args([
+        "--store",
+        &url,
+        "repo",
+        "create",
+        "--repo",
+        "r",
+        "--description",
+        "d",
+    ]));
     let dirs: Vec<PathBuf> = (0..8)
         .map(|i| {
             let d = tmp.path().join(format!("src{i}"));
@@ -205,9 +254,18 @@ fn eight_concurrent_uploads(t: &Target) {
         .enumerate()
         .map(|(i, d)| {
             datamon(&home, &t.env)
-                .args(["--store", &url, "--quiet", "bundle", "upload", "--repo", "r", "--path"])
+                .args([
+                    "--store", &url, "--quiet", "bundle", "upload", "--repo", "r", "--path",
+                ])
                 .arg(d)
-                .args(["--message", &format!("writer {i}"), "--label", "shared", "--branch", "main"])
+                .args([
+                    "--message",
+                    &format!("writer {i}"),
+                    "--label",
+                    "shared",
+                    "--branch",
+                    "main",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -223,14 +281,27 @@ fn eight_concurrent_uploads(t: &Target) {
         );
     }
     let history = ok(datamon(&home, &t.env).args([
-        "--store", &url, "label", "get", "--repo", "r", "--label", "shared", "--history",
+        "--store",
+        &url,
+        "label",
+        "get",
+        "--repo",
+        "r",
+        "--label",
+        "shared",
+        "--history",
     ]));
-    assert_eq!(history.lines().count(), 8, "label history lost an update:\n{history}");
-    let bundles = ok(datamon(&home, &t.env).args(["--store", &url, "bundle", "list", "--repo", "r"]));
+    assert_eq!(
+        history.lines().count(),
+        8,
+        "label history lost an update:\n{history}"
+    );
+    let bundles =
+        ok(datamon(&home, &t.env).args(["--store", &url, "bundle", "list", "--repo", "r"]));
     assert_eq!(bundles.lines().count(), 8, "{bundles}");
-    let branch = ok(datamon(&home, &t.env).args([
-        "--store", &url, "--json", "branch", "list", "--repo", "r",
-    ]));
+    let branch =
+        ok(datamon(&home, &t.env)
+            .args(["--store", &url, "--json", "branch", "list", "--repo", "r"]));
     assert!(branch.contains("main"), "{branch}");
 }
 

@@ -1,4 +1,4 @@
-use datamon_testing::backends::{Backend, available};
+use datamon_testing::backends::{available, Backend};
 use datamon_testing::conformance;
 
 async fn run(b: Option<Backend>) {

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use datamon::{
-    BundleSelector, Datamon, DownloadOptions, NoProgress, OpenOptions, UploadContext,
-    UploadOptions,
+    BundleSelector, Datamon, DownloadOptions, NoProgress, OpenOptions, UploadContext, UploadOptions,
 };
 use datamon_testing::backends::Backend;
 use datamon_testing::fixtures::{assert_same_tree, write_random_tree};
@@ -59,7 +58,14 @@ async fn upload_download_with_faults(b: Backend) {
     };
     let label = Some("latest".parse().expect("a label"));
     let report = dm
-        .upload(ctx, UploadOptions { label, ..Default::default() }, &NoProgress)
+        .upload(
+            ctx,
+            UploadOptions {
+                label,
+                ..Default::default()
+            },
+            &NoProgress,
+        )
         .await
         .expect("upload through 10% faults");
     assert_eq!(report.bundle.stats.bytes, total);
@@ -70,9 +76,15 @@ async fn upload_download_with_faults(b: Backend) {
         .await
         .expect("resolve");
     assert_eq!(id, report.bundle.id);
-    dm.download(&repo, &id, dst.path(), &DownloadOptions::default(), &NoProgress)
-        .await
-        .expect("download through 10% faults");
+    dm.download(
+        &repo,
+        &id,
+        dst.path(),
+        &DownloadOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .expect("download through 10% faults");
     assert_same_tree(src.path(), dst.path());
     let stats = proxy.stats();
     eprintln!(
