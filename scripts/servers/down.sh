@@ -3,7 +3,7 @@
 D=${1:-/tmp/datamon-servers}
 here=$(cd "$(dirname "$0")" && pwd)
 [ -d "$D/ceph" ] && "$here/stop-rgw.sh" "$D/ceph"
-for f in "$D/moto/moto.pid" "$D/azurite/azurite.pid"; do
+for f in "$D/moto/moto.pid" "$D/azurite/azurite.pid" "$D/fake-gcs/fake-gcs.pid"; do
   [ -f "$f" ] || continue
   p=$(cat "$f"); kill "$p" 2>/dev/null || continue
   for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done

@@ -19,6 +19,7 @@
 //! ```
 
 mod error;
+mod gcs;
 mod index;
 pub mod keys;
 mod pack;

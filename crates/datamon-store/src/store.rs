@@ -56,7 +56,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// A random number from the standard library's per-process random hasher keys.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

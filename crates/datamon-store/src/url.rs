@@ -124,17 +124,9 @@ impl StoreUrl {
                         Arc::new(b.build().map_err(bad)?)
                     }
                     "gs" => {
-                        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-                        let mut b = GoogleCloudStorageBuilder::new()
-                            .with_url(url.as_str())
-                            .with_retry(retry_config())
-                            .with_client_options(client_options());
-                        for (k, v) in options {
-                            if let Ok(key) = k.parse::<GoogleConfigKey>() {
-                                b = b.with_config(key, v);
-                            }
-                        }
-                        Arc::new(b.build().map_err(bad)?)
+                        // The JSON API (see `gcs.rs`): served by GCS and by its emulators.
+                        let bucket = url.host_str().unwrap_or_default();
+                        Arc::new(crate::gcs::GcsJson::new(url, bucket, options).map_err(bad)?)
                     }
                     _ => {
                         use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | memory, local | always | |
 //! | s3 | `DATAMON_TEST_S3_ENDPOINT` (e.g. `http://127.0.0.1:7480`) | `DATAMON_TEST_S3_BUCKET` (default `datamon`), `DATAMON_TEST_S3_ACCESS_KEY`, `DATAMON_TEST_S3_SECRET_KEY` |
+//! | gcs | `DATAMON_TEST_GCS_ENDPOINT` (e.g. `http://127.0.0.1:4443`, fake-gcs-server) | `DATAMON_TEST_GCS_BUCKET` (default `datamon`); no credentials |
 //! | azure | `DATAMON_TEST_AZURE_ENDPOINT` (e.g. `http://127.0.0.1:10000/devstoreaccount1`) | `DATAMON_TEST_AZURE_CONTAINER` (default `datamon`); the well-known Azurite account |
 //!
 //! A backend whose variable is absent is skipped with a message on stderr, unless
@@ -24,7 +25,7 @@ pub const AZURITE_KEY: &str =
 /// One store backend to test against.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    /// `memory`, `local`, `s3` or `azure`.
+    /// `memory`, `local`, `s3`, `gcs` or `azure`.
     pub name: &'static str,
     /// The URL of its root, without trailing slash (`s3://bucket`, `file:///tmp/x`).
     pub base: String,
@@ -108,6 +109,25 @@ impl Backend {
         )
     }
 
+    /// The GCS server (emulator) named by `DATAMON_TEST_GCS_ENDPOINT`, if any.
+    pub fn gcs() -> Option<Backend> {
+        let Some(endpoint) = var("DATAMON_TEST_GCS_ENDPOINT") else {
+            skip("gcs", "DATAMON_TEST_GCS_ENDPOINT is not set");
+            return None;
+        };
+        let bucket = var("DATAMON_TEST_GCS_BUCKET").unwrap_or_else(|| "datamon".into());
+        Some(
+            Backend {
+                name: "gcs",
+                base: format!("gs://{bucket}"),
+                options: vec![("google_skip_signature".into(), "true".into())],
+                endpoint: None,
+                _dir: None,
+            }
+            .with_endpoint(&endpoint),
+        )
+    }
+
     /// The Azurite server named by `DATAMON_TEST_AZURE_ENDPOINT`, if any.
     pub fn azure() -> Option<Backend> {
         let Some(endpoint) = var("DATAMON_TEST_AZURE_ENDPOINT") else {
@@ -138,6 +158,7 @@ impl Backend {
         let key = match self.name {
             "s3" => "aws_endpoint",
             "azure" => "azure_storage_endpoint",
+            "gcs" => "google_storage_endpoint",
             _ => return self,
         };
         self.options.retain(|(k, _)| k != key);
@@ -158,6 +179,7 @@ impl Backend {
         match self.name {
             "s3" => "aws_",
             "azure" => "azure_",
+            "gcs" => "google_",
             _ => "",
         }
     }
@@ -210,6 +232,7 @@ impl Backend {
 pub fn available() -> Vec<Backend> {
     let mut out = vec![Backend::memory(), Backend::local()];
     out.extend(Backend::s3());
+    out.extend(Backend::gcs());
     out.extend(Backend::azure());
     out
 }

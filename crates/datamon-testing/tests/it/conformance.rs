@@ -25,6 +25,11 @@ async fn s3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs() {
+    run(Backend::gcs()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure() {
     run(Backend::azure()).await;
 }

@@ -207,3 +207,17 @@ async fn azure_server_down_mid_upload_then_rerun_reuses_packs() {
         server_down_mid_upload(b).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_upload_and_download_survive_ten_percent_faults() {
+    if let Some(b) = Backend::gcs() {
+        upload_download_with_faults(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_server_down_mid_upload_then_rerun_reuses_packs() {
+    if let Some(b) = Backend::gcs() {
+        server_down_mid_upload(b).await;
+    }
+}
