@@ -85,6 +85,9 @@ pub(crate) enum Command {
     /// Named stores to switch between (dev, prod...)
     #[command(subcommand)]
     Context(cmd::context::ContextCmd),
+    /// Whole-store operations: copy a store into another (`store sync`)
+    #[command(subcommand)]
+    Store(cmd::store::StoreCmd),
     /// Settings of this user (author name)
     #[command(subcommand)]
     Config(cmd::misc::ConfigCmd),

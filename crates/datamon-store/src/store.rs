@@ -94,6 +94,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Connects to the store at `url` without reading or creating its config.
+    pub(crate) fn open_raw(url: &str, options: &[(String, String)]) -> Result<Store> {
+        let url = StoreUrl::parse(url)?;
+        let (os, root) = url.connect(options)?;
+        Ok(Store {
+            os,
+            root,
+            url,
+            config: default_config(),
+        })
+    }
+
     async fn load_or_create_config(&self) -> Result<StoreConfig> {
         let config: StoreConfig = match self.get_json(keys::CONFIG).await {
             Ok(c) => c,
@@ -300,14 +312,7 @@ impl Store {
     /// # Errors
     /// [`Error::Check`] naming the first check that failed, with its cause.
     pub async fn check(url: &str, options: &[(String, String)]) -> Result<()> {
-        let parsed = StoreUrl::parse(url)?;
-        let (os, root) = parsed.connect(options)?;
-        let store = Store {
-            os,
-            root,
-            url: parsed,
-            config: default_config(),
-        };
+        let store = Store::open_raw(url, options)?;
         let fail = |check: StoreCheck, e: Error| Error::Check {
             check,
             source: Box::new(e),

@@ -39,7 +39,7 @@ mod walk;
 
 use std::path::PathBuf;
 
-pub use datamon_store::{Store, StoreCheck, StoreUrl};
+pub use datamon_store::{Store, StoreCheck, StoreUrl, SyncReport};
 pub use datamon_types as types;
 pub use datamon_types::{
     Branch, BranchName, Bundle, BundleId, BundleStats, Hash, LabelName, LabelRecord, Repo, RepoName,
@@ -99,6 +99,17 @@ impl Datamon {
     pub async fn check_store(url: &str, options: &OpenOptions) -> Result<()> {
         Store::check(url, &options.store_options).await?;
         Ok(())
+    }
+
+    /// Copies into the store at `to` every object of the store at `from` that it lacks, in
+    /// commit order (packs, index, repos, bundles, branches, labels), never overwriting a
+    /// record; safe to interrupt and rerun (see [`Store::sync_to`]).
+    ///
+    /// # Errors
+    /// A store error of either side.
+    pub async fn sync_stores(from: &str, to: &str, options: &OpenOptions) -> Result<SyncReport> {
+        let src = Store::open(from, &options.store_options).await?;
+        Ok(src.sync_to(to, &options.store_options).await?)
     }
 
     /// The underlying store.

@@ -315,3 +315,108 @@ fn s3_eight_concurrent_uploads_to_one_label_lose_nothing() {
 fn local_eight_concurrent_uploads_to_one_label_lose_nothing() {
     eight_concurrent_uploads(&Target::local());
 }
+
+#[test]
+fn store_sync_copies_a_local_store_to_s3_and_resumes() {
+    let Some(t) = Target::s3() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let local = format!("file://{}", tmp.path().join("local").display());
+    let remote = t.fresh_url("sync");
+    let src = tmp.path().join("src");
+    write_files(&src, 3, 10);
+    let src_s = src.display().to_string();
+    ok(datamon(&home, &t.env).args([
+        "--store",
+        &local,
+        "repo",
+        "create",
+        "--repo",
+        "r",
+        "--description",
+        "d",
+    ]));
+    ok(datamon(&home, &t.env).args([
+        "--store",
+        &local,
+        "bundle",
+        "upload",
+        "--repo",
+        "r",
+        "--path",
+        &src_s,
+        "--message",
+        "one",
+        "--label",
+        "l",
+    ]));
+
+    let first =
+        ok(datamon(&home, &t.env)
+            .args(["--json", "store", "sync", "--from", &local, "--to", &remote]));
+    let v: serde_json::Value = serde_json::from_str(first.trim()).expect("json");
+    assert!(v["copied"].as_u64().expect("copied") > 3, "{first}");
+
+    // The copy is a working store: same bundles, same label, same files.
+    let a = ok(datamon(&home, &t.env).args(["--store", &local, "bundle", "list", "--repo", "r"]));
+    let b = ok(datamon(&home, &t.env).args(["--store", &remote, "bundle", "list", "--repo", "r"]));
+    assert_eq!(a, b);
+    let dst = tmp.path().join("dst");
+    let dst_s = dst.display().to_string();
+    ok(datamon(&home, &t.env).args([
+        "--store",
+        &remote,
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--label",
+        "l",
+        "--destination",
+        &dst_s,
+    ]));
+    same_files(&src, &dst);
+
+    // A rerun copies nothing; after a new bundle, only what is new.
+    let again =
+        ok(datamon(&home, &t.env)
+            .args(["--json", "store", "sync", "--from", &local, "--to", &remote]));
+    let v: serde_json::Value = serde_json::from_str(again.trim()).expect("json");
+    assert_eq!(v["copied"], 0, "{again}");
+    write_files(&src.join("more"), 4, 3);
+    ok(datamon(&home, &t.env).args([
+        "--store",
+        &local,
+        "bundle",
+        "upload",
+        "--repo",
+        "r",
+        "--path",
+        &src_s,
+        "--message",
+        "two",
+        "--label",
+        "l",
+    ]));
+    let third =
+        ok(datamon(&home, &t.env)
+            .args(["--json", "store", "sync", "--from", &local, "--to", &remote]));
+    let v: serde_json::Value = serde_json::from_str(third.trim()).expect("json");
+    let copied = v["copied"].as_u64().expect("copied");
+    assert!(
+        copied > 0 && v["present"].as_u64().expect("present") > copied,
+        "{third}"
+    );
+    let h = ok(datamon(&home, &t.env).args([
+        "--store",
+        &remote,
+        "label",
+        "get",
+        "--repo",
+        "r",
+        "--label",
+        "l",
+        "--history",
+    ]));
+    assert_eq!(h.lines().count(), 2, "{h}");
+}
