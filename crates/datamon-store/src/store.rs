@@ -67,9 +67,59 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
+/// How long reads skip a primary that failed transiently, going to the replica first.
+const PRIMARY_SUSPEND: Duration = Duration::from_secs(30);
+
+/// Runs a read on the primary and, when it fails, on the replica (first on the replica while
+/// the primary is suspended after a transient failure).
+macro_rules! with_fallback {
+    ($self:ident, $op:expr, $key:expr, |$s:ident| $call:expr) => {{
+        match $self.replica.as_deref() {
+            None => {
+                let $s = $self;
+                $call
+            }
+            Some(rep) => {
+                let mut early = None;
+                if $self.primary_suspended() {
+                    let $s = rep;
+                    match $call {
+                        Ok(v) => early = Some(v),
+                        Err(_) => {}
+                    }
+                }
+                match early {
+                    Some(v) => Ok(v),
+                    None => {
+                        let first = {
+                            let $s = $self;
+                            $call
+                        };
+                        match first {
+                            Ok(v) => Ok(v),
+                            Err(e) => {
+                                if e.is_transient() {
+                                    $self.suspend_primary();
+                                }
+                                tracing::warn!(op = $op, key = %$key, error = %e, replica = %rep.url, "reading from the replica");
+                                let $s = rep;
+                                $call.map_err(|_| e)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// An opened store.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Where every write also goes, and reads fall back to (see [`Store::open_with_replica`]).
+    replica: Option<Arc<Store>>,
+    /// Until when reads go to the replica first (after a transient failure of the primary).
+    suspended: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     os: Arc<dyn ObjectStore>,
     root: Path,
     url: StoreUrl,
@@ -85,6 +135,8 @@ impl Store {
         let url = StoreUrl::parse(url)?;
         let (os, root) = url.connect(options)?;
         let mut store = Store {
+            replica: None,
+            suspended: Arc::default(),
             os,
             root,
             url,
@@ -99,6 +151,8 @@ impl Store {
         let url = StoreUrl::parse(url)?;
         let (os, root) = url.connect(options)?;
         Ok(Store {
+            replica: None,
+            suspended: Arc::default(),
             os,
             root,
             url,
@@ -176,7 +230,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    pub async fn get(&self, key: &str) -> Result<Bytes> {
+    async fn get_primary(&self, key: &str) -> Result<Bytes> {
         let path = &self.path(key);
         retry(|| async move {
             let r = self
@@ -193,7 +247,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+    async fn get_range_primary(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
         let (path, range) = (&self.path(key), &range);
         let b = retry(|| async move {
@@ -216,7 +270,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    pub async fn size(&self, key: &str) -> Result<u64> {
+    async fn size_primary(&self, key: &str) -> Result<u64> {
         let m = self
             .os
             .head(&self.path(key))
@@ -232,7 +286,7 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+    async fn put_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
         let (path, bytes) = (&self.path(key), &bytes);
         retry(|| async move {
             if bytes.len() > MULTIPART_THRESHOLD {
@@ -274,7 +328,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] when one does; a backend error.
-    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
+    async fn create_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(key);
         let mut attempt = 0u32;
         loop {
@@ -290,7 +344,7 @@ impl Store {
             match r {
                 Ok(_) => return Ok(()),
                 Err(e @ Error::AlreadyExists { .. }) if attempt > 0 => {
-                    return match self.get(key).await {
+                    return match self.get_primary(key).await {
                         Ok(existing) if existing == bytes => Ok(()),
                         _ => Err(e),
                     };
@@ -381,7 +435,7 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn delete(&self, key: &str) -> Result<()> {
+    async fn delete_primary(&self, key: &str) -> Result<()> {
         self.os
             .delete(&self.path(key))
             .await
@@ -392,7 +446,7 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    async fn list_primary(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let p = &self.path(prefix.trim_end_matches('/'));
         let mut out: Vec<(String, u64)> = retry(|| async move {
             self.os
@@ -411,7 +465,7 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list_dirs_primary(&self, prefix: &str) -> Result<Vec<String>> {
         let p = self.path(prefix.trim_end_matches('/'));
         let r = self
             .os
@@ -425,6 +479,154 @@ impl Store {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// Opens the store at `url` with a replica at `replica`: every write goes to both (the
+    /// primary first; a create-if-absent is decided by the primary), and a read that fails on the
+    /// primary (an error, a missing object, or a tree node that fails verification) is served by
+    /// the replica. The replica gets the primary's config when it has none. When the primary
+    /// cannot be reached at all, the store opens on the replica's config and reads from it.
+    ///
+    /// # Errors
+    /// As [`Store::open`], for either store.
+    pub async fn open_with_replica(
+        url: &str,
+        replica: &str,
+        options: &[(String, String)],
+    ) -> Result<Store> {
+        let mut rep = Store::open_raw(replica, options)?;
+        let mut primary = match Store::open(url, options).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => {
+                // The primary is unreachable: read through the replica (which must exist).
+                tracing::warn!(error = %e, replica = %rep.url, "the primary store fails; using the replica");
+                rep.config = rep.get_json(keys::CONFIG).await.map_err(|_| e)?;
+                let mut p = Store::open_raw(url, options)?;
+                p.config = rep.config.clone();
+                p.replica = Some(Arc::new(rep));
+                p.suspend_primary();
+                return Ok(p);
+            }
+            Err(e) => return Err(e),
+        };
+        let config = Bytes::from(
+            serde_json::to_vec_pretty(&primary.config).expect("records always serialize"),
+        );
+        match rep.create_primary(keys::CONFIG, config).await {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        rep.config = rep.load_or_create_config().await?;
+        primary.replica = Some(Arc::new(rep));
+        Ok(primary)
+    }
+
+    /// The replica, if this store has one.
+    pub fn replica(&self) -> Option<&Store> {
+        self.replica.as_deref()
+    }
+
+    fn primary_suspended(&self) -> bool {
+        let until = *self.suspended.lock().expect("not poisoned");
+        until.is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    fn suspend_primary(&self) {
+        *self.suspended.lock().expect("not poisoned") =
+            Some(std::time::Instant::now() + PRIMARY_SUSPEND);
+    }
+
+    /// Reads a whole object (from the replica when the primary fails).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        with_fallback!(self, "get", key, |s| s.get_primary(key).await)
+    }
+
+    /// Reads a byte range of an object (from the replica when the primary fails).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        with_fallback!(self, "get", key, |s| s
+            .get_range_primary(key, range.clone())
+            .await)
+    }
+
+    /// The size of an object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        with_fallback!(self, "head", key, |s| s.size_primary(key).await)
+    }
+
+    /// Writes an object, replacing any previous one (for content-addressed keys, where a
+    /// previous object has the same bytes), to the primary and then the replica.
+    ///
+    /// # Errors
+    /// A backend error of either.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_primary(key, bytes.clone()).await?;
+        if let Some(r) = &self.replica {
+            r.put_primary(key, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes an object only if none exists under `key` in the primary, then copies it to the
+    /// replica (where an identical object already there counts as written).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when the primary has one; a backend error.
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.create_primary(key, bytes.clone()).await?;
+        if let Some(r) = &self.replica {
+            match r.create_primary(key, bytes.clone()).await {
+                Ok(()) => {}
+                Err(Error::AlreadyExists { .. }) => {
+                    if r.get_primary(key).await? != bytes {
+                        tracing::warn!(key, replica = %r.url, "the replica holds other bytes under this key; left as it is");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an object (used only by tests and repair tools; datamon never rewrites objects),
+    /// from the primary and the replica.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_primary(key).await?;
+        if let Some(r) = &self.replica {
+            match r.delete_primary(key).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the keys (and sizes) under a prefix, recursively, sorted (from the replica when the
+    /// primary fails).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        with_fallback!(self, "list", prefix, |s| s.list_primary(prefix).await)
+    }
+
+    /// Lists the names of the "directories" directly under a prefix, sorted.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        with_fallback!(self, "list", prefix, |s| s.list_dirs_primary(prefix).await)
     }
 
     /// Reads a JSON record.
@@ -531,12 +733,22 @@ impl Store {
     /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
     /// damaged, or a backend error.
     pub async fn read_blob(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
+        match (self.read_blob_from(self, index, hash).await, self.replica()) {
+            (Err(e @ Error::Corrupt { .. }), Some(r)) => {
+                tracing::warn!(blob = %hash, error = %e, replica = %r.url, "reading a damaged blob from the replica");
+                self.read_blob_from(r, index, hash).await.map_err(|_| e)
+            }
+            (other, _) => other,
+        }
+    }
+
+    async fn read_blob_from(&self, from: &Store, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
         let r = index.get(hash).ok_or_else(|| Error::NotFound {
             key: format!("blob {hash}"),
         })?;
         let key = keys::pack(&r.pack);
         let start = u64::from(r.offset);
-        let stored = self
+        let stored = from
             .get_range(&key, start..start + u64::from(r.stored_len))
             .await?;
         let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)

@@ -82,13 +82,32 @@ impl Datamon {
     /// An invalid or unreachable store.
     pub async fn open(url: &str, options: OpenOptions) -> Result<Datamon> {
         let store = Store::open(url, &options.store_options).await?;
+        Ok(Self::with_store(store, options))
+    }
+
+    /// Opens the store at `url` with a replica at `replica`: every object is written to both,
+    /// and reads fall back to the replica when the primary fails (see
+    /// [`Store::open_with_replica`]).
+    ///
+    /// # Errors
+    /// An invalid or unreachable store or replica.
+    pub async fn open_with_replica(
+        url: &str,
+        replica: &str,
+        options: OpenOptions,
+    ) -> Result<Datamon> {
+        let store = Store::open_with_replica(url, replica, &options.store_options).await?;
+        Ok(Self::with_store(store, options))
+    }
+
+    fn with_store(store: Store, options: OpenOptions) -> Datamon {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Ok(Datamon {
+        Datamon {
             store,
             author: options.author.unwrap_or_else(|| "unknown".to_owned()),
             cache_dir: options.cache_dir,
             concurrency: options.concurrency.unwrap_or(cores * 4).clamp(1, 256),
-        })
+        }
     }
 
     /// Checks that the store at `url` is reachable, writable and honours create-if-absent

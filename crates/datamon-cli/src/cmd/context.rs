@@ -31,6 +31,10 @@ pub struct CreateArgs {
     /// A note about this context
     #[arg(long)]
     description: Option<String>,
+    /// A replica store: every object is also written there, and reads fall back to it when
+    /// the primary fails (checked like the store)
+    #[arg(long, value_name = "URL")]
+    replica: Option<String>,
     /// Also make it the current context
     #[arg(long = "use")]
     make_current: bool,
@@ -127,14 +131,32 @@ impl ContextCmd {
                             a.store_url
                         )
                     })?;
-                probe
-                    .open()
-                    .await
-                    .context("the store of the new context cannot be used")?;
+                if let Some(replica) = &a.replica {
+                    datamon::Datamon::check_store(replica, &opts)
+                        .await
+                        .with_context(|| {
+                            format!("the replica of the new context cannot be used: {replica}")
+                        })?;
+                }
+                let opened = match &a.replica {
+                    Some(replica) => {
+                        let o = datamon::OpenOptions {
+                            store_options: opts.store_options.clone(),
+                            ..Default::default()
+                        };
+                        datamon::Datamon::open_with_replica(&a.store_url, replica, o)
+                            .await
+                            .map(drop)
+                            .map_err(anyhow::Error::from)
+                    }
+                    None => probe.open().await.map(drop),
+                };
+                opened.context("the store of the new context cannot be used")?;
                 config.contexts.insert(
                     a.name.clone(),
                     ContextEntry {
                         store: a.store_url.clone(),
+                        replica: a.replica.clone(),
                         description: a.description.clone(),
                     },
                 );

@@ -420,3 +420,60 @@ fn store_sync_copies_a_local_store_to_s3_and_resumes() {
     ]));
     assert_eq!(h.lines().count(), 2, "{h}");
 }
+
+#[test]
+fn context_with_a_replica_writes_to_both() {
+    let Some(t) = Target::s3() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let primary = t.fresh_url("primary");
+    let replica = format!("file://{}", tmp.path().join("replica").display());
+    ok(datamon(&home, &t.env).args([
+        "context",
+        "create",
+        "--name",
+        "geo",
+        "--store-url",
+        &primary,
+        "--replica",
+        &replica,
+        "--use",
+    ]));
+    let src = tmp.path().join("src");
+    write_files(&src, 9, 5);
+    let src_s = src.display().to_string();
+    ok(datamon(&home, &t.env).args(["repo", "create", "--repo", "r", "--description", "d"]));
+    ok(datamon(&home, &t.env).args([
+        "bundle",
+        "upload",
+        "--repo",
+        "r",
+        "--path",
+        &src_s,
+        "--message",
+        "m",
+        "--label",
+        "l",
+    ]));
+    let on_primary =
+        ok(datamon(&home, &t.env).args(["--store", &primary, "bundle", "list", "--repo", "r"]));
+    let on_replica =
+        ok(datamon(&home, &t.env).args(["--store", &replica, "bundle", "list", "--repo", "r"]));
+    assert_eq!(on_primary.lines().count(), 1);
+    assert_eq!(on_primary, on_replica);
+    let dst = tmp.path().join("dst");
+    let dst_s = dst.display().to_string();
+    ok(datamon(&home, &t.env).args([
+        "--store",
+        &replica,
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--label",
+        "l",
+        "--destination",
+        &dst_s,
+    ]));
+    same_files(&src, &dst);
+}

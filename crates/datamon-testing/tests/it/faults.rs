@@ -221,3 +221,85 @@ async fn gcs_server_down_mid_upload_then_rerun_reuses_packs() {
         server_down_mid_upload(b).await;
     }
 }
+
+/// A primary on S3 behind the proxy, a replica on Azure (or a local folder): writes reach
+/// both; with the primary down, or with its packs damaged, reads are served by the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_serves_reads_when_the_primary_fails() {
+    let Some(b) = Backend::s3() else { return };
+    let rep_backend = Backend::azure().unwrap_or_else(Backend::local);
+    let url = b.fresh_url("primary");
+    let rep_url = rep_backend.fresh_url("replica");
+    let proxy = FaultProxy::start(b.endpoint.as_deref().expect("a network backend")).await;
+    let mut options = through(&b, &proxy);
+    options.extend(rep_backend.options.clone());
+    let opts = || OpenOptions {
+        author: Some("replica-test".into()),
+        cache_dir: None,
+        store_options: options.clone(),
+        concurrency: Some(4),
+    };
+    let dm = Datamon::open_with_replica(&url, &rep_url, opts())
+        .await
+        .expect("open with a replica");
+    let repo: datamon::RepoName = "data".parse().expect("a repo name");
+    dm.create_repo(&repo, "replicated")
+        .await
+        .expect("create repo");
+    let src = tempfile::tempdir().expect("tempdir");
+    write_random_tree(src.path(), 5, 20, 100_000);
+    let ctx = UploadContext {
+        repo: repo.clone(),
+        path: src.path().to_path_buf(),
+        message: "both".into(),
+    };
+    let report = dm
+        .upload(ctx, UploadOptions::default(), &NoProgress)
+        .await
+        .expect("upload to both");
+
+    // The replica alone is a complete store.
+    let replica_only = open(&rep_url, rep_backend.options.clone()).await;
+    let ids: Vec<_> = replica_only
+        .list_bundles(&repo)
+        .await
+        .expect("list on the replica")
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(ids, vec![report.bundle.id]);
+
+    // The primary's packs go bad: tree nodes are read from the replica.
+    let direct = open(&url, b.options.clone()).await;
+    for (key, size) in direct.store().list("packs/").await.expect("list packs") {
+        let junk = bytes::Bytes::from(vec![0x5a; size as usize]);
+        direct.store().put(&key, junk).await.expect("damage a pack");
+    }
+    let files = dm
+        .list_files(&repo, &report.bundle.id)
+        .await
+        .expect("tree nodes come from the replica");
+    assert_eq!(files.len(), 20);
+
+    // The primary goes down: everything is read from the replica.
+    proxy.set_down(true).await;
+    let t = Instant::now();
+    let dst = tempfile::tempdir().expect("tempdir");
+    let dm2 = Datamon::open_with_replica(&url, &rep_url, opts())
+        .await
+        .expect("opens on the replica while the primary is down");
+    dm2.download(
+        &repo,
+        &report.bundle.id,
+        dst.path(),
+        &DownloadOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .expect("download from the replica while the primary is down");
+    assert_same_tree(src.path(), dst.path());
+    eprintln!(
+        "download from the replica with the primary down: {:.1?}",
+        t.elapsed()
+    );
+}
