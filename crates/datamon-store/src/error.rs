@@ -191,3 +191,43 @@ fn condense(e: &object_store::Error) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_are_one_line_and_classified() {
+        let e = Error::backend(
+            "get",
+            "k",
+            object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert_eq!(
+            e.to_string(),
+            "store get of k failed: Generic S3 error: connection reset"
+        );
+        let denied = Error::backend(
+            "put",
+            "k",
+            object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "403".into(),
+            },
+        );
+        assert_eq!(denied.kind(), ErrorKind::Permanent);
+        let check = Error::Check {
+            check: StoreCheck::CreateIfAbsent,
+            source: Box::new(e),
+        };
+        assert_eq!(check.kind(), ErrorKind::Transient);
+        assert_eq!(
+            check.to_string(),
+            "the store does not honour create-if-absent"
+        );
+    }
+}

@@ -565,3 +565,16 @@ impl MultipartUpload for BufferedUpload {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_names_and_parses_content_ranges() {
+        assert_eq!(enc("a/b c+d~e.f-g_h"), "a%2Fb%20c%2Bd~e.f-g_h");
+        assert_eq!(content_range("bytes 1-3/5"), Some((1..4, 5)));
+        assert_eq!(content_range("bytes */5"), None);
+        assert_eq!(content_range("nonsense"), None);
+    }
+}

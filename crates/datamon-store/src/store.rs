@@ -322,9 +322,10 @@ impl Store {
     /// Writes an object only if none exists under `key`.
     ///
     /// A create whose outcome is unknown (the connection broke after the request was sent) is
-    /// retried; if the retry then finds the object already there, it is read back: when it holds
-    /// exactly these bytes, it was this writer's own earlier attempt and the create succeeded.
-    /// Records carry their author and time, so two writers never write identical bytes.
+    /// retried, here or inside the HTTP client. So when a create finds the object already
+    /// there, the object is read back: when it holds exactly these bytes, it was this writer's
+    /// own earlier attempt and the create succeeded. Records carry their author and time, so two
+    /// writers never write identical bytes.
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] when one does; a backend error.
@@ -343,7 +344,7 @@ impl Store {
                 .map_err(|e| Error::backend("create", key, e));
             match r {
                 Ok(_) => return Ok(()),
-                Err(e @ Error::AlreadyExists { .. }) if attempt > 0 => {
+                Err(e @ Error::AlreadyExists { .. }) => {
                     return match self.get_primary(key).await {
                         Ok(existing) if existing == bytes => Ok(()),
                         _ => Err(e),

@@ -48,6 +48,7 @@ struct Shared {
     faults: Mutex<Faults>,
     down: watch::Sender<bool>,
     down_after_bytes: AtomicU64,
+    cut_next: AtomicU64,
     connections: AtomicU64,
     failed: AtomicU64,
     stalled: AtomicU64,
@@ -102,6 +103,7 @@ impl FaultProxy {
             faults: Mutex::new(Faults::default()),
             down,
             down_after_bytes: AtomicU64::new(u64::MAX),
+            cut_next: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
@@ -148,6 +150,12 @@ impl FaultProxy {
     /// Whether the proxy is down.
     pub fn is_down(&self) -> bool {
         *self.shared.down.borrow()
+    }
+
+    /// Cuts the next `n` connections once the server has answered (so their requests took
+    /// effect but the client never learns it).
+    pub fn cut_next_responses(&self, n: u64) {
+        self.shared.cut_next.store(n, Ordering::SeqCst);
     }
 
     /// Goes down by itself once `bytes` more request bytes have gone through.
@@ -225,7 +233,14 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
     shared.connections.fetch_add(1, Ordering::SeqCst);
     let faults = *shared.faults.lock().expect("not poisoned");
     let r: f64 = rand::random();
-    let mode = if r < faults.fail {
+    let cut = shared
+        .cut_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let mode = if cut {
+        shared.failed.fetch_add(1, Ordering::SeqCst);
+        Mode::DropResponse
+    } else if r < faults.fail {
         shared.failed.fetch_add(1, Ordering::SeqCst);
         if rand::random::<bool>() {
             Mode::DropAtOnce

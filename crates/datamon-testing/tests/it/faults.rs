@@ -303,3 +303,47 @@ async fn replica_serves_reads_when_the_primary_fails() {
         t.elapsed()
     );
 }
+
+/// A create whose response is lost (the object was written, the client never heard) is retried
+/// and recognised as this writer's own, not reported as a lost race.
+async fn lost_create_response(b: Backend) {
+    let proxy = FaultProxy::start(b.endpoint.as_deref().expect("a network backend")).await;
+    let url = b.fresh_url("lost");
+    let store = datamon_store::Store::open(&url, &through(&b, &proxy))
+        .await
+        .expect("open");
+    let body = bytes::Bytes::from_static(b"record written once");
+    proxy.cut_next_responses(1);
+    store
+        .create("refs/x/0000000001", body.clone())
+        .await
+        .expect("the create succeeded although its first answer was lost");
+    assert_eq!(proxy.stats().failed, 1, "{:?}", proxy.stats());
+    assert_eq!(store.get("refs/x/0000000001").await.expect("get"), body);
+    let again = store
+        .create("refs/x/0000000001", bytes::Bytes::from_static(b"other"))
+        .await
+        .expect_err("a second writer still loses");
+    assert_eq!(again.kind(), datamon_store::ErrorKind::AlreadyExists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_lost_create_response_is_recognised() {
+    if let Some(b) = Backend::s3() {
+        lost_create_response(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_lost_create_response_is_recognised() {
+    if let Some(b) = Backend::azure() {
+        lost_create_response(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_lost_create_response_is_recognised() {
+    if let Some(b) = Backend::gcs() {
+        lost_create_response(b).await;
+    }
+}
