@@ -60,6 +60,8 @@ struct ContextView<'a> {
     store: &'a str,
     current: bool,
     description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<&'a str>,
 }
 
 fn valid_name(n: &str) -> anyhow::Result<()> {
@@ -82,17 +84,25 @@ impl ContextCmd {
             .clone()
             .unwrap_or_else(|| DEFAULT_CONTEXT.into());
         let json = ctx.global.json;
-        let show = |name: &str, store: &str, description: Option<&str>| -> anyhow::Result<()> {
+        let show = |name: &str,
+                    store: &str,
+                    description: Option<&str>,
+                    replica: Option<&str>|
+         -> anyhow::Result<()> {
             if json {
                 output::json(&ContextView {
                     name,
                     store,
                     current: name == current,
                     description,
+                    replica,
                 })
             } else {
                 let mark = if name == current { "*" } else { " " };
-                output::line(format!("{mark} {name} , {store}"))
+                match replica {
+                    Some(r) => output::line(format!("{mark} {name} , {store} , replica {r}")),
+                    None => output::line(format!("{mark} {name} , {store}")),
+                }
             }
         };
         match self {
@@ -164,7 +174,12 @@ impl ContextCmd {
                     config.context = Some(a.name.clone());
                 }
                 ctx.home.save(&config)?;
-                show(&a.name, &a.store_url, a.description.as_deref())?;
+                show(
+                    &a.name,
+                    &a.store_url,
+                    a.description.as_deref(),
+                    a.replica.as_deref(),
+                )?;
             }
             ContextCmd::List => {
                 if !config.contexts.contains_key(DEFAULT_CONTEXT) {
@@ -172,10 +187,16 @@ impl ContextCmd {
                         DEFAULT_CONTEXT,
                         &ctx.home.embedded_store(),
                         Some("the embedded local store"),
+                        None,
                     )?;
                 }
                 for (name, c) in &config.contexts {
-                    show(name, &c.store, c.description.as_deref())?;
+                    show(
+                        name,
+                        &c.store,
+                        c.description.as_deref(),
+                        c.replica.as_deref(),
+                    )?;
                 }
             }
             ContextCmd::Get(a) => {
@@ -191,7 +212,11 @@ impl ContextCmd {
                             .contexts
                             .get(&name)
                             .and_then(|c| c.description.as_deref());
-                        show(&name, &store, d)?;
+                        let r = config
+                            .contexts
+                            .get(&name)
+                            .and_then(|c| c.replica.as_deref());
+                        show(&name, &store, d, r)?;
                     }
                     Err(e) => {
                         eprintln!("error: {}", e.root_cause());

@@ -439,6 +439,8 @@ fn context_with_a_replica_writes_to_both() {
         &replica,
         "--use",
     ]));
+    let shown = ok(datamon(&home, &t.env).args(["context", "get", "--name", "geo"]));
+    assert!(shown.contains(&format!("replica {replica}")), "{shown}");
     let src = tmp.path().join("src");
     write_files(&src, 9, 5);
     let src_s = src.display().to_string();
