@@ -85,7 +85,7 @@ rate() { python3 -c "print(f'{$bytes/1e6/$1:.1f}')"; }
   echo "# S3 benchmark: $PRESET preset ($files files, $mb MB in v1; $files2 files in v2), $(date -u +%FT%TZ)"
   echo
   echo "Server: $EP (loopback). Machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB RAM."
-  echo "datamon $("$DATAMON_BIN" version 2>/dev/null | head -1), --concurrency $CONC; $(rclone version | head -1), --transfers $CONC; $(restic version | cut -d' ' -f1-2)."
+  echo "$("$DATAMON_BIN" version 2>/dev/null | head -1), --concurrency $CONC; $(rclone version | head -1), --transfers $CONC; $(restic version | cut -d' ' -f1-2)."
   echo
   echo "| tool | upload v1 (s) | MB/s | upload v2 (s) | download v1 (s) | MB/s | objects in bucket | bytes in bucket |"
   echo "|---|---|---|---|---|---|---|---|"
