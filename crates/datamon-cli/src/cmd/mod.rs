@@ -7,6 +7,7 @@ pub mod context;
 pub mod label;
 pub mod misc;
 pub mod repo;
+pub mod store;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Label(c) => c.run(ctx).await,
         Command::Branch(c) => c.run(ctx).await,
         Command::Context(c) => c.run(ctx).await,
+        Command::Store(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
         Command::Version => misc::version(ctx),

@@ -13,3 +13,4 @@ mod faults;
 mod labels_branches;
 mod misc;
 mod repo;
+mod s3;
