@@ -20,6 +20,7 @@
 //! }
 //! # }
 //! ```
+#![allow(clippy::disallowed_methods)] // fixtures write test files directly
 
 pub mod backends;
 pub mod conformance;
