@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod context;
 pub mod label;
 pub mod misc;
+pub mod mount;
 pub mod repo;
 
 use std::process::ExitCode;

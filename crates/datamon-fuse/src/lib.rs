@@ -1,0 +1,301 @@
+//! FUSE adapter over datamon's read-only virtual filesystem ([`datamon::vfs::Vfs`]).
+//!
+//! All domain logic (lazy tree loading, chunk cache, read-ahead, verification, time limits) lives
+//! in the library; this crate only translates FUSE requests into [`Vfs`] calls and errors into
+//! errno values. The mount is read-only (`ro`), named `datamon` (fs name and subtype, so
+//! `mount` shows `datamon on DIR type fuse.datamon`), and served by several threads so that
+//! parallel readers do not wait for each other.
+//!
+//! ```no_run
+//! # async fn demo(vfs: datamon::vfs::Vfs) -> std::io::Result<()> {
+//! let session = datamon_fuse::mount_read_only(vfs, "/mnt/data".as_ref(), &Default::default())?;
+//! // ... serve until asked to stop, then:
+//! session.umount_and_join()?;
+//! # Ok(()) }
+//! ```
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use datamon::types::EntryKind;
+use datamon::vfs::{Attr, Vfs};
+use datamon::{Error, VfsErrorKind};
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, SessionACL,
+};
+
+pub use fuser::BackgroundSession;
+
+/// How long the kernel may cache names and attributes: the bundle never changes.
+const TTL: Duration = Duration::from_secs(3600);
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Let other users than the mounting one read the mount (`allow_other`).
+    pub allow_other: bool,
+    /// Threads serving FUSE requests (default 8).
+    pub threads: usize,
+    /// Owner shown for every entry (default: the mounting process's owner of the mount point).
+    pub uid: u32,
+    /// Group shown for every entry.
+    pub gid: u32,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            allow_other: false,
+            threads: 8,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// Mounts `vfs` read-only at `mountpoint` and serves it from background threads until the
+/// returned session is unmounted or dropped. Returns once the mount is in place.
+///
+/// # Errors
+/// The mount fails (no `/dev/fuse`, not permitted, not a directory).
+pub fn mount_read_only(
+    vfs: Vfs,
+    mountpoint: &Path,
+    config: &MountConfig,
+) -> std::io::Result<BackgroundSession> {
+    let fs = ReadOnlyFs {
+        vfs,
+        uid: config.uid,
+        gid: config.gid,
+    };
+    let options = vec![
+        MountOption::FSName("datamon".into()),
+        MountOption::Subtype("datamon".into()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::DefaultPermissions,
+    ];
+    let mut cfg = Config::default();
+    if config.allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.mount_options = options;
+    cfg.n_threads = Some(config.threads.max(1));
+    fuser::spawn_mount(fs, mountpoint, &cfg)
+}
+
+/// The read-only filesystem.
+#[derive(Debug)]
+pub struct ReadOnlyFs {
+    vfs: Vfs,
+    uid: u32,
+    gid: u32,
+}
+
+impl ReadOnlyFs {
+    fn attr(&self, a: &Attr) -> FileAttr {
+        let t = if a.mtime_ns >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(a.mtime_ns as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_nanos(a.mtime_ns.unsigned_abs())
+        };
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: file_type(a.kind),
+            perm: (a.mode & 0o7777) as u16,
+            nlink: if a.kind == EntryKind::Dir { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 128 << 10,
+            flags: 0,
+        }
+    }
+}
+
+fn file_type(k: EntryKind) -> FileType {
+    match k {
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// Maps a library error to an errno, logging failures that are not the caller's doing.
+fn errno(op: &str, e: &Error) -> Errno {
+    match e {
+        Error::Vfs { kind, .. } => match kind {
+            VfsErrorKind::Stale => Errno::ESTALE,
+            VfsErrorKind::NotADirectory => Errno::ENOTDIR,
+            VfsErrorKind::IsADirectory => Errno::EISDIR,
+            _ => Errno::EINVAL,
+        },
+        _ => {
+            tracing::error!(op, error = %e, "returning EIO");
+            Errno::EIO
+        }
+    }
+}
+
+impl Filesystem for ReadOnlyFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.vfs.lookup_blocking(parent.0, name) {
+            Ok(Some(a)) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(errno("lookup", &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
+            Err(e) => reply.error(errno("getattr", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(errno("readlink", &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.vfs.open_blocking(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno("open", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vfs.read_blocking(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno("read", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) if a.kind == EntryKind::Dir => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno("opendir", &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        // Offsets: 1 is ".", 2 is "..", 3 + i follows entry i.
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(ino, 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        let from = (off - 2) as usize;
+        let r = self.vfs.readdir_blocking(ino.0, from, |next, e| {
+            reply.add(INodeNo(e.ino), next as u64 + 2, file_type(e.kind), &e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.vfs.stats();
+        reply.statfs(s.bytes.div_ceil(4096), 0, 0, s.files, 0, 4096, 255, 4096);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+}
