@@ -113,13 +113,9 @@ impl MountArgs {
         ))?;
         let why = wait_for_stop(&session).await?;
         tracing::info!("{why}: unmounting {}", self.mount.display());
-        let finished = session.guard.is_finished();
+        let mountpoint = self.mount.clone();
         let r = tokio::task::spawn_blocking(move || {
-            if finished {
-                session.join()
-            } else {
-                session.umount_and_join()
-            }
+            datamon_fuse::unmount(session, &mountpoint, Duration::from_secs(2))
         })
         .await?;
         if let Err(e) = r {

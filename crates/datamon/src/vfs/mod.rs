@@ -727,3 +727,91 @@ fn plan_runs(chunks: &[ChunkRef], index: &Index) -> Result<Vec<Run>> {
     }
     Ok(runs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BundleSelector, NoProgress, OpenOptions, UploadContext, UploadOptions};
+
+    #[test]
+    fn lazy_lookup_read_readahead_and_forget() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::create_dir_all(src.path().join("d/e")).unwrap();
+        std::fs::write(src.path().join("d/e/big"), &big).unwrap();
+        std::fs::write(src.path().join("small"), b"hi").unwrap();
+        std::os::unix::fs::symlink("small", src.path().join("ln")).unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let opts = VfsOptions {
+            cache_dir: Some(cache.path().to_owned()),
+            ..VfsOptions::default()
+        };
+        let vfs = rt.block_on(async {
+            let dm = Datamon::open("memory://vfs-test", OpenOptions::default())
+                .await
+                .unwrap();
+            dm.create_repo(&repo, "t").await.unwrap();
+            let ctx = UploadContext {
+                repo: repo.clone(),
+                path: src.path().to_owned(),
+                message: "m".into(),
+            };
+            dm.upload(ctx, UploadOptions::default(), &NoProgress)
+                .await
+                .unwrap();
+            let id = dm.resolve(&repo, &BundleSelector::Latest).await.unwrap();
+            dm.vfs(&repo, &id, opts, rt.handle().clone()).await.unwrap()
+        });
+        assert_eq!(vfs.inode_count(), 1, "only the root at first");
+        let mut names = Vec::new();
+        vfs.readdir_blocking(ROOT_INODE, 0, |_, e| {
+            names.push(e.name);
+            false
+        })
+        .unwrap();
+        assert_eq!(names, ["d", "ln", "small"]);
+        assert!(vfs.lookup_blocking(ROOT_INODE, "nope").unwrap().is_none());
+        let ln = vfs.lookup_blocking(ROOT_INODE, "ln").unwrap().unwrap();
+        assert_eq!(vfs.readlink(ln.ino).unwrap(), "small");
+        let d = vfs.lookup_blocking(ROOT_INODE, "d").unwrap().unwrap();
+        let e = vfs.lookup_blocking(d.ino, "e").unwrap().unwrap();
+        let f = vfs.lookup_blocking(e.ino, "big").unwrap().unwrap();
+        assert_eq!(f.size, big.len() as u64);
+        assert_eq!(vfs.inode_count(), 5);
+        let fh = vfs.open_blocking(f.ino).unwrap();
+        // Sequential reads (read-ahead kicks in), then random ones.
+        let mut at = 0u64;
+        while at < f.size {
+            let d = vfs.read_blocking(fh, at, 131_072).unwrap();
+            assert_eq!(d, big[at as usize..(at as usize + d.len())]);
+            at += d.len() as u64;
+        }
+        for (off, len) in [(0u64, 1u32), (1_234_567, 100_000), (2_999_990, 4096)] {
+            let d = vfs.read_blocking(fh, off, len).unwrap();
+            let end = (off as usize + len as usize).min(big.len());
+            assert_eq!(d, big[off as usize..end]);
+        }
+        assert!(vfs.read_blocking(fh, 5_000_000, 10).unwrap().is_empty());
+        vfs.release(fh);
+        assert!(vfs.stats().cache_bytes > 0, "chunks went to the disk cache");
+        assert!(matches!(
+            vfs.open_blocking(d.ino),
+            Err(Error::Vfs {
+                kind: VfsErrorKind::IsADirectory,
+                ..
+            })
+        ));
+        vfs.forget(f.ino, 1);
+        vfs.forget(e.ino, 1);
+        assert_eq!(vfs.inode_count(), 3);
+        assert!(vfs.getattr(f.ino).is_err());
+    }
+}
