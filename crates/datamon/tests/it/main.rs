@@ -1,4 +1,5 @@
 //! Library-level tests of the datamon API on the in-memory and local stores.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
