@@ -137,6 +137,56 @@ pub fn unmount(
     }
 }
 
+/// Makes the directory `src` appear at `target` (a bind mount): how a mutable mount shows its
+/// local working copy, with the full semantics of the local filesystem (rename over files,
+/// fsync, locks: what git, tar and SQLite need).
+///
+/// # Errors
+/// Not permitted (bind mounts need root, or a user namespace), or a bad path.
+pub fn bind_mount(src: &Path, target: &Path) -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
+/// Unmounts whatever is mounted at `target`; a busy mount is detached lazily. Not being mounted
+/// is not an error.
+///
+/// # Errors
+/// The unmount is not permitted.
+pub fn unmount_path(target: &Path) -> std::io::Result<()> {
+    use nix::errno::Errno as E;
+    use nix::mount::{umount2, MntFlags};
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) | Err(E::EINVAL | E::ENOENT) => Ok(()),
+        Err(E::EBUSY) => Ok(umount2(target, MntFlags::MNT_DETACH)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether something is mounted exactly at `dir` (an absolute path), per
+/// `/proc/self/mountinfo`.
+pub fn is_mounted(dir: &Path) -> bool {
+    let Some(dir) = dir.to_str() else {
+        return false;
+    };
+    let escaped = dir
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
+    })
+}
+
 /// The read-only filesystem.
 #[derive(Debug)]
 pub struct ReadOnlyFs {

@@ -12,7 +12,9 @@
 //! - labels and branches: [`Datamon::set_label`], [`Datamon::label_history`],
 //!   [`Datamon::create_branch`], [`Datamon::list_branches`];
 //! - integrity: [`Datamon::fsck`];
-//! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]).
+//! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]);
+//!   [`Datamon::worktree_create`] and [`Datamon::worktree_commit`] back mutable mounts
+//!   ([`worktree::WorkTree`]).
 //!
 //! ```no_run
 //! use datamon::{Datamon, OpenOptions, UploadContext, UploadOptions, NoProgress, BundleSelector};
@@ -38,6 +40,7 @@ mod statcache;
 mod upload;
 pub mod vfs;
 mod walk;
+pub mod worktree;
 
 use std::path::PathBuf;
 

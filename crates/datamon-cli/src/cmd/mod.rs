@@ -8,6 +8,7 @@ pub mod label;
 pub mod misc;
 pub mod mount;
 pub mod repo;
+pub mod worktree;
 
 use std::process::ExitCode;
 

@@ -24,9 +24,12 @@ use crate::Ctx;
 
 /// `datamon bundle mount`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct MountArgs {
-    #[arg(long)]
-    repo: RepoName,
+    #[command(subcommand)]
+    sub: Option<MountSub>,
+    #[arg(long, required = true)]
+    repo: Option<RepoName>,
     /// Bundle id
     #[arg(long, conflicts_with_all = ["label", "branch"], required_unless_present_any = ["label", "branch"])]
     bundle: Option<BundleId>,
@@ -37,8 +40,8 @@ pub struct MountArgs {
     #[arg(long)]
     branch: Option<BranchName>,
     /// Empty directory to mount on
-    #[arg(long, value_name = "DIR")]
-    mount: PathBuf,
+    #[arg(long, value_name = "DIR", required = true)]
+    mount: Option<PathBuf>,
     /// Chunk cache directory, shared by mounts of the same store (default: $DATAMON_HOME/cache/chunks)
     #[arg(long, value_name = "DIR", env = "DATAMON_CACHE")]
     cache: Option<PathBuf>,
@@ -67,20 +70,20 @@ impl MountArgs {
     }
 
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        let meta = std::fs::metadata(&self.mount)
-            .with_context(|| format!("mount point {}", self.mount.display()))?;
-        if !meta.is_dir() {
-            bail!(
-                "mount point {} is not a directory: create an empty directory to mount on",
-                self.mount.display()
-            );
+        match self.sub {
+            Some(MountSub::New(a)) => return crate::cmd::worktree::run_new(*a, ctx).await,
+            Some(MountSub::Recover(a)) => return crate::cmd::worktree::run_recover(a, ctx).await,
+            None => {}
         }
+        let repo = self.repo.clone().expect("clap requires --repo");
+        let mount = self.mount.clone().expect("clap requires --mount");
+        let meta = mount_point(&mount)?;
         if self.daemon {
             return daemonize(ctx);
         }
         let sel = self.selector()?;
         let dm = ctx.open().await?;
-        let id = dm.resolve(&self.repo, &sel).await?;
+        let id = dm.resolve(&repo, &sel).await?;
         let opts = VfsOptions {
             cache_dir: Some(
                 self.cache
@@ -92,7 +95,7 @@ impl MountArgs {
             ..VfsOptions::default()
         };
         let vfs = dm
-            .vfs(&self.repo, &id, opts, tokio::runtime::Handle::current())
+            .vfs(&repo, &id, opts, tokio::runtime::Handle::current())
             .await?;
         let config = datamon_fuse::MountConfig {
             allow_other: self.allow_other,
@@ -100,32 +103,51 @@ impl MountArgs {
             gid: meta.gid(),
             ..Default::default()
         };
-        let mountpoint = self.mount.clone();
+        let mountpoint = mount.clone();
         let session = tokio::task::spawn_blocking(move || {
             datamon_fuse::mount_read_only(vfs, &mountpoint, &config)
         })
         .await?
-        .with_context(|| format!("cannot mount on {}", self.mount.display()))?;
+        .with_context(|| format!("cannot mount on {}", mount.display()))?;
         output::line(format!(
-            "Mounted bundle {id} of repo {} at {}",
-            self.repo,
-            self.mount.display()
+            "Mounted bundle {id} of repo {repo} at {}",
+            mount.display()
         ))?;
         let why = wait_for_stop(&session).await?;
-        tracing::info!("{why}: unmounting {}", self.mount.display());
-        let mountpoint = self.mount.clone();
+        tracing::info!("{why}: unmounting {}", mount.display());
+        let mountpoint = mount.clone();
         let r = tokio::task::spawn_blocking(move || {
             datamon_fuse::unmount(session, &mountpoint, Duration::from_secs(2))
         })
         .await?;
         if let Err(e) = r {
-            tracing::warn!("unmounting {}: {e}", self.mount.display());
+            tracing::warn!("unmounting {}: {e}", mount.display());
         }
         if !ctx.global.quiet {
-            eprintln!("Unmounted {} ({why})", self.mount.display());
+            eprintln!("Unmounted {} ({why})", mount.display());
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum MountSub {
+    /// Mount a new, versioned, writable work tree (empty or from a bundle); commits on unmount
+    New(Box<crate::cmd::worktree::NewArgs>),
+    /// Commit and clean up work trees left by mounts that died or failed to commit
+    Recover(crate::cmd::worktree::RecoverArgs),
+}
+
+/// Checks that `dir` is a directory to mount on.
+pub(crate) fn mount_point(dir: &std::path::Path) -> anyhow::Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "mount point {} is not a directory: create an empty directory to mount on",
+            dir.display()
+        );
+    }
+    Ok(meta)
 }
 
 /// Waits for SIGINT, SIGTERM, or the end of the session (unmounted from outside).
@@ -149,7 +171,7 @@ async fn wait_for_stop(session: &datamon_fuse::BackgroundSession) -> anyhow::Res
 
 /// Starts this same command without `--daemon` in its own process group, waits until it prints
 /// its "Mounted" line, prints that line and returns.
-fn daemonize(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub(crate) fn daemonize(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the datamon executable")?;
     let args: Vec<String> = std::env::args()
         .skip(1)
