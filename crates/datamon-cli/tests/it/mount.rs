@@ -109,14 +109,24 @@ impl Env {
     /// Starts `datamon bundle mount ARGS --mount DIR` in the foreground and waits until it says
     /// the mount is ready.
     fn mount(&self, dir: &Path, args: &[&str]) -> Mount {
+        self.start_mount(dir, &["bundle", "mount"], args)
+    }
+
+    /// Starts `datamon bundle mount new ARGS --mount DIR`.
+    fn mount_new(&self, dir: &Path, args: &[&str]) -> Mount {
+        self.start_mount(dir, &["bundle", "mount", "new"], args)
+    }
+
+    fn start_mount(&self, dir: &Path, cmd: &[&str], args: &[&str]) -> Mount {
         std::fs::create_dir_all(dir).expect("mount point");
+        let log = dir.with_extension("log");
         let mut child = self
             .cmd()
-            .args(["bundle", "mount"])
+            .args(cmd)
             .args(args)
             .args(["--mount", dir.to_str().expect("utf-8")])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start datamon bundle mount");
         let stdout = child.stdout.take().expect("stdout");
@@ -129,10 +139,11 @@ impl Env {
         let mount = Mount {
             child: Some(child),
             dir: dir.to_owned(),
+            lines: rx,
         };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => assert!(line.starts_with("Mounted bundle"), "unexpected: {line}"),
-            Err(_) => panic!("the mount did not become ready"),
+        match mount.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => assert!(line.starts_with("Mounted "), "unexpected: {line}"),
+            Err(_) => panic!("the mount did not become ready: {}", mount.log()),
         }
         assert!(is_mounted(dir), "{} is not in mountinfo", dir.display());
         mount
@@ -143,11 +154,33 @@ impl Env {
 struct Mount {
     child: Option<Child>,
     dir: PathBuf,
+    /// Lines the process printed on stdout after "Mounted ...".
+    lines: mpsc::Receiver<String>,
 }
 
 impl Mount {
+    /// What the process logged on stderr.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the next `Uploaded bundle id:` line and returns the id.
+    fn next_upload(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with("Uploaded bundle id:") => {
+                    return l["Uploaded bundle id:".len()..].to_owned()
+                }
+                Ok(_) => {}
+                Err(_) => panic!("no `Uploaded bundle id:` line within {within:?}"),
+            }
+        }
     }
 
     /// Sends a signal and returns the exit code.
@@ -528,4 +561,270 @@ fn store_gone_while_mounted_gives_eio_without_hanging() {
         std::fs::read(src.join("big.bin")).expect("read")
     );
     let _ = mount.pid();
+}
+
+fn sh(dir: &Path, script: &str) {
+    let o = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        o.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn download(env: &Env, sel: &[&str], dest: &Path) {
+    let mut args = vec!["bundle", "download", "--repo", "r", "--destination"];
+    args.push(dest.to_str().expect("utf-8"));
+    args.extend_from_slice(sel);
+    env.ok(&args);
+}
+
+#[track_caller]
+fn assert_same_tree(a: &Path, b: &Path) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "diff -r: {}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert_eq!(stat_tree(a), stat_tree(b), "find -printf of both trees");
+}
+
+#[test]
+fn mutable_mount_real_programs_then_commit_and_download() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    let base = env.upload(&src);
+    let mnt = env.path("work");
+    let mut mount = env.mount_new(
+        &mnt,
+        &[
+            "--repo",
+            "r",
+            "--message",
+            "notebook",
+            "--from-label",
+            "l",
+            "--label",
+            "work",
+        ],
+    );
+    assert_same_tree(&src, &mnt);
+
+    // What programs do: create, write at offsets, truncate, rename over a file, unlink, mkdir,
+    // rmdir, chmod, utimens, symlink, fsync.
+    {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(mnt.join("offsets.bin"))
+            .expect("create");
+        f.write_all_at(b"hello", 0).expect("write");
+        f.write_all_at(b"world", 1_000_000)
+            .expect("write past the end");
+        f.sync_all().expect("fsync");
+        let big = std::fs::OpenOptions::new()
+            .write(true)
+            .open(mnt.join("big.bin"))
+            .expect("open big");
+        big.write_all_at(&[0xAB; 4096], 123_456).expect("overwrite");
+        big.set_len(4_000_000).expect("truncate");
+    }
+    std::fs::write(mnt.join(".script.sh.tmp"), b"#!/bin/sh\necho new\n").expect("tmp");
+    std::fs::rename(mnt.join(".script.sh.tmp"), mnt.join("script.sh")).expect("rename over");
+    std::fs::remove_file(mnt.join("empty.txt")).expect("unlink");
+    std::fs::create_dir_all(mnt.join("newdir/inner")).expect("mkdir");
+    std::fs::remove_dir(mnt.join("newdir/inner")).expect("rmdir");
+    std::fs::remove_dir(mnt.join("empty-dir")).expect("rmdir");
+    std::fs::set_permissions(
+        mnt.join("many/f001"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    set_mtime(&mnt.join("many/f002"), 1_234_567_890, 42, false);
+    std::os::unix::fs::symlink("many/f003", mnt.join("newdir/link")).expect("symlink");
+    std::fs::rename(mnt.join("sub"), mnt.join("sub-renamed")).expect("rename dir");
+    // Jupyter-style save: write a temporary file, then rename it over the notebook.
+    std::fs::write(mnt.join("nb.ipynb"), b"{\"cells\": []}").expect("save");
+    std::fs::write(mnt.join(".~nb.ipynb"), b"{\"cells\": [1]}").expect("save tmp");
+    std::fs::rename(mnt.join(".~nb.ipynb"), mnt.join("nb.ipynb")).expect("save by rename");
+
+    // git clone, tar x and SQLite inside the mount.
+    let upstream = env.path("upstream");
+    std::fs::create_dir_all(&upstream).expect("dir");
+    sh(
+        &upstream,
+        "git init -q . && echo one > one.txt && git add one.txt && \
+         git -c user.name=t -c user.email=t@e commit -qm first",
+    );
+    sh(
+        &mnt,
+        &format!(
+            "git clone -q {} cloned && git -C cloned log --oneline | grep -q first",
+            upstream.display()
+        ),
+    );
+    sh(
+        &env.tmp.path().join("src"),
+        &format!("tar cf {}/sub.tar sub", env.tmp.path().display()),
+    );
+    sh(
+        &mnt,
+        &format!(
+            "mkdir untar && tar xf {}/sub.tar -C untar",
+            env.tmp.path().display()
+        ),
+    );
+    sh(
+        &mnt,
+        "sqlite3 db.sqlite 'create table t(x); insert into t values (1),(2),(3);' && \
+         sqlite3 db.sqlite 'update t set x = x * 10; delete from t where x = 20;'",
+    );
+
+    // Commit without unmounting; the bundle equals the working copy.
+    let out = env.ok(&[
+        "bundle",
+        "commit",
+        "--mount",
+        mnt.to_str().expect("utf-8"),
+        "--message",
+        "c1",
+    ]);
+    let c1 = out
+        .trim()
+        .strip_prefix("Uploaded bundle id:")
+        .expect("id line")
+        .to_owned();
+    let dl = env.path("dl1");
+    download(&env, &["--bundle", &c1], &dl);
+    assert_same_tree(&mnt, &dl);
+    sh(
+        &dl,
+        "test \"$(sqlite3 db.sqlite 'select group_concat(x) from t')\" = 10,30",
+    );
+    sh(&dl, "git -C cloned status --short | wc -l | grep -qx 0");
+    let listed = env.ok(&["bundle", "get", "--repo", "r", "--label", "work"]);
+    assert!(listed.contains(&c1), "label work moved to {c1}: {listed}");
+    assert_ne!(c1, base);
+
+    // One more change; unmounting commits it once more and exits 0.
+    std::fs::write(mnt.join("after.txt"), b"after commit").expect("write");
+    assert_eq!(mount.stop("TERM"), Some(0));
+    let c2 = mount.next_upload(Duration::from_secs(5));
+    assert!(!is_mounted(&mnt));
+    let dl2 = env.path("dl2");
+    download(&env, &["--label", "work"], &dl2);
+    assert_eq!(
+        std::fs::read(dl2.join("after.txt")).expect("read"),
+        b"after commit"
+    );
+    let got = env.ok(&["bundle", "get", "--repo", "r", "--label", "work"]);
+    assert!(got.contains(&c2));
+    assert_eq!(
+        std::fs::read_dir(env.path("home/scratch"))
+            .expect("scratch root")
+            .count(),
+        0,
+        "the scratch area is removed after the final commit"
+    );
+}
+
+#[test]
+fn mutable_mount_autosave_kill9_recover_and_failed_commit() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+
+    // Autosave commits on its own when something changed.
+    let mnt = env.path("nb");
+    let mut mount = env.mount_new(
+        &mnt,
+        &[
+            "--repo",
+            "r",
+            "--message",
+            "autosaved",
+            "--autosave",
+            "1s",
+            "--branch",
+            "nb",
+            "--label",
+            "nb",
+        ],
+    );
+    std::fs::write(mnt.join("a.txt"), b"first").expect("write");
+    let first = mount.next_upload(Duration::from_secs(20));
+
+    // kill -9 leaves the working copy (and the bind mount): recover commits it.
+    std::fs::write(mnt.join("b.txt"), b"second").expect("write");
+    assert_eq!(mount.stop("KILL"), None, "killed, no exit code");
+    let out = env.ok(&["bundle", "mount", "recover"]);
+    let recovered = out
+        .trim()
+        .strip_prefix("Uploaded bundle id:")
+        .expect("id line")
+        .to_owned();
+    assert!(!is_mounted(&mnt), "recover unmounts the stale mount");
+    let dl = env.path("dl");
+    download(&env, &["--branch", "nb"], &dl);
+    assert_eq!(std::fs::read(dl.join("b.txt")).expect("read"), b"second");
+    let log = env.ok(&["bundle", "get", "--repo", "r", "--bundle", &recovered]);
+    assert!(log.contains("autosaved"), "{log}");
+    assert_ne!(first, recovered);
+
+    // A commit that fails (store gone) keeps the work; recover finishes it later.
+    let mnt2 = env.path("nb2");
+    let mut mount = env.mount_new(&mnt2, &["--repo", "r", "--message", "m2", "--label", "two"]);
+    std::fs::write(mnt2.join("keep.txt"), b"precious").expect("write");
+    let store = env.path("home/store");
+    let away = env.path("store-away");
+    std::fs::rename(&store, &away).expect("hide the store");
+    assert_eq!(
+        mount.stop("TERM"),
+        Some(1),
+        "the final commit fails: {}",
+        mount.log()
+    );
+    assert!(!is_mounted(&mnt2));
+    let scratch: Vec<_> = std::fs::read_dir(env.path("home/scratch"))
+        .expect("scratch root")
+        .flatten()
+        .collect();
+    assert_eq!(scratch.len(), 1, "the work is kept");
+    std::fs::remove_dir_all(&store).ok();
+    std::fs::rename(&away, &store).expect("bring the store back");
+    let out = env.ok(&[
+        "bundle",
+        "mount",
+        "recover",
+        "--mount",
+        mnt2.to_str().expect("utf-8"),
+    ]);
+    assert!(out.starts_with("Uploaded bundle id:"), "{out}");
+    let dl = env.path("dl2");
+    download(&env, &["--label", "two"], &dl);
+    assert_eq!(
+        std::fs::read(dl.join("keep.txt")).expect("read"),
+        b"precious"
+    );
 }
