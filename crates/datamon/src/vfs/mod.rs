@@ -1,9 +1,9 @@
 //! A read-only virtual filesystem over one bundle: what a FUSE (or any other) front end calls.
 //!
 //! - **Lazy.** Only the root is known at first; a directory's tree node is fetched when it is
-//!   first looked up or listed, and parsed nodes are kept in a bounded LRU. Inodes exist only for
-//!   entries the kernel looked up, and are dropped again when it forgets them, so memory does not
-//!   grow with the size of the bundle.
+//!   first looked up or listed, and parsed nodes are kept in an LRU bounded by their number of
+//!   entries. Inodes exist only for entries the kernel looked up, and are dropped again when it
+//!   forgets them, so memory does not grow with the size of the bundle.
 //! - **Reads fetch only what they need.** An open file keeps the prefix offsets of its chunks; a
 //!   read maps `(offset, size)` to a range of chunks, served from a small memory LRU, then the
 //!   on-disk chunk cache shared by all mounts of the store, then the store: missing chunks are
@@ -73,7 +73,8 @@ pub struct VfsOptions {
     pub cache_size: u64,
     /// Bound of the in-memory chunk cache, in bytes (default 64 MiB).
     pub memory_cache: u64,
-    /// How many parsed directory nodes to keep (default 4096).
+    /// How many directory entries the cache of parsed directory nodes holds, over all nodes
+    /// (default 1,000,000: a few hundred MiB at most).
     pub tree_cache: usize,
     /// The largest read-ahead window of a sequential reader, in bytes (default 8 MiB; 0 turns
     /// read-ahead off).
@@ -90,7 +91,7 @@ impl Default for VfsOptions {
             cache_dir: None,
             cache_size: 10 << 30,
             memory_cache: 64 << 20,
-            tree_cache: 4096,
+            tree_cache: 1_000_000,
             readahead: 8 << 20,
             parallel_fetches: 8,
             timeout: Duration::from_secs(60),
@@ -304,7 +305,8 @@ impl Vfs {
                 inner.dm.load_tree(&inner.index, hash).await
             })?,
         );
-        lock(&self.inner.trees).insert(*hash, tree.clone(), 1);
+        let weight = tree.entries.len() as u64 + 1;
+        lock(&self.inner.trees).insert(*hash, tree.clone(), weight);
         Ok(tree)
     }
 
