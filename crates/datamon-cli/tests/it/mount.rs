@@ -828,3 +828,97 @@ fn mutable_mount_autosave_kill9_recover_and_failed_commit() {
         b"precious"
     );
 }
+
+#[test]
+fn hanging_store_gives_eio_after_the_timeout() {
+    if !fuse_available() {
+        return;
+    }
+    // A store that hangs: store B lives on a datamon mount (of a bundle holding B's files) whose
+    // server is then stopped with SIGSTOP, so every access to B blocks.
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    let inner_home = env.path("inner-home");
+    let o = env
+        .cmd()
+        .env("DATAMON_HOME", &inner_home)
+        .args(["repo", "create", "--repo", "r", "--description", "d"])
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let o = env
+        .cmd()
+        .env("DATAMON_HOME", &inner_home)
+        .args([
+            "bundle",
+            "upload",
+            "--repo",
+            "r",
+            "--label",
+            "l",
+            "--message",
+            "m",
+            "--path",
+        ])
+        .arg(&src)
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    // Store A holds store B's directory as a bundle.
+    env.upload(&inner_home.join("store"));
+    let host = env.path("host");
+    let mut host_mount = env.mount(&host, &["--repo", "r", "--label", "l"]);
+    let store_b = format!("file://{}", host.display());
+    let mnt = env.path("mnt");
+    let cache = env.path("cache");
+    let _mount = env.mount(
+        &mnt,
+        &[
+            "--store",
+            &store_b,
+            "--repo",
+            "r",
+            "--label",
+            "l",
+            "--timeout",
+            "3",
+            "--cache",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("script.sh")).expect("read"),
+        b"#!/bin/sh\necho hi\n"
+    );
+    let host_pid = host_mount.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &host_pid])
+        .status()
+        .expect("kill")
+        .success());
+    let t = Instant::now();
+    let r = std::fs::read(mnt.join("big.bin"));
+    let took = t.elapsed();
+    assert!(Command::new("kill")
+        .args(["-CONT", &host_pid])
+        .status()
+        .expect("kill")
+        .success());
+    let e = r.expect_err("the store hangs");
+    assert_eq!(e.raw_os_error(), Some(5), "EIO, got {e}");
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+    eprintln!("EIO after {took:?}");
+    // Once the store answers again, reads work.
+    let t = Instant::now();
+    assert_eq!(
+        std::fs::read(mnt.join("big.bin")).expect("read"),
+        std::fs::read(src.join("big.bin")).expect("read")
+    );
+    eprintln!("read after CONT {:?}", t.elapsed());
+    let t = Instant::now();
+    drop(_mount);
+    eprintln!("stop mount {:?}", t.elapsed());
+    host_mount.stop("TERM");
+    eprintln!("stop host {:?}", t.elapsed());
+}

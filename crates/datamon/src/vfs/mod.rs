@@ -577,7 +577,8 @@ impl Vfs {
         }
         if !missing.is_empty() {
             // Wait a little for chunks a prefetch is already fetching.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let wait = self.inner.opts.timeout.min(Duration::from_secs(5));
+            let deadline = std::time::Instant::now() + wait;
             while std::time::Instant::now() < deadline {
                 let inflight = lock(&self.inner.inflight);
                 if !missing.iter().any(|c| inflight.contains(&c.0)) {
@@ -644,17 +645,11 @@ impl Vfs {
     }
 
     /// Fetches chunks from the store: runs contiguous in one pack, parallel range reads, decode
-    /// and verify, then both caches. Returns how many bytes were fetched.
+    /// and verify, then both caches. Returns how many bytes were fetched. Cancel-safe: the
+    /// chunks are marked in flight only while the returned future lives.
     async fn fetch(&self, chunks: Vec<ChunkRef>) -> Result<u64> {
-        lock(&self.inner.inflight).extend(chunks.iter().map(|c| c.0));
-        let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+        let _inflight = InFlight::new(self, &chunks);
         let r = self.fetch_inner(chunks).await;
-        {
-            let mut inflight = lock(&self.inner.inflight);
-            for h in &hashes {
-                inflight.remove(h);
-            }
-        }
         if let Err(e) = &r {
             tracing::warn!(error = %e, "cannot read file data from the store");
         }
@@ -690,6 +685,29 @@ impl Vfs {
         .buffer_unordered(self.inner.opts.parallel_fetches.max(1))
         .try_fold(0u64, |a, n| async move { Ok(a + n) })
         .await
+    }
+}
+
+/// Marks chunks as being fetched, until dropped (also when the fetch is cancelled by a timeout).
+struct InFlight<'a> {
+    vfs: &'a Vfs,
+    hashes: Vec<Hash>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(vfs: &'a Vfs, chunks: &[ChunkRef]) -> Self {
+        let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+        lock(&vfs.inner.inflight).extend(hashes.iter().copied());
+        InFlight { vfs, hashes }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut inflight = lock(&self.vfs.inner.inflight);
+        for h in &self.hashes {
+            inflight.remove(h);
+        }
     }
 }
 
