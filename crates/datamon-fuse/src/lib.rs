@@ -43,6 +43,8 @@ pub struct MountConfig {
     pub uid: u32,
     /// Group shown for every entry.
     pub gid: u32,
+    /// Kernel read-ahead of the mount in KiB (default 1024; 0 keeps the kernel's default).
+    pub readahead_kb: u32,
 }
 
 impl Default for MountConfig {
@@ -52,6 +54,7 @@ impl Default for MountConfig {
             threads: 8,
             uid: 0,
             gid: 0,
+            readahead_kb: 1024,
         }
     }
 }
@@ -85,7 +88,27 @@ pub fn mount_read_only(
     }
     cfg.mount_options = options;
     cfg.n_threads = Some(config.threads.max(1));
-    fuser::spawn_mount(fs, mountpoint, &cfg)
+    let session = fuser::spawn_mount(fs, mountpoint, &cfg)?;
+    if config.readahead_kb > 0 {
+        set_readahead(mountpoint, config.readahead_kb);
+    }
+    Ok(session)
+}
+
+/// Raises the kernel's read-ahead for the mount (its backing device's `read_ahead_kb`), so that
+/// sequential readers send fewer, larger requests. Best effort: needs root; failures are logged.
+fn set_readahead(mountpoint: &Path, kb: u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(m) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = m.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&path, kb.to_string()) {
+        tracing::debug!("cannot set {path}: {e}");
+    }
 }
 
 /// Unmounts a mount made by this crate and waits (at most `wait`) for its session to end.

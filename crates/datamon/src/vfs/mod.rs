@@ -164,8 +164,9 @@ struct OpenFile {
     chunks: Arc<[ChunkRef]>,
     /// `offsets[i]` is where chunk `i` starts; the last element is the size.
     offsets: Vec<u64>,
-    /// Where the next sequential read would start, and the current read-ahead window.
-    seq: Mutex<(u64, u64)>,
+    /// Where the next sequential read would start, the current read-ahead window, and the chunk
+    /// index up to which read-ahead was already issued.
+    seq: Mutex<(u64, u64, usize)>,
 }
 
 /// A read-only view of one bundle (see the module docs). Cheap to clone.
@@ -504,7 +505,7 @@ impl Vfs {
             Arc::new(OpenFile {
                 chunks,
                 offsets,
-                seq: Mutex::new((0, 0)),
+                seq: Mutex::new((0, 0, 0)),
             }),
         );
         Ok(fh)
@@ -531,15 +532,17 @@ impl Vfs {
         let end = file_size.min(offset + u64::from(size));
         let first = file.offsets.partition_point(|&o| o <= offset) - 1;
         let last = file.offsets.partition_point(|&o| o < end) - 1; // inclusive
-        let window = {
+        let (window, issued) = {
             let mut seq = lock(&file.seq);
             let w = if offset == seq.0 && self.inner.opts.readahead > 0 {
                 (seq.1 * 2).clamp(MIN_READAHEAD, self.inner.opts.readahead)
             } else {
+                seq.2 = 0;
                 0
             };
-            *seq = (end, w);
-            w
+            seq.0 = end;
+            seq.1 = w;
+            (w, seq.2)
         };
         let needed: Vec<ChunkRef> = file.chunks[first..=last].to_vec();
         let data = self.chunks_blocking(&needed)?;
@@ -551,7 +554,9 @@ impl Vfs {
             out.extend_from_slice(&bytes[lo..hi]);
         }
         if window > 0 {
-            self.prefetch(&file, last + 1, window);
+            let upto = self.prefetch(&file, last + 1, issued, window);
+            let mut seq = lock(&file.seq);
+            seq.2 = seq.2.max(upto);
         }
         Ok(out)
     }
@@ -607,13 +612,19 @@ impl Vfs {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Fetches the chunks of the next `window` bytes from chunk `from` on, in the background.
-    fn prefetch(&self, file: &OpenFile, from: usize, window: u64) {
-        if from >= file.chunks.len() {
-            return;
+    /// Brings the chunks that start less than `window` bytes after chunk `next` (the reader's
+    /// position) into memory in the background, skipping those before `issued` (already
+    /// requested): from the disk cache when they are there, else from the store. Returns the
+    /// index of the first chunk not considered.
+    fn prefetch(&self, file: &OpenFile, next: usize, issued: usize, window: u64) -> usize {
+        let from = next.max(issued);
+        if next >= file.chunks.len() || from >= file.chunks.len() {
+            return from;
         }
-        let limit = file.offsets[from] + window;
-        let mut want = Vec::new();
+        let limit = file.offsets[next] + window;
+        let (mut from_disk, mut from_store) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
+        let mut upto = from;
         {
             let inflight = lock(&self.inner.inflight);
             let memory = lock(&self.inner.memory);
@@ -621,27 +632,41 @@ impl Vfs {
                 if file.offsets[i] >= limit {
                     break;
                 }
-                if !memory.contains(&c.0)
-                    && !inflight.contains(&c.0)
-                    && !self.inner.disk.contains(&c.0)
-                    && !want.contains(c)
-                {
-                    want.push(*c);
+                upto = i + 1;
+                if memory.contains(&c.0) || inflight.contains(&c.0) || !seen.insert(c.0) {
+                    continue;
+                }
+                if self.inner.disk.contains(&c.0) {
+                    from_disk.push(*c);
+                } else {
+                    from_store.push(*c);
                 }
             }
         }
-        if want.is_empty() {
-            return;
+        if !from_disk.is_empty() {
+            let guard = InFlight::new(self, &from_disk);
+            let this = self.clone();
+            self.inner.handle.spawn_blocking(move || {
+                for c in &from_disk {
+                    if let Some(b) = this.inner.disk.get(&c.0, c.1 as usize) {
+                        lock(&this.inner.memory).insert(c.0, b, c.1.into());
+                    }
+                }
+                drop(guard);
+            });
         }
-        let this = self.clone();
-        let timeout = self.inner.opts.timeout;
-        self.inner.handle.spawn(async move {
-            match tokio::time::timeout(timeout, this.fetch(want)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "read-ahead failed"),
-                Err(_) => tracing::debug!("read-ahead timed out"),
-            }
-        });
+        if !from_store.is_empty() {
+            let this = self.clone();
+            let timeout = self.inner.opts.timeout;
+            self.inner.handle.spawn(async move {
+                match tokio::time::timeout(timeout, this.fetch(from_store)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "read-ahead failed"),
+                    Err(_) => tracing::debug!("read-ahead timed out"),
+                }
+            });
+        }
+        upto
     }
 
     /// Fetches chunks from the store: runs contiguous in one pack, parallel range reads, decode
@@ -689,20 +714,23 @@ impl Vfs {
 }
 
 /// Marks chunks as being fetched, until dropped (also when the fetch is cancelled by a timeout).
-struct InFlight<'a> {
-    vfs: &'a Vfs,
+struct InFlight {
+    vfs: Vfs,
     hashes: Vec<Hash>,
 }
 
-impl<'a> InFlight<'a> {
-    fn new(vfs: &'a Vfs, chunks: &[ChunkRef]) -> Self {
+impl InFlight {
+    fn new(vfs: &Vfs, chunks: &[ChunkRef]) -> Self {
         let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
         lock(&vfs.inner.inflight).extend(hashes.iter().copied());
-        InFlight { vfs, hashes }
+        InFlight {
+            vfs: vfs.clone(),
+            hashes,
+        }
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         let mut inflight = lock(&self.vfs.inner.inflight);
         for h in &self.hashes {
