@@ -60,6 +60,9 @@ pub const ROOT_INODE: u64 = 1;
 /// The most bytes one range read fetches.
 const MAX_RUN: u64 = 4 << 20;
 
+/// How many threads read ahead from the disk cache at once, per read.
+const DISK_READERS: usize = 4;
+
 /// The first read-ahead window of a sequential reader.
 const MIN_READAHEAD: u64 = 256 << 10;
 
@@ -643,11 +646,14 @@ impl Vfs {
                 }
             }
         }
-        if !from_disk.is_empty() {
-            let guard = InFlight::new(self, &from_disk);
+        // Disk reads of small chunk files are latency-bound: several run at once.
+        let per_task = from_disk.len().div_ceil(DISK_READERS).max(4);
+        for group in from_disk.chunks(per_task) {
+            let group = group.to_vec();
+            let guard = InFlight::new(self, &group);
             let this = self.clone();
             self.inner.handle.spawn_blocking(move || {
-                for c in &from_disk {
+                for c in &group {
                     if let Some(b) = this.inner.disk.get(&c.0, c.1 as usize) {
                         lock(&this.inner.memory).insert(c.0, b, c.1.into());
                     }
