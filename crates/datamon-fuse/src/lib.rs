@@ -24,7 +24,8 @@ use datamon::{Error, VfsErrorKind};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, SessionACL,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    SessionACL,
 };
 
 pub use fuser::BackgroundSession;
@@ -270,6 +271,15 @@ fn errno(op: &str, e: &Error) -> Errno {
 }
 
 impl Filesystem for ReadOnlyFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Listing with attributes saves one lookup round trip per entry for `find`, `ls -l`.
+        let want = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(want) {
+            tracing::debug!("kernel lacks {missing:?}");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
@@ -379,6 +389,48 @@ impl Filesystem for ReadOnlyFs {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // As readdir; "." and ".." are not counted as lookups by the kernel.
+        let mut off = offset;
+        if off < 2 {
+            let Ok(me) = self.vfs.getattr(ino.0) else {
+                return reply.error(Errno::ESTALE);
+            };
+            let attr = self.attr(&me);
+            if off == 0 && reply.add(ino, 1, ".", &TTL, &attr, Generation(0)) {
+                return reply.ok();
+            }
+            if reply.add(ino, 2, "..", &TTL, &attr, Generation(0)) {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        let from = (off - 2) as usize;
+        let r = self
+            .vfs
+            .readdir_plus_blocking(ino.0, from, |next, name, a| {
+                reply.add(
+                    INodeNo(a.ino),
+                    next as u64 + 2,
+                    name,
+                    &TTL,
+                    &self.attr(&a),
+                    Generation(0),
+                )
+            });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdirplus", &e)),
         }
     }
 

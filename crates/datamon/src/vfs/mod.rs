@@ -358,23 +358,24 @@ impl Vfs {
             }
         }
         let tree = self.tree_blocking(&dir)?;
-        let Some(e) = tree.get(name) else {
-            return Ok(None);
-        };
+        Ok(tree.get(name).map(|e| self.intern(parent, e)))
+    }
+
+    /// Finds or creates the inode of entry `e` of directory `parent`, counting one lookup.
+    fn intern(&self, parent: u64, e: &datamon_types::TreeEntry) -> Attr {
+        let mut inodes = lock(&self.inner.inodes);
+        let name: Arc<str> = Arc::from(e.name.as_str());
+        if let Some(&ino) = inodes.by_name.get(&(parent, name.clone())) {
+            if let Some(i) = inodes.map.get_mut(&ino) {
+                i.lookups += 1;
+                return i.attr;
+            }
+        }
         let content = match &e.node {
             Node::Dir { tree } => Content::Dir(*tree),
             Node::File { chunks, .. } => Content::File(Arc::from(chunks.as_slice())),
             Node::Symlink { target } => Content::Symlink(Arc::from(target.as_str())),
         };
-        let mut inodes = lock(&self.inner.inodes);
-        let name: Arc<str> = Arc::from(name);
-        // Another thread may have raced us to it.
-        if let Some(&ino) = inodes.by_name.get(&(parent, name.clone())) {
-            if let Some(i) = inodes.map.get_mut(&ino) {
-                i.lookups += 1;
-                return Ok(Some(i.attr));
-            }
-        }
         let ino = inodes.next;
         inodes.next += 1;
         let attr = Attr {
@@ -395,7 +396,30 @@ impl Vfs {
                 lookups: 1,
             },
         );
-        Ok(Some(attr))
+        attr
+    }
+
+    /// Lists directory `ino` from entry number `offset` on with each entry's attributes (FUSE
+    /// `readdirplus`), calling `add` per entry until it returns `true` (buffer full, entry not
+    /// taken). Every entry taken counts one lookup, as [`Vfs::lookup_blocking`] does.
+    ///
+    /// # Errors
+    /// A stale or non-directory inode; a store failure or timeout.
+    pub fn readdir_plus_blocking(
+        &self,
+        ino: u64,
+        offset: usize,
+        mut add: impl FnMut(usize, &str, Attr) -> bool,
+    ) -> Result<()> {
+        let tree = self.tree_blocking(&self.dir_hash(ino)?)?;
+        for (i, e) in tree.entries.iter().enumerate().skip(offset) {
+            let attr = self.intern(ino, e);
+            if add(i + 1, &e.name, attr) {
+                self.forget(attr.ino, 1);
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Drops `n` lookup references; the inode is forgotten at zero (never the root).
@@ -867,5 +891,21 @@ mod tests {
         vfs.forget(e.ino, 1);
         assert_eq!(vfs.inode_count(), 3);
         assert!(vfs.getattr(f.ino).is_err());
+        // readdirplus counts a lookup per entry taken, none for the one that did not fit.
+        let mut taken = Vec::new();
+        vfs.readdir_plus_blocking(ROOT_INODE, 0, |next, name, a| {
+            if next == 3 {
+                return true;
+            }
+            taken.push((name.to_owned(), a.ino));
+            false
+        })
+        .unwrap();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0], ("d".to_owned(), d.ino), "known inodes are reused");
+        assert_eq!(vfs.inode_count(), 3, "small was not taken, so not kept");
+        vfs.forget(d.ino, 2);
+        vfs.forget(ln.ino, 2);
+        assert_eq!(vfs.inode_count(), 1);
     }
 }
