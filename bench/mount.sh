@@ -85,7 +85,10 @@ mount_dm() { # extra args...
   "$DATAMON_BIN" bundle mount --repo bench --label v1 --mount "$MNT" --daemon "$@" > "$RUN/mount.out" 2> "$RUN/mount.err"
   PIDS+=("$(sed -n 's/.*Serving from process \([0-9]*\).*/\1/p' "$RUN/mount.err")")
 }
-umount_dm() { kill "${PIDS[-1]}"; while mountpoint -q "$MNT"; do sleep 0.1; done; }
+umount_dm() {
+  kill "${PIDS[-1]}"
+  while mountpoint -q "$MNT" || kill -0 "${PIDS[-1]}" 2>/dev/null; do sleep 0.1; done
+}
 
 log "upload"
 "$DATAMON_BIN" repo create --repo bench --description bench > /dev/null

@@ -112,52 +112,29 @@ fn set_readahead(mountpoint: &Path, kb: u32) {
     }
 }
 
-/// Unmounts a mount made by this crate and waits (at most `wait`) for its session to end.
+/// Unmounts a mount made by this crate and waits for its session to end.
 ///
 /// A busy mount (a file still open) is detached lazily: it disappears from the namespace at once
 /// and the kernel ends it when the last file is closed, or when this process exits. When this
-/// user may not unmount (not root), `fusermount3 -u -z` does it.
+/// user may not unmount (not root), fuser runs `fusermount3 -u -z`.
 ///
 /// # Errors
-/// The unmount fails for another reason than "busy" or "not mounted".
-pub fn unmount(
-    session: BackgroundSession,
-    mountpoint: &Path,
-    wait: Duration,
-) -> std::io::Result<()> {
-    use nix::errno::Errno as E;
-    use nix::mount::{umount2, MntFlags};
-    if !session.guard.is_finished() {
-        match umount2(mountpoint, MntFlags::empty()) {
-            Ok(()) | Err(E::EINVAL | E::ENOENT) => {}
-            Err(E::EBUSY) => {
-                tracing::info!("{} is busy: detaching it", mountpoint.display());
-                umount2(mountpoint, MntFlags::MNT_DETACH)?;
-            }
-            Err(E::EPERM) => {
-                let st = std::process::Command::new("fusermount3")
-                    .args(["-u", "-z", "--"])
-                    .arg(mountpoint)
-                    .status()?;
-                if !st.success() {
-                    return Err(std::io::Error::other(format!(
-                        "fusermount3 -u {} failed ({st})",
-                        mountpoint.display()
-                    )));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let deadline = std::time::Instant::now() + wait;
-    while !session.guard.is_finished() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The unmount fails for another reason than "busy".
+pub fn unmount(session: BackgroundSession, mountpoint: &Path) -> std::io::Result<()> {
     if session.guard.is_finished() {
-        session.join()
-    } else {
-        tracing::info!("files are still open on the detached mount; exiting anyway");
-        Ok(())
+        // Unmounted from outside. Dropping the session would make fuser unmount the path once
+        // more, which could hit a newer mount there: leak it instead (the process is ending).
+        std::mem::forget(session);
+        return Ok(());
+    }
+    match session.umount_and_join() {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+            tracing::info!("{} is busy: detaching it", mountpoint.display());
+            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)?;
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

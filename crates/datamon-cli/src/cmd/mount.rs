@@ -116,10 +116,8 @@ impl MountArgs {
         let why = wait_for_stop(&session).await?;
         tracing::info!("{why}: unmounting {}", mount.display());
         let mountpoint = mount.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            datamon_fuse::unmount(session, &mountpoint, Duration::from_secs(2))
-        })
-        .await?;
+        let r = tokio::task::spawn_blocking(move || datamon_fuse::unmount(session, &mountpoint))
+            .await?;
         if let Err(e) = r {
             tracing::warn!("unmounting {}: {e}", mount.display());
         }
