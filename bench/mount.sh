@@ -187,5 +187,10 @@ row() { # name seconds
   echo "| datamon mount, warm chunk cache (fresh mount) | $DM_RAND_WARM |"
   echo "| restic mount | $RESTIC_RAND |"
   [ -z "$RESTIC_NOTE" ] || { echo; echo "Note: $RESTIC_NOTE"; }
+  if [ "$LARGE_BYTES" -lt $((16 << 20)) ]; then
+    echo
+    echo "Note: this preset has no large files, so the sequential and random-read sections measure"
+    echo "a few small files only; the metadata section is the meaningful one."
+  fi
 } | tee "$OUT_MD"
 log "report: $OUT_MD"
