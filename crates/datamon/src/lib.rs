@@ -11,7 +11,10 @@
 //!   [`Datamon::diff_dir`], [`Datamon::update_dir`];
 //! - labels and branches: [`Datamon::set_label`], [`Datamon::label_history`],
 //!   [`Datamon::create_branch`], [`Datamon::list_branches`];
-//! - integrity: [`Datamon::fsck`].
+//! - integrity: [`Datamon::fsck`];
+//! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]);
+//!   [`Datamon::worktree_create`] and [`Datamon::worktree_commit`] back mutable mounts
+//!   ([`worktree::WorkTree`]).
 //!
 //! ```no_run
 //! use datamon::{Datamon, OpenOptions, UploadContext, UploadOptions, NoProgress, BundleSelector};
@@ -35,7 +38,9 @@ mod repo;
 mod scan;
 mod statcache;
 mod upload;
+pub mod vfs;
 mod walk;
+pub mod worktree;
 
 use std::path::PathBuf;
 
@@ -46,7 +51,7 @@ pub use datamon_types::{
 };
 pub use diff::{Change, ChangeKind};
 pub use download::{DownloadOptions, DownloadReport};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, VfsErrorKind};
 pub use fsck::FsckReport;
 pub use progress::{NoProgress, Progress, Unit};
 pub use refs::BundleSelector;

@@ -6,8 +6,10 @@ pub mod bundle;
 pub mod context;
 pub mod label;
 pub mod misc;
+pub mod mount;
 pub mod repo;
 pub mod store;
+pub mod worktree;
 
 use std::process::ExitCode;
 

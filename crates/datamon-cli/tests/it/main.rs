@@ -12,5 +12,6 @@ mod errors;
 mod faults;
 mod labels_branches;
 mod misc;
+mod mount;
 mod repo;
 mod s3;
