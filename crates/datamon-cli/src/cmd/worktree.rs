@@ -147,8 +147,10 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let bar = ctx.progress();
     let wt = dm.worktree_create(&scratch, state, &bar).await?;
-    std::fs::write(scratch.join("mount.pid"), std::process::id().to_string())
-        .context("cannot write mount.pid")?;
+    crate::config::write_atomic(
+        &scratch.join("mount.pid"),
+        std::process::id().to_string().as_bytes(),
+    )?;
     datamon_fuse::bind_mount(&wt.files(), &mount)
         .with_context(|| format!("cannot mount on {}", mount.display()))?;
     output::line(format!(
