@@ -30,6 +30,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContextEntry {
     pub store: String,
+    /// A replica store: every write also goes there; reads fall back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -85,6 +88,11 @@ impl Home {
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let text = toml::to_string_pretty(config).context("cannot encode the config")?;
         write_atomic(&self.config_path(), text.as_bytes())
+    }
+
+    /// The replica store URL of a context, if it has one.
+    pub fn context_replica(&self, config: &Config, name: &str) -> Option<String> {
+        config.contexts.get(name).and_then(|c| c.replica.clone())
     }
 
     /// The store URL for a context name (`default` is the embedded store).

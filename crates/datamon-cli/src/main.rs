@@ -86,6 +86,9 @@ pub(crate) enum Command {
     /// Named stores to switch between (dev, prod...)
     #[command(subcommand)]
     Context(cmd::context::ContextCmd),
+    /// Whole-store operations: copy a store into another (`store sync`)
+    #[command(subcommand)]
+    Store(cmd::store::StoreCmd),
     /// Settings of this user (author name)
     #[command(subcommand)]
     Config(cmd::misc::ConfigCmd),
@@ -127,6 +130,21 @@ impl Ctx {
         self.home.context_store(&config, &name)
     }
 
+    /// The replica of the context in use (none when `--store` names a store directly).
+    pub(crate) fn replica_url(&self) -> anyhow::Result<Option<String>> {
+        if self.global.store.is_some() {
+            return Ok(None);
+        }
+        let config = self.home.load()?;
+        let name = self
+            .global
+            .context
+            .clone()
+            .or(config.context.clone())
+            .unwrap_or_else(|| DEFAULT_CONTEXT.into());
+        Ok(self.home.context_replica(&config, &name))
+    }
+
     /// Who is acting: the configured author, else `$USER@host`.
     pub(crate) fn author(&self) -> String {
         if let Ok(Some(a)) = self.home.load().map(|c| c.author) {
@@ -160,9 +178,14 @@ impl Ctx {
             store_options,
             concurrency: self.global.concurrency,
         };
-        datamon::Datamon::open(&url, opts)
-            .await
-            .with_context(|| format!("cannot open store {url}"))
+        match self.replica_url()? {
+            Some(replica) => datamon::Datamon::open_with_replica(&url, &replica, opts)
+                .await
+                .with_context(|| format!("cannot open store {url} with replica {replica}")),
+            None => datamon::Datamon::open(&url, opts)
+                .await
+                .with_context(|| format!("cannot open store {url}")),
+        }
     }
 
     pub(crate) fn progress(&self) -> progress::Bar {

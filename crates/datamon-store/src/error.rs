@@ -23,6 +23,28 @@ pub enum ErrorKind {
     Permanent,
 }
 
+/// One of the checks of [`crate::Store::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreCheck {
+    /// The store answers a list and a read.
+    Reachable,
+    /// An object can be written, read back and deleted.
+    Writable,
+    /// A second create-if-absent of one key fails.
+    CreateIfAbsent,
+}
+
+impl std::fmt::Display for StoreCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreCheck::Reachable => "the store is not reachable",
+            StoreCheck::Writable => "the store is not writable",
+            StoreCheck::CreateIfAbsent => "the store does not honour create-if-absent",
+        })
+    }
+}
+
 /// An error of the storage layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -69,16 +91,17 @@ pub enum Error {
         /// This build's version.
         supported: u32,
     },
-    /// The object store failed.
-    #[error("store {op} of {key} failed: {source}")]
+    /// The object store failed. The message condenses the backend's error chain (whose
+    /// messages repeat each other) into one line ending with its root cause, so it is not
+    /// exposed again as `source()`; the typed error stays in `error`.
+    #[error("store {op} of {key} failed: {}", condense(error))]
     Backend {
         /// The operation (get, put, list...).
         op: &'static str,
         /// The key or prefix.
         key: String,
         /// The underlying error.
-        #[source]
-        source: object_store::Error,
+        error: object_store::Error,
     },
     /// A JSON record could not be decoded.
     #[error("cannot decode {key}: {source}")]
@@ -88,6 +111,15 @@ pub enum Error {
         /// The decoding error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A check of [`crate::Store::check`] failed.
+    #[error("{check}")]
+    Check {
+        /// Which check.
+        check: StoreCheck,
+        /// Why.
+        #[source]
+        source: Box<Error>,
     },
     /// A local file operation failed.
     #[error("{path}: {source}")]
@@ -110,7 +142,7 @@ impl Error {
             Error::Precondition { .. } => ErrorKind::Precondition,
             Error::Corrupt { .. } | Error::Json { .. } => ErrorKind::Corrupt,
             Error::UnsupportedVersion { .. } => ErrorKind::Permanent,
-            Error::Backend { source, .. } => match source {
+            Error::Backend { error, .. } => match error {
                 object_store::Error::NotFound { .. } => ErrorKind::NotFound,
                 object_store::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
                 object_store::Error::Precondition { .. } => ErrorKind::Precondition,
@@ -118,6 +150,7 @@ impl Error {
                 _ => ErrorKind::Permanent,
             },
             Error::Io { .. } => ErrorKind::Permanent,
+            Error::Check { source, .. } => source.kind(),
         }
     }
 
@@ -134,11 +167,67 @@ impl Error {
             object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
                 key: key.to_owned(),
             },
-            source => Error::Backend {
+            error => Error::Backend {
                 op,
                 key: key.to_owned(),
-                source,
+                error,
             },
         }
+    }
+}
+
+/// The message of `e`, followed by each cause in its chain that the message does not already
+/// contain.
+fn condense(e: &object_store::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_are_one_line_and_classified() {
+        let e = Error::backend(
+            "get",
+            "k",
+            object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert_eq!(
+            e.to_string(),
+            "store get of k failed: Generic S3 error: connection reset"
+        );
+        let denied = Error::backend(
+            "put",
+            "k",
+            object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "403".into(),
+            },
+        );
+        assert_eq!(denied.kind(), ErrorKind::Permanent);
+        let check = Error::Check {
+            check: StoreCheck::CreateIfAbsent,
+            source: Box::new(e),
+        };
+        assert_eq!(check.kind(), ErrorKind::Transient);
+        assert_eq!(
+            check.to_string(),
+            "the store does not honour create-if-absent"
+        );
     }
 }

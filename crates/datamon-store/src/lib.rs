@@ -19,14 +19,17 @@
 //! ```
 
 mod error;
+mod gcs;
 mod index;
 pub mod keys;
 mod pack;
 mod store;
+mod sync;
 mod url;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, StoreCheck};
 pub use index::{BlobRef, Index};
 pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};
-pub use store::Store;
+pub use store::{Store, MULTIPART_PART, MULTIPART_THRESHOLD};
+pub use sync::SyncReport;
 pub use url::StoreUrl;

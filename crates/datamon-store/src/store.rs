@@ -9,19 +9,117 @@ use chrono::Utc;
 use datamon_types::{Hash, StoreConfig, FORMAT_VERSION};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::error::StoreCheck;
 use crate::pack::parse_footer;
 use crate::{keys, Error, FinishedPack, Index, Result, StoreUrl};
 
 /// How many object reads run at once when loading many small objects.
 const LIST_FETCH_CONCURRENCY: usize = 32;
 
+/// Objects larger than this are written with a multipart upload.
+pub const MULTIPART_THRESHOLD: usize = 20 << 20;
+/// The part size of multipart uploads (S3 wants at least 5 MiB but for the last part).
+pub const MULTIPART_PART: usize = 8 << 20;
+/// Parts of one multipart upload in flight at once.
+const MULTIPART_CONCURRENCY: usize = 4;
+/// How many times this layer tries an operation that failed transiently (on top of the
+/// per-request retries of `object_store`).
+const STORE_ATTEMPTS: u32 = 3;
+
+/// Retries `op` while it fails with a transient error, with exponential backoff and jitter.
+async fn retry<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt + 1 < STORE_ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "retrying a store operation");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// 250 ms, 500 ms, 1 s... plus up to 100% random jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64 << attempt.min(5);
+    Duration::from_millis(base + random_u64() % base)
+}
+
+/// A random number from the standard library's per-process random hasher keys.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// How long reads skip a primary that failed transiently, going to the replica first.
+const PRIMARY_SUSPEND: Duration = Duration::from_secs(30);
+
+/// Runs a read on the primary and, when it fails, on the replica (first on the replica while
+/// the primary is suspended after a transient failure).
+macro_rules! with_fallback {
+    ($self:ident, $op:expr, $key:expr, |$s:ident| $call:expr) => {{
+        match $self.replica.as_deref() {
+            None => {
+                let $s = $self;
+                $call
+            }
+            Some(rep) => {
+                let mut early = None;
+                if $self.primary_suspended() {
+                    let $s = rep;
+                    match $call {
+                        Ok(v) => early = Some(v),
+                        Err(_) => {}
+                    }
+                }
+                match early {
+                    Some(v) => Ok(v),
+                    None => {
+                        let first = {
+                            let $s = $self;
+                            $call
+                        };
+                        match first {
+                            Ok(v) => Ok(v),
+                            Err(e) => {
+                                if e.is_transient() {
+                                    $self.suspend_primary();
+                                }
+                                tracing::warn!(op = $op, key = %$key, error = %e, replica = %rep.url, "reading from the replica");
+                                let $s = rep;
+                                $call.map_err(|_| e)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// An opened store.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Where every write also goes, and reads fall back to (see [`Store::open_with_replica`]).
+    replica: Option<Arc<Store>>,
+    /// Until when reads go to the replica first (after a transient failure of the primary).
+    suspended: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     os: Arc<dyn ObjectStore>,
     root: Path,
     url: StoreUrl,
@@ -37,6 +135,8 @@ impl Store {
         let url = StoreUrl::parse(url)?;
         let (os, root) = url.connect(options)?;
         let mut store = Store {
+            replica: None,
+            suspended: Arc::default(),
             os,
             root,
             url,
@@ -44,6 +144,20 @@ impl Store {
         };
         store.config = store.load_or_create_config().await?;
         Ok(store)
+    }
+
+    /// Connects to the store at `url` without reading or creating its config.
+    pub(crate) fn open_raw(url: &str, options: &[(String, String)]) -> Result<Store> {
+        let url = StoreUrl::parse(url)?;
+        let (os, root) = url.connect(options)?;
+        Ok(Store {
+            replica: None,
+            suspended: Arc::default(),
+            os,
+            root,
+            url,
+            config: default_config(),
+        })
     }
 
     async fn load_or_create_config(&self) -> Result<StoreConfig> {
@@ -111,30 +225,38 @@ impl Store {
         }
     }
 
-    /// Reads a whole object.
+    /// Reads a whole object. A read interrupted after the response began is retried (see
+    /// [`retry`]).
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let r = self
-            .os
-            .get(&self.path(key))
-            .await
-            .map_err(|e| Error::backend("get", key, e))?;
-        r.bytes().await.map_err(|e| Error::backend("get", key, e))
+    async fn get_primary(&self, key: &str) -> Result<Bytes> {
+        let path = &self.path(key);
+        retry(|| async move {
+            let r = self
+                .os
+                .get(path)
+                .await
+                .map_err(|e| Error::backend("get", key, e))?;
+            r.bytes().await.map_err(|e| Error::backend("get", key, e))
+        })
+        .await
     }
 
     /// Reads a byte range of an object.
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+    async fn get_range_primary(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        let b = self
-            .os
-            .get_range(&self.path(key), range)
-            .await
-            .map_err(|e| Error::backend("get", key, e))?;
+        let (path, range) = (&self.path(key), &range);
+        let b = retry(|| async move {
+            self.os
+                .get_range(path, range.clone())
+                .await
+                .map_err(|e| Error::backend("get", key, e))
+        })
+        .await?;
         if b.len() as u64 != want {
             return Err(Error::Corrupt {
                 what: key.to_owned(),
@@ -148,7 +270,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    pub async fn size(&self, key: &str) -> Result<u64> {
+    async fn size_primary(&self, key: &str) -> Result<u64> {
         let m = self
             .os
             .head(&self.path(key))
@@ -158,39 +280,163 @@ impl Store {
     }
 
     /// Writes an object, replacing any previous one (for content-addressed keys, where a
-    /// previous object has the same bytes).
+    /// previous object has the same bytes). Objects larger than [`MULTIPART_THRESHOLD`] are sent
+    /// as a multipart upload, [`MULTIPART_PART`] bytes per part, a few parts at once. A failed
+    /// write is retried whole (the body is in memory, so it is always re-sent in full).
     ///
     /// # Errors
     /// A backend error.
-    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.os
-            .put(&self.path(key), PutPayload::from(bytes))
-            .await
-            .map_err(|e| Error::backend("put", key, e))?;
-        Ok(())
+    async fn put_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let (path, bytes) = (&self.path(key), &bytes);
+        retry(|| async move {
+            if bytes.len() > MULTIPART_THRESHOLD {
+                self.put_multipart(path, bytes.clone())
+                    .await
+                    .map_err(|e| Error::backend("put", key, e))
+            } else {
+                self.os
+                    .put(path, PutPayload::from(bytes.clone()))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::backend("put", key, e))
+            }
+        })
+        .await
+    }
+
+    async fn put_multipart(&self, path: &Path, bytes: Bytes) -> object_store::Result<()> {
+        let upload = self.os.put_multipart(path).await?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if let Err(e) = w.wait_for_capacity(MULTIPART_CONCURRENCY).await {
+                w.abort().await.ok();
+                return Err(e);
+            }
+            let part = rest.split_to(rest.len().min(MULTIPART_PART));
+            w.put(part);
+        }
+        w.finish().await.map(|_| ())
     }
 
     /// Writes an object only if none exists under `key`.
     ///
+    /// A create whose outcome is unknown (the connection broke after the request was sent) is
+    /// retried, here or inside the HTTP client. So when a create finds the object already
+    /// there, the object is read back: when it holds exactly these bytes, it was this writer's
+    /// own earlier attempt and the create succeeded. Records carry their author and time, so two
+    /// writers never write identical bytes.
+    ///
     /// # Errors
     /// [`Error::AlreadyExists`] when one does; a backend error.
-    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
+    async fn create_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(key);
+        let mut attempt = 0u32;
+        loop {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let r = self
+                .os
+                .put_opts(&path, PutPayload::from(bytes.clone()), opts)
+                .await
+                .map_err(|e| Error::backend("create", key, e));
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e @ Error::AlreadyExists { .. }) => {
+                    return match self.get_primary(key).await {
+                        Ok(existing) if existing == bytes => Ok(()),
+                        _ => Err(e),
+                    };
+                }
+                Err(e) if e.is_transient() && attempt + 1 < STORE_ATTEMPTS => {
+                    tracing::debug!(key, attempt, error = %e, "retrying a create");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Checks that the store at `url` can be used: reachable (a list and a read answer),
+    /// writable (an object written under `tmp/` reads back the same and is deleted), and
+    /// honouring create-if-absent (a second create of one key fails). It writes no config.
+    ///
+    /// # Errors
+    /// [`Error::Check`] naming the first check that failed, with its cause.
+    pub async fn check(url: &str, options: &[(String, String)]) -> Result<()> {
+        let store = Store::open_raw(url, options)?;
+        let fail = |check: StoreCheck, e: Error| Error::Check {
+            check,
+            source: Box::new(e),
         };
-        self.os
-            .put_opts(&self.path(key), PutPayload::from(bytes), opts)
+        store
+            .list(keys::INDEX)
             .await
-            .map_err(|e| Error::backend("create", key, e))?;
-        Ok(())
+            .map_err(|e| fail(StoreCheck::Reachable, e))?;
+        match store.get(keys::CONFIG).await {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(fail(StoreCheck::Reachable, e)),
+        }
+        let nonce = format!("{:016x}", random_u64());
+        let probe = format!("tmp/check-{nonce}");
+        let body = Bytes::from(format!("datamon store check {nonce}"));
+        store
+            .put(&probe, body.clone())
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        let back = store
+            .get(&probe)
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        if back != body {
+            return Err(fail(
+                StoreCheck::Writable,
+                Error::Corrupt {
+                    what: probe,
+                    detail: "read back different bytes than written".into(),
+                },
+            ));
+        }
+        store
+            .delete(&probe)
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        let once = format!("tmp/check-{nonce}-create");
+        store
+            .create(&once, Bytes::from_static(b"first"))
+            .await
+            .map_err(|e| fail(StoreCheck::CreateIfAbsent, e))?;
+        let second = store.create(&once, Bytes::from_static(b"second")).await;
+        let kept = store.get(&once).await;
+        store.delete(&once).await.ok();
+        match (second, kept) {
+            (Err(Error::AlreadyExists { .. }), Ok(b)) if b.as_ref() == b"first" => Ok(()),
+            (Err(Error::AlreadyExists { .. }), Ok(_)) => Err(fail(
+                StoreCheck::CreateIfAbsent,
+                Error::Corrupt {
+                    what: once,
+                    detail: "a refused create still replaced the object".into(),
+                },
+            )),
+            (Ok(()), _) => Err(fail(
+                StoreCheck::CreateIfAbsent,
+                Error::Corrupt {
+                    what: once,
+                    detail: "a second create-if-absent of the same key succeeded: this store would lose concurrent ref updates (on S3-compatible stores, check that the server supports If-None-Match: *)".into(),
+                },
+            )),
+            (Err(e), _) => Err(fail(StoreCheck::CreateIfAbsent, e)),
+        }
     }
 
     /// Deletes an object (used only by tests and repair tools; datamon never rewrites objects).
     ///
     /// # Errors
     /// A backend error.
-    pub async fn delete(&self, key: &str) -> Result<()> {
+    async fn delete_primary(&self, key: &str) -> Result<()> {
         self.os
             .delete(&self.path(key))
             .await
@@ -201,15 +447,17 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let p = self.path(prefix.trim_end_matches('/'));
-        let mut out: Vec<(String, u64)> = self
-            .os
-            .list(Some(&p))
-            .map_ok(|m| (self.key_of(&m.location), m.size))
-            .try_collect()
-            .await
-            .map_err(|e| Error::backend("list", prefix, e))?;
+    async fn list_primary(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = &self.path(prefix.trim_end_matches('/'));
+        let mut out: Vec<(String, u64)> = retry(|| async move {
+            self.os
+                .list(Some(p))
+                .map_ok(|m| (self.key_of(&m.location), m.size))
+                .try_collect()
+                .await
+                .map_err(|e| Error::backend("list", prefix, e))
+        })
+        .await?;
         out.sort();
         Ok(out)
     }
@@ -218,7 +466,7 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list_dirs_primary(&self, prefix: &str) -> Result<Vec<String>> {
         let p = self.path(prefix.trim_end_matches('/'));
         let r = self
             .os
@@ -232,6 +480,154 @@ impl Store {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// Opens the store at `url` with a replica at `replica`: every write goes to both (the
+    /// primary first; a create-if-absent is decided by the primary), and a read that fails on the
+    /// primary (an error, a missing object, or a tree node that fails verification) is served by
+    /// the replica. The replica gets the primary's config when it has none. When the primary
+    /// cannot be reached at all, the store opens on the replica's config and reads from it.
+    ///
+    /// # Errors
+    /// As [`Store::open`], for either store.
+    pub async fn open_with_replica(
+        url: &str,
+        replica: &str,
+        options: &[(String, String)],
+    ) -> Result<Store> {
+        let mut rep = Store::open_raw(replica, options)?;
+        let mut primary = match Store::open(url, options).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => {
+                // The primary is unreachable: read through the replica (which must exist).
+                tracing::warn!(error = %e, replica = %rep.url, "the primary store fails; using the replica");
+                rep.config = rep.get_json(keys::CONFIG).await.map_err(|_| e)?;
+                let mut p = Store::open_raw(url, options)?;
+                p.config = rep.config.clone();
+                p.replica = Some(Arc::new(rep));
+                p.suspend_primary();
+                return Ok(p);
+            }
+            Err(e) => return Err(e),
+        };
+        let config = Bytes::from(
+            serde_json::to_vec_pretty(&primary.config).expect("records always serialize"),
+        );
+        match rep.create_primary(keys::CONFIG, config).await {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        rep.config = rep.load_or_create_config().await?;
+        primary.replica = Some(Arc::new(rep));
+        Ok(primary)
+    }
+
+    /// The replica, if this store has one.
+    pub fn replica(&self) -> Option<&Store> {
+        self.replica.as_deref()
+    }
+
+    fn primary_suspended(&self) -> bool {
+        let until = *self.suspended.lock().expect("not poisoned");
+        until.is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    fn suspend_primary(&self) {
+        *self.suspended.lock().expect("not poisoned") =
+            Some(std::time::Instant::now() + PRIMARY_SUSPEND);
+    }
+
+    /// Reads a whole object (from the replica when the primary fails).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        with_fallback!(self, "get", key, |s| s.get_primary(key).await)
+    }
+
+    /// Reads a byte range of an object (from the replica when the primary fails).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        with_fallback!(self, "get", key, |s| s
+            .get_range_primary(key, range.clone())
+            .await)
+    }
+
+    /// The size of an object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend error.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        with_fallback!(self, "head", key, |s| s.size_primary(key).await)
+    }
+
+    /// Writes an object, replacing any previous one (for content-addressed keys, where a
+    /// previous object has the same bytes), to the primary and then the replica.
+    ///
+    /// # Errors
+    /// A backend error of either.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_primary(key, bytes.clone()).await?;
+        if let Some(r) = &self.replica {
+            r.put_primary(key, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes an object only if none exists under `key` in the primary, then copies it to the
+    /// replica (where an identical object already there counts as written).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when the primary has one; a backend error.
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.create_primary(key, bytes.clone()).await?;
+        if let Some(r) = &self.replica {
+            match r.create_primary(key, bytes.clone()).await {
+                Ok(()) => {}
+                Err(Error::AlreadyExists { .. }) => {
+                    if r.get_primary(key).await? != bytes {
+                        tracing::warn!(key, replica = %r.url, "the replica holds other bytes under this key; left as it is");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an object (used only by tests and repair tools; datamon never rewrites objects),
+    /// from the primary and the replica.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_primary(key).await?;
+        if let Some(r) = &self.replica {
+            match r.delete_primary(key).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the keys (and sizes) under a prefix, recursively, sorted (from the replica when the
+    /// primary fails).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        with_fallback!(self, "list", prefix, |s| s.list_primary(prefix).await)
+    }
+
+    /// Lists the names of the "directories" directly under a prefix, sorted.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        with_fallback!(self, "list", prefix, |s| s.list_dirs_primary(prefix).await)
     }
 
     /// Reads a JSON record.
@@ -338,12 +734,22 @@ impl Store {
     /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
     /// damaged, or a backend error.
     pub async fn read_blob(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
+        match (self.read_blob_from(self, index, hash).await, self.replica()) {
+            (Err(e @ Error::Corrupt { .. }), Some(r)) => {
+                tracing::warn!(blob = %hash, error = %e, replica = %r.url, "reading a damaged blob from the replica");
+                self.read_blob_from(r, index, hash).await.map_err(|_| e)
+            }
+            (other, _) => other,
+        }
+    }
+
+    async fn read_blob_from(&self, from: &Store, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
         let r = index.get(hash).ok_or_else(|| Error::NotFound {
             key: format!("blob {hash}"),
         })?;
         let key = keys::pack(&r.pack);
         let start = u64::from(r.offset);
-        let stored = self
+        let stored = from
             .get_range(&key, start..start + u64::from(r.stored_len))
             .await?;
         let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)

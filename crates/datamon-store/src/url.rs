@@ -4,9 +4,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::time::Duration;
+
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::{Error, Result};
 
@@ -110,7 +112,10 @@ impl StoreUrl {
                 let store: Arc<dyn ObjectStore> = match url.scheme() {
                     "s3" | "s3a" => {
                         use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                        let mut b = AmazonS3Builder::new().with_url(url.as_str());
+                        let mut b = AmazonS3Builder::new()
+                            .with_url(url.as_str())
+                            .with_retry(retry_config())
+                            .with_client_options(client_options());
                         for (k, v) in options {
                             if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
                                 b = b.with_config(key, v);
@@ -119,18 +124,16 @@ impl StoreUrl {
                         Arc::new(b.build().map_err(bad)?)
                     }
                     "gs" => {
-                        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-                        let mut b = GoogleCloudStorageBuilder::new().with_url(url.as_str());
-                        for (k, v) in options {
-                            if let Ok(key) = k.parse::<GoogleConfigKey>() {
-                                b = b.with_config(key, v);
-                            }
-                        }
-                        Arc::new(b.build().map_err(bad)?)
+                        // The JSON API (see `gcs.rs`): served by GCS and by its emulators.
+                        let bucket = url.host_str().unwrap_or_default();
+                        Arc::new(crate::gcs::GcsJson::new(url, bucket, options).map_err(bad)?)
                     }
                     _ => {
                         use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                        let mut b = MicrosoftAzureBuilder::new().with_url(url.as_str());
+                        let mut b = MicrosoftAzureBuilder::new()
+                            .with_url(url.as_str())
+                            .with_retry(retry_config())
+                            .with_client_options(client_options());
                         for (k, v) in options {
                             if let Ok(key) = k.parse::<AzureConfigKey>() {
                                 b = b.with_config(key, v);
@@ -143,6 +146,34 @@ impl StoreUrl {
             }
         }
     }
+}
+
+/// How `object_store` retries one HTTP request: exponential backoff with jitter from 100 ms,
+/// at most 4 retries and 30 s, so that an unreachable store fails within seconds. Timeouts,
+/// 5xx and throttling (429) are retried; a request body is always re-sent whole (payloads are
+/// in memory, never half-consumed streams). [`crate::Store`] adds a second, coarser retry for
+/// what this one does not cover (interrupted bodies, non-idempotent creates).
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(4),
+            base: 2.0,
+        },
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(30),
+    }
+}
+
+/// HTTP client defaults: connect within 5 s; a response that stalls for 15 s between reads is
+/// abandoned (and retried); a whole request may take 5 minutes (a large part on a slow link).
+/// Every one of them can be overridden by the backend options (`connect_timeout`,
+/// `read_timeout`, `timeout`, e.g. from `AWS_READ_TIMEOUT`).
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_read_timeout(Duration::from_secs(15))
+        .with_timeout(Duration::from_secs(300))
 }
 
 impl std::fmt::Display for StoreUrl {

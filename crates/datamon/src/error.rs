@@ -164,6 +164,37 @@ pub enum Error {
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A store operation did not finish in time (the store is unreachable or too slow).
+    #[error("{what} did not finish within {seconds} s: the store is unreachable or too slow")]
+    Timeout {
+        /// What was being done.
+        what: String,
+        /// The time limit.
+        seconds: u64,
+    },
+    /// A mounted filesystem was asked about an inode or handle it does not know (or of the
+    /// wrong kind).
+    #[error("{what}")]
+    Vfs {
+        /// What was asked.
+        what: String,
+        /// What kind of request failure it is.
+        kind: VfsErrorKind,
+    },
+}
+
+/// Why a [`crate::vfs::Vfs`] request failed (front ends map it to an errno).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VfsErrorKind {
+    /// Unknown inode or file handle (ESTALE/EBADF).
+    Stale,
+    /// A directory was expected (ENOTDIR).
+    NotADirectory,
+    /// A file was expected, found a directory (EISDIR).
+    IsADirectory,
+    /// A symlink was expected (EINVAL).
+    NotASymlink,
 }
 
 impl Error {
@@ -198,6 +229,8 @@ impl Error {
             Error::LabelConflict { .. } => ErrorKind::Precondition,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
+            Error::Timeout { .. } => ErrorKind::Transient,
+            Error::Vfs { .. } => ErrorKind::InvalidInput,
         }
     }
 

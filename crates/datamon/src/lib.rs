@@ -13,7 +13,10 @@
 //!   [`Datamon::create_branch`], [`Datamon::list_branches`];
 //! - runs and lineage: [`Datamon::record_run`], [`Datamon::get_run`], [`Datamon::list_runs`],
 //!   [`Datamon::diff_runs`], [`Datamon::lineage`], [`Datamon::log`], [`Datamon::find_bundles`];
-//! - integrity: [`Datamon::fsck`].
+//! - integrity: [`Datamon::fsck`];
+//! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]);
+//!   [`Datamon::worktree_create`] and [`Datamon::worktree_commit`] back mutable mounts
+//!   ([`worktree::WorkTree`]).
 //!
 //! ```no_run
 //! use datamon::{Datamon, OpenOptions, UploadContext, UploadOptions, NoProgress, BundleSelector};
@@ -40,11 +43,13 @@ mod run;
 mod scan;
 mod statcache;
 mod upload;
+pub mod vfs;
 mod walk;
+pub mod worktree;
 
 use std::path::PathBuf;
 
-pub use datamon_store::{Store, StoreUrl};
+pub use datamon_store::{Store, StoreCheck, StoreUrl, SyncReport};
 pub use datamon_types as types;
 pub use datamon_types::{
     Branch, BranchName, Bundle, BundleId, BundleStats, CodeVersion, Hash, LabelName, LabelRecord,
@@ -52,7 +57,7 @@ pub use datamon_types::{
 };
 pub use diff::{Change, ChangeKind};
 pub use download::{DownloadOptions, DownloadReport};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, VfsErrorKind};
 pub use fsck::FsckReport;
 pub use lineage::{
     BundleQuery, EdgeKind, Lineage, LineageBundle, LineageDirection, LineageEdge, LineageOptions,
@@ -93,13 +98,53 @@ impl Datamon {
     /// An invalid or unreachable store.
     pub async fn open(url: &str, options: OpenOptions) -> Result<Datamon> {
         let store = Store::open(url, &options.store_options).await?;
+        Ok(Self::with_store(store, options))
+    }
+
+    /// Opens the store at `url` with a replica at `replica`: every object is written to both,
+    /// and reads fall back to the replica when the primary fails (see
+    /// [`Store::open_with_replica`]).
+    ///
+    /// # Errors
+    /// An invalid or unreachable store or replica.
+    pub async fn open_with_replica(
+        url: &str,
+        replica: &str,
+        options: OpenOptions,
+    ) -> Result<Datamon> {
+        let store = Store::open_with_replica(url, replica, &options.store_options).await?;
+        Ok(Self::with_store(store, options))
+    }
+
+    fn with_store(store: Store, options: OpenOptions) -> Datamon {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Ok(Datamon {
+        Datamon {
             store,
             author: options.author.unwrap_or_else(|| "unknown".to_owned()),
             cache_dir: options.cache_dir,
             concurrency: options.concurrency.unwrap_or(cores * 4).clamp(1, 256),
-        })
+        }
+    }
+
+    /// Checks that the store at `url` is reachable, writable and honours create-if-absent
+    /// (see [`Store::check`]), without initializing it.
+    ///
+    /// # Errors
+    /// A store error of kind `Check` naming the first check that failed.
+    pub async fn check_store(url: &str, options: &OpenOptions) -> Result<()> {
+        Store::check(url, &options.store_options).await?;
+        Ok(())
+    }
+
+    /// Copies into the store at `to` every object of the store at `from` that it lacks, in
+    /// commit order (packs, index, repos, bundles, branches, labels), never overwriting a
+    /// record; safe to interrupt and rerun (see [`Store::sync_to`]).
+    ///
+    /// # Errors
+    /// A store error of either side.
+    pub async fn sync_stores(from: &str, to: &str, options: &OpenOptions) -> Result<SyncReport> {
+        let src = Store::open(from, &options.store_options).await?;
+        Ok(src.sync_to(to, &options.store_options).await?)
     }
 
     /// The underlying store.

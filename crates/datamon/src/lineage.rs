@@ -438,8 +438,13 @@ mod tests {
         let r2 = run("two", &[&b1], &[&c1]);
         dm.record_run(&r1).await.unwrap();
         dm.record_run(&r2).await.unwrap();
+        // The same record again is a no-op (a retried write); another record under the same
+        // id is refused.
+        dm.record_run(&r1).await.unwrap();
+        let mut other = r1.clone();
+        other.step = "other".into();
         assert_eq!(
-            dm.record_run(&r1).await.unwrap_err().kind(),
+            dm.record_run(&other).await.unwrap_err().kind(),
             ErrorKind::AlreadyExists
         );
         let missing = run("x", &[&(a1.0.clone(), BundleId::generate())], &[]);

@@ -364,7 +364,8 @@ impl Datamon {
     }
 
     /// Records a run. Every bundle it names must exist; the record is written once
-    /// (create-if-absent), so a run id cannot be reused.
+    /// (create-if-absent), so a run id cannot be reused (recording the identical record again
+    /// is a no-op, as a retried write).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an empty step; [`Error::RepoNotFound`],

@@ -29,6 +29,10 @@ pub enum BundleCmd {
     Update(UpdateArgs),
     /// Which runs produced a bundle and from which inputs (upstream), which runs read it (downstream)
     Lineage(crate::cmd::run::LineageArgs),
+    /// Mount a bundle as a read-only filesystem (FUSE) until SIGINT/SIGTERM or unmount
+    Mount(Box<crate::cmd::mount::MountArgs>),
+    /// Commit a mutable mount's current state as a new bundle, without unmounting
+    Commit(crate::cmd::worktree::CommitArgs),
 }
 
 /// Which bundle: one of --bundle, --label, --branch.
@@ -253,6 +257,8 @@ impl BundleCmd {
         let json = ctx.global.json;
         let quiet = ctx.global.quiet || json;
         match self {
+            BundleCmd::Mount(a) => return a.run(ctx).await,
+            BundleCmd::Commit(a) => return crate::cmd::worktree::run_commit(a, ctx).await,
             BundleCmd::Upload(a) => {
                 let files = a.files.as_ref().map(read_list).transpose()?;
                 let meta = parse_meta(&a.meta)?;

@@ -10,7 +10,7 @@ use crate::Ctx;
 
 #[derive(Debug, Subcommand)]
 pub enum ContextCmd {
-    /// Name a store (checks that it can be opened)
+    /// Name a store (checks that it is reachable, writable and honours create-if-absent)
     Create(CreateArgs),
     /// List contexts: name , store (`*` marks the current one)
     List,
@@ -31,6 +31,10 @@ pub struct CreateArgs {
     /// A note about this context
     #[arg(long)]
     description: Option<String>,
+    /// A replica store: every object is also written there, and reads fall back to it when
+    /// the primary fails (checked like the store)
+    #[arg(long, value_name = "URL")]
+    replica: Option<String>,
     /// Also make it the current context
     #[arg(long = "use")]
     make_current: bool,
@@ -56,6 +60,8 @@ struct ContextView<'a> {
     store: &'a str,
     current: bool,
     description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<&'a str>,
 }
 
 fn valid_name(n: &str) -> anyhow::Result<()> {
@@ -78,17 +84,25 @@ impl ContextCmd {
             .clone()
             .unwrap_or_else(|| DEFAULT_CONTEXT.into());
         let json = ctx.global.json;
-        let show = |name: &str, store: &str, description: Option<&str>| -> anyhow::Result<()> {
+        let show = |name: &str,
+                    store: &str,
+                    description: Option<&str>,
+                    replica: Option<&str>|
+         -> anyhow::Result<()> {
             if json {
                 output::json(&ContextView {
                     name,
                     store,
                     current: name == current,
                     description,
+                    replica,
                 })
             } else {
                 let mark = if name == current { "*" } else { " " };
-                output::line(format!("{mark} {name} , {store}"))
+                match replica {
+                    Some(r) => output::line(format!("{mark} {name} , {store} , replica {r}")),
+                    None => output::line(format!("{mark} {name} , {store}")),
+                }
             }
         };
         match self {
@@ -108,14 +122,51 @@ impl ContextCmd {
                     },
                     home: ctx.home.clone(),
                 };
-                probe
-                    .open()
+                // Reachable, writable, create-if-absent: the error names the check that failed.
+                let store_options: Vec<(String, String)> = std::env::vars()
+                    .filter(|(k, _)| {
+                        k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+                    })
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                let opts = datamon::OpenOptions {
+                    store_options,
+                    ..Default::default()
+                };
+                datamon::Datamon::check_store(&a.store_url, &opts)
                     .await
-                    .context("the store of the new context cannot be used")?;
+                    .with_context(|| {
+                        format!(
+                            "the store of the new context cannot be used: {}",
+                            a.store_url
+                        )
+                    })?;
+                if let Some(replica) = &a.replica {
+                    datamon::Datamon::check_store(replica, &opts)
+                        .await
+                        .with_context(|| {
+                            format!("the replica of the new context cannot be used: {replica}")
+                        })?;
+                }
+                let opened = match &a.replica {
+                    Some(replica) => {
+                        let o = datamon::OpenOptions {
+                            store_options: opts.store_options.clone(),
+                            ..Default::default()
+                        };
+                        datamon::Datamon::open_with_replica(&a.store_url, replica, o)
+                            .await
+                            .map(drop)
+                            .map_err(anyhow::Error::from)
+                    }
+                    None => probe.open().await.map(drop),
+                };
+                opened.context("the store of the new context cannot be used")?;
                 config.contexts.insert(
                     a.name.clone(),
                     ContextEntry {
                         store: a.store_url.clone(),
+                        replica: a.replica.clone(),
                         description: a.description.clone(),
                     },
                 );
@@ -123,7 +174,12 @@ impl ContextCmd {
                     config.context = Some(a.name.clone());
                 }
                 ctx.home.save(&config)?;
-                show(&a.name, &a.store_url, a.description.as_deref())?;
+                show(
+                    &a.name,
+                    &a.store_url,
+                    a.description.as_deref(),
+                    a.replica.as_deref(),
+                )?;
             }
             ContextCmd::List => {
                 if !config.contexts.contains_key(DEFAULT_CONTEXT) {
@@ -131,10 +187,16 @@ impl ContextCmd {
                         DEFAULT_CONTEXT,
                         &ctx.home.embedded_store(),
                         Some("the embedded local store"),
+                        None,
                     )?;
                 }
                 for (name, c) in &config.contexts {
-                    show(name, &c.store, c.description.as_deref())?;
+                    show(
+                        name,
+                        &c.store,
+                        c.description.as_deref(),
+                        c.replica.as_deref(),
+                    )?;
                 }
             }
             ContextCmd::Get(a) => {
@@ -150,7 +212,11 @@ impl ContextCmd {
                             .contexts
                             .get(&name)
                             .and_then(|c| c.description.as_deref());
-                        show(&name, &store, d)?;
+                        let r = config
+                            .contexts
+                            .get(&name)
+                            .and_then(|c| c.replica.as_deref());
+                        show(&name, &store, d, r)?;
                     }
                     Err(e) => {
                         eprintln!("error: {}", e.root_cause());

@@ -6,8 +6,11 @@ pub mod bundle;
 pub mod context;
 pub mod label;
 pub mod misc;
+pub mod mount;
 pub mod repo;
 pub mod run;
+pub mod store;
+pub mod worktree;
 
 use std::process::ExitCode;
 
@@ -20,6 +23,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Label(c) => c.run(ctx).await,
         Command::Branch(c) => c.run(ctx).await,
         Command::Context(c) => c.run(ctx).await,
+        Command::Store(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
         Command::Run(c) => (*c).run(ctx).await,

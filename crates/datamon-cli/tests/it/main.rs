@@ -13,4 +13,6 @@ mod faults;
 mod labels_branches;
 mod lineage;
 mod misc;
+mod mount;
 mod repo;
+mod s3;

@@ -1,0 +1,274 @@
+//! Mutable mounts: `datamon bundle mount new`, `datamon bundle commit`, `datamon bundle mount
+//! recover`.
+//!
+//! A mutable mount is a work tree (see `datamon::worktree`) in
+//! `$DATAMON_HOME/scratch/<mount path with / as _>/`, whose `files/` directory is bind-mounted on
+//! the mount point, so programs get the full semantics of the local filesystem. The serving
+//! process commits on `--autosave` ticks and once more on SIGINT/SIGTERM (after unmounting), if
+//! anything changed; `datamon bundle commit --mount DIR` commits from another process. The
+//! scratch area is removed only after a successful final commit; otherwise `datamon bundle mount
+//! recover` finishes the work.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use datamon::worktree::{WorkTree, WorkTreeState};
+use datamon::{BranchName, BundleId, BundleSelector, LabelName, RepoName};
+
+use crate::output;
+use crate::Ctx;
+
+/// `datamon bundle mount new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    #[arg(long)]
+    repo: RepoName,
+    /// Empty directory to mount on
+    #[arg(long, value_name = "DIR")]
+    mount: PathBuf,
+    /// Message of the bundles committed from this mount
+    #[arg(long)]
+    message: String,
+    /// Start from this bundle (default: empty)
+    #[arg(long, conflicts_with = "from_label")]
+    from_bundle: Option<BundleId>,
+    /// Start from the bundle this label names
+    #[arg(long)]
+    from_label: Option<LabelName>,
+    /// Branch the commits advance (default: main)
+    #[arg(long)]
+    branch: Option<BranchName>,
+    /// Label each commit sets
+    #[arg(long)]
+    label: Option<LabelName>,
+    /// Commit every DURATION if something changed (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    autosave: Option<Duration>,
+    /// Return once the mount is ready, serving it from a background process
+    #[arg(long)]
+    daemon: bool,
+}
+
+/// `datamon bundle commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The mutable mount's directory
+    #[arg(long, value_name = "DIR")]
+    mount: PathBuf,
+    /// Message of this bundle (default: the mount's)
+    #[arg(long)]
+    message: Option<String>,
+}
+
+/// `datamon bundle mount recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Only the work tree of this mount point (default: every unfinished one)
+    #[arg(long, value_name = "DIR")]
+    mount: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m or h (e.g. 30s, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("the duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(p).with_context(|| format!("mount point {}", p.display()))
+}
+
+/// The scratch directory of a mount point.
+fn scratch_for(ctx: &Ctx, mount: &Path) -> PathBuf {
+    let name: String = mount
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    ctx.home.dir.join("scratch").join(name)
+}
+
+fn pid_alive(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("mount.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
+}
+
+pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    crate::cmd::mount::mount_point(&a.mount)?;
+    let mount = absolute(&a.mount)?;
+    if std::fs::read_dir(&mount).is_ok_and(|mut d| d.next().is_some()) {
+        bail!("mount point {} is not empty", mount.display());
+    }
+    if a.daemon {
+        return crate::cmd::mount::daemonize(ctx);
+    }
+    let scratch = scratch_for(ctx, &mount);
+    if scratch.exists() {
+        bail!(
+            "unfinished work of an earlier mount on {} is in {}: commit it with `datamon bundle mount recover --mount {}`",
+            mount.display(),
+            scratch.display(),
+            mount.display()
+        );
+    }
+    let dm = ctx.open().await?;
+    let base = match (&a.from_bundle, &a.from_label) {
+        (Some(id), _) => Some(dm.resolve(&a.repo, &BundleSelector::Id(*id)).await?),
+        (_, Some(l)) => Some(
+            dm.resolve(&a.repo, &BundleSelector::Label(l.clone()))
+                .await?,
+        ),
+        _ => None,
+    };
+    let state = WorkTreeState {
+        base,
+        branch: a.branch,
+        label: a.label,
+        mountpoint: Some(mount.clone()),
+        ..WorkTreeState::new(a.repo.clone(), &a.message)
+    };
+    let bar = ctx.progress();
+    let wt = dm.worktree_create(&scratch, state, &bar).await?;
+    crate::config::write_atomic(
+        &scratch.join("mount.pid"),
+        std::process::id().to_string().as_bytes(),
+    )?;
+    datamon_fuse::bind_mount(&wt.files(), &mount)
+        .with_context(|| format!("cannot mount on {}", mount.display()))?;
+    output::line(format!(
+        "Mounted a work tree of repo {} at {} (scratch {})",
+        a.repo,
+        mount.display(),
+        scratch.display()
+    ))?;
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let period = a.autosave.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    let mut autosave = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = check.tick() => {
+                if !datamon_fuse::is_mounted(&mount) {
+                    break "unmounted";
+                }
+            }
+            _ = autosave.tick() => {
+                match dm.worktree_commit(&wt, None, false, &datamon::NoProgress).await {
+                    Ok(Some(b)) => output::line(format!("Uploaded bundle id:{}", b.id))?,
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("autosave failed (will retry): {e}"),
+                }
+            }
+        }
+    };
+    tracing::info!("{why}: unmounting {}", mount.display());
+    datamon_fuse::unmount_path(&mount)
+        .with_context(|| format!("cannot unmount {}", mount.display()))?;
+    finish(&dm, wt, ctx).await
+}
+
+/// Commits what changed since the last commit and removes the scratch area.
+async fn finish(dm: &datamon::Datamon, wt: WorkTree, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let bar = ctx.progress();
+    match dm.worktree_commit(&wt, None, false, &bar).await {
+        Ok(Some(b)) => output::line(format!("Uploaded bundle id:{}", b.id))?,
+        Ok(None) => {
+            if !ctx.global.quiet {
+                eprintln!("No changes since the last commit");
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "error: the final commit failed: {e}\nYour work is kept in {}; finish it with `datamon bundle mount recover`",
+                wt.dir().display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let dir = wt.dir().to_owned();
+    wt.remove()
+        .with_context(|| format!("cannot remove the scratch area {}", dir.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_commit(a: CommitArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mount = absolute(&a.mount)?;
+    let scratch = scratch_for(ctx, &mount);
+    let wt = WorkTree::open(&scratch).with_context(|| {
+        format!(
+            "{} is not a mutable mount of this datamon home (see `datamon bundle mount new`)",
+            mount.display()
+        )
+    })?;
+    let dm = ctx.open().await?;
+    let bar = ctx.progress();
+    let b = dm
+        .worktree_commit(&wt, a.message.as_deref(), true, &bar)
+        .await?
+        .context("nothing was committed")?;
+    output::line(format!("Uploaded bundle id:{}", b.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_recover(a: RecoverArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let root = ctx.home.dir.join("scratch");
+    let dirs: Vec<PathBuf> = match &a.mount {
+        Some(m) => vec![scratch_for(ctx, &absolute(m)?)],
+        None => match std::fs::read_dir(&root) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        },
+    };
+    let dm = ctx.open().await?;
+    let mut code = ExitCode::SUCCESS;
+    let mut found = 0;
+    for dir in dirs {
+        let Ok(wt) = WorkTree::open(&dir) else {
+            continue;
+        };
+        if pid_alive(&dir) {
+            eprintln!(
+                "skipping {}: its mount is still being served",
+                dir.display()
+            );
+            continue;
+        }
+        found += 1;
+        if let Some(m) = wt.state()?.mountpoint {
+            if datamon_fuse::is_mounted(&m) {
+                datamon_fuse::unmount_path(&m)
+                    .with_context(|| format!("cannot unmount {}", m.display()))?;
+            }
+        }
+        if finish(&dm, wt, ctx).await? != ExitCode::SUCCESS {
+            code = ExitCode::FAILURE;
+        }
+    }
+    if found == 0 && !ctx.global.quiet {
+        eprintln!("Nothing to recover");
+    }
+    Ok(code)
+}

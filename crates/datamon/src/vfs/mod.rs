@@ -1,0 +1,912 @@
+//! A read-only virtual filesystem over one bundle: what a FUSE (or any other) front end calls.
+//!
+//! - **Lazy.** Only the root is known at first; a directory's tree node is fetched when it is
+//!   first looked up or listed, and parsed nodes are kept in an LRU bounded by their number of
+//!   entries. Inodes exist only for entries the kernel looked up, and are dropped again when it
+//!   forgets them, so memory does not grow with the size of the bundle.
+//! - **Reads fetch only what they need.** An open file keeps the prefix offsets of its chunks; a
+//!   read maps `(offset, size)` to a range of chunks, served from a small memory LRU, then the
+//!   on-disk chunk cache shared by all mounts of the store, then the store: missing chunks are
+//!   grouped into runs contiguous in one pack, fetched with parallel range reads, decoded and
+//!   verified ([`datamon_chunk::decode`]), and stored in both caches.
+//! - **Read-ahead.** Sequential reads of an open file grow a window (up to
+//!   [`VfsOptions::readahead`]) whose chunks are fetched in the background.
+//! - **Never hangs.** Every store access has a time limit ([`VfsOptions::timeout`]); a failure is
+//!   logged with `tracing` and returned as an error (front ends answer EIO).
+//!
+//! The methods are synchronous (`*_blocking`): FUSE calls them from its own threads, and they
+//! bridge to the async store through the runtime [`Handle`] given at creation. They must not be
+//! called from inside an async task.
+//!
+//! ```no_run
+//! use datamon::{BundleSelector, Datamon, OpenOptions};
+//! use datamon::vfs::{VfsOptions, ROOT_INODE};
+//! # async fn demo() -> datamon::Result<()> {
+//! let dm = Datamon::open("file:///tmp/datamon-store", OpenOptions::default()).await?;
+//! let repo = "images".parse()?;
+//! let id = dm.resolve(&repo, &BundleSelector::Latest).await?;
+//! let vfs = dm.vfs(&repo, &id, VfsOptions::default(), tokio::runtime::Handle::current()).await?;
+//! std::thread::spawn(move || {
+//!     let attr = vfs.lookup_blocking(ROOT_INODE, "a.txt")?.expect("exists");
+//!     let fh = vfs.open_blocking(attr.ino)?;
+//!     let first = vfs.read_blocking(fh, 0, 4096)?;
+//!     vfs.release(fh);
+//!     Ok::<_, datamon::Error>(first)
+//! });
+//! # Ok(()) }
+//! ```
+
+mod cache;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use datamon_store::{keys, BlobRef, Index};
+use datamon_types::{Bundle, BundleId, ChunkRef, EntryKind, Hash, Node, RepoName, Tree};
+use futures::{StreamExt, TryStreamExt};
+use tokio::runtime::Handle;
+
+use self::cache::{DiskCache, Lru};
+use crate::{Datamon, Error, Result, VfsErrorKind};
+
+/// The root directory's inode number.
+pub const ROOT_INODE: u64 = 1;
+
+/// The most bytes one range read fetches.
+const MAX_RUN: u64 = 4 << 20;
+
+/// How many threads read ahead from the disk cache at once, per read.
+const DISK_READERS: usize = 4;
+
+/// The first read-ahead window of a sequential reader.
+const MIN_READAHEAD: u64 = 256 << 10;
+
+/// How to serve a mount.
+#[derive(Debug, Clone)]
+pub struct VfsOptions {
+    /// The chunk cache root; chunks go to `<cache_dir>/<store id>/`, shared by all mounts of that
+    /// store. `None`: memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Bound of the on-disk chunk cache, in bytes (default 10 GiB).
+    pub cache_size: u64,
+    /// Bound of the in-memory chunk cache, in bytes (default 64 MiB).
+    pub memory_cache: u64,
+    /// How many directory entries the cache of parsed directory nodes holds, over all nodes
+    /// (default 1,000,000: a few hundred MiB at most).
+    pub tree_cache: usize,
+    /// The largest read-ahead window of a sequential reader, in bytes (default 8 MiB; 0 turns
+    /// read-ahead off).
+    pub readahead: u64,
+    /// Range reads in flight per fetch (default 8).
+    pub parallel_fetches: usize,
+    /// Time limit of each store access (default 60 s).
+    pub timeout: Duration,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        VfsOptions {
+            cache_dir: None,
+            cache_size: 10 << 30,
+            memory_cache: 64 << 20,
+            tree_cache: 1_000_000,
+            readahead: 8 << 20,
+            parallel_fetches: 8,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The attributes of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Size in bytes (a symlink: the length of its target).
+    pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Its inode number if it was looked up, else a stable placeholder.
+    pub ino: u64,
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: EntryKind,
+}
+
+/// Sizes of a mounted bundle (for `statfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VfsStats {
+    /// Files in the bundle.
+    pub files: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Bytes in the on-disk chunk cache, as this process accounts them.
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Content {
+    Dir(Hash),
+    File(Arc<[ChunkRef]>),
+    Symlink(Arc<str>),
+}
+
+#[derive(Debug)]
+struct Inode {
+    parent: u64,
+    name: Arc<str>,
+    attr: Attr,
+    content: Content,
+    lookups: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inodes {
+    map: HashMap<u64, Inode>,
+    by_name: HashMap<(u64, Arc<str>), u64>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    chunks: Arc<[ChunkRef]>,
+    /// `offsets[i]` is where chunk `i` starts; the last element is the size.
+    offsets: Vec<u64>,
+    /// Where the next sequential read would start, the current read-ahead window, and the chunk
+    /// index up to which read-ahead was already issued.
+    seq: Mutex<(u64, u64, usize)>,
+}
+
+/// A read-only view of one bundle (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Vfs {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dm: Datamon,
+    index: Index,
+    bundle: Bundle,
+    handle: Handle,
+    opts: VfsOptions,
+    inodes: Mutex<Inodes>,
+    trees: Mutex<Lru<Hash, Arc<Tree>>>,
+    memory: Mutex<Lru<Hash, Bytes>>,
+    disk: DiskCache,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+    inflight: Mutex<HashSet<Hash>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn vfs_err(kind: VfsErrorKind, what: String) -> Error {
+    Error::Vfs { what, kind }
+}
+
+impl Datamon {
+    /// Opens a bundle as a read-only virtual filesystem. Loads the bundle record and the store's
+    /// index, and opens the chunk cache; nothing else is read until asked for.
+    ///
+    /// # Errors
+    /// [`Error::BundleNotFound`]; a store error; an unusable cache directory.
+    pub async fn vfs(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        opts: VfsOptions,
+        handle: Handle,
+    ) -> Result<Vfs> {
+        let (bundle, index) = self.open_bundle(repo, id).await?;
+        let dir = opts
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(&self.store.config().id));
+        let (size, dir2) = (opts.cache_size, dir.clone());
+        let disk = tokio::task::spawn_blocking(move || DiskCache::open(dir2, size))
+            .await?
+            .map_err(|e| Error::Io {
+                path: dir.unwrap_or_default(),
+                source: e,
+            })?;
+        let root_attr = Attr {
+            ino: ROOT_INODE,
+            kind: EntryKind::Dir,
+            size: 0,
+            mode: 0o755,
+            mtime_ns: bundle.created_at.timestamp_nanos_opt().unwrap_or_default(),
+        };
+        let mut inodes = Inodes {
+            next: ROOT_INODE + 1,
+            ..Default::default()
+        };
+        inodes.map.insert(
+            ROOT_INODE,
+            Inode {
+                parent: ROOT_INODE,
+                name: Arc::from(""),
+                attr: root_attr,
+                content: Content::Dir(bundle.root),
+                lookups: 1,
+            },
+        );
+        Ok(Vfs {
+            inner: Arc::new(Inner {
+                dm: self.clone(),
+                index,
+                bundle,
+                handle,
+                trees: Mutex::new(Lru::new(opts.tree_cache.max(1) as u64)),
+                memory: Mutex::new(Lru::new(opts.memory_cache)),
+                disk,
+                opts,
+                inodes: Mutex::new(inodes),
+                files: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+                inflight: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+impl Vfs {
+    /// The mounted bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.inner.bundle
+    }
+
+    /// Sizes for `statfs`.
+    pub fn stats(&self) -> VfsStats {
+        VfsStats {
+            files: self.inner.bundle.stats.files,
+            bytes: self.inner.bundle.stats.bytes,
+            cache_bytes: self.inner.disk.size(),
+        }
+    }
+
+    /// Runs a store access on the runtime, with the time limit.
+    fn block<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.inner.opts.timeout;
+        let r = self
+            .inner
+            .handle
+            .block_on(async { tokio::time::timeout(limit, fut).await });
+        match r {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: what.to_owned(),
+                seconds: limit.as_secs(),
+            }),
+        }
+    }
+
+    /// A directory node, from the LRU or the store.
+    fn tree_blocking(&self, hash: &Hash) -> Result<Arc<Tree>> {
+        if let Some(t) = lock(&self.inner.trees).get(hash) {
+            return Ok(t);
+        }
+        let inner = &self.inner;
+        let tree = Arc::new(
+            self.block(&format!("reading directory node {hash}"), async {
+                inner.dm.load_tree(&inner.index, hash).await
+            })?,
+        );
+        let weight = tree.entries.len() as u64 + 1;
+        lock(&self.inner.trees).insert(*hash, tree.clone(), weight);
+        Ok(tree)
+    }
+
+    /// The attributes of a known inode.
+    ///
+    /// # Errors
+    /// [`Error::Vfs`] (stale) for an unknown inode.
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        lock(&self.inner.inodes)
+            .map
+            .get(&ino)
+            .map(|i| i.attr)
+            .ok_or_else(|| vfs_err(VfsErrorKind::Stale, format!("unknown inode {ino}")))
+    }
+
+    fn dir_hash(&self, ino: u64) -> Result<Hash> {
+        match lock(&self.inner.inodes).map.get(&ino) {
+            Some(Inode {
+                content: Content::Dir(h),
+                ..
+            }) => Ok(*h),
+            Some(_) => Err(vfs_err(
+                VfsErrorKind::NotADirectory,
+                format!("inode {ino} is not a directory"),
+            )),
+            None => Err(vfs_err(VfsErrorKind::Stale, format!("unknown inode {ino}"))),
+        }
+    }
+
+    /// Looks `name` up in directory `parent`; `None` when there is no such entry. Each successful
+    /// lookup counts one reference, dropped by [`Vfs::forget`].
+    ///
+    /// # Errors
+    /// A stale or non-directory `parent`; a store failure or timeout.
+    pub fn lookup_blocking(&self, parent: u64, name: &str) -> Result<Option<Attr>> {
+        let dir = self.dir_hash(parent)?;
+        {
+            let mut inodes = lock(&self.inner.inodes);
+            let key = (parent, Arc::<str>::from(name));
+            if let Some(&ino) = inodes.by_name.get(&key) {
+                if let Some(i) = inodes.map.get_mut(&ino) {
+                    i.lookups += 1;
+                    return Ok(Some(i.attr));
+                }
+            }
+        }
+        let tree = self.tree_blocking(&dir)?;
+        Ok(tree.get(name).map(|e| self.intern(parent, e)))
+    }
+
+    /// Finds or creates the inode of entry `e` of directory `parent`, counting one lookup.
+    fn intern(&self, parent: u64, e: &datamon_types::TreeEntry) -> Attr {
+        let mut inodes = lock(&self.inner.inodes);
+        let name: Arc<str> = Arc::from(e.name.as_str());
+        if let Some(&ino) = inodes.by_name.get(&(parent, name.clone())) {
+            if let Some(i) = inodes.map.get_mut(&ino) {
+                i.lookups += 1;
+                return i.attr;
+            }
+        }
+        let content = match &e.node {
+            Node::Dir { tree } => Content::Dir(*tree),
+            Node::File { chunks, .. } => Content::File(Arc::from(chunks.as_slice())),
+            Node::Symlink { target } => Content::Symlink(Arc::from(target.as_str())),
+        };
+        let ino = inodes.next;
+        inodes.next += 1;
+        let attr = Attr {
+            ino,
+            kind: e.kind(),
+            size: e.size(),
+            mode: e.mode,
+            mtime_ns: e.mtime_ns,
+        };
+        inodes.by_name.insert((parent, name.clone()), ino);
+        inodes.map.insert(
+            ino,
+            Inode {
+                parent,
+                name,
+                attr,
+                content,
+                lookups: 1,
+            },
+        );
+        attr
+    }
+
+    /// Lists directory `ino` from entry number `offset` on with each entry's attributes (FUSE
+    /// `readdirplus`), calling `add` per entry until it returns `true` (buffer full, entry not
+    /// taken). Every entry taken counts one lookup, as [`Vfs::lookup_blocking`] does.
+    ///
+    /// # Errors
+    /// A stale or non-directory inode; a store failure or timeout.
+    pub fn readdir_plus_blocking(
+        &self,
+        ino: u64,
+        offset: usize,
+        mut add: impl FnMut(usize, &str, Attr) -> bool,
+    ) -> Result<()> {
+        let tree = self.tree_blocking(&self.dir_hash(ino)?)?;
+        for (i, e) in tree.entries.iter().enumerate().skip(offset) {
+            let attr = self.intern(ino, e);
+            if add(i + 1, &e.name, attr) {
+                self.forget(attr.ino, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `n` lookup references; the inode is forgotten at zero (never the root).
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INODE {
+            return;
+        }
+        let mut inodes = lock(&self.inner.inodes);
+        let gone = match inodes.map.get_mut(&ino) {
+            Some(i) => {
+                i.lookups = i.lookups.saturating_sub(n);
+                i.lookups == 0
+            }
+            None => false,
+        };
+        if gone {
+            if let Some(i) = inodes.map.remove(&ino) {
+                inodes.by_name.remove(&(i.parent, i.name));
+            }
+        }
+    }
+
+    /// How many inodes are known (for tests and metrics).
+    pub fn inode_count(&self) -> usize {
+        lock(&self.inner.inodes).map.len()
+    }
+
+    /// Lists directory `ino` from entry number `offset` on, calling `add` per entry until it
+    /// returns `true` (buffer full).
+    ///
+    /// # Errors
+    /// A stale or non-directory inode; a store failure or timeout.
+    pub fn readdir_blocking(
+        &self,
+        ino: u64,
+        offset: usize,
+        mut add: impl FnMut(usize, DirEntry) -> bool,
+    ) -> Result<()> {
+        let tree = self.tree_blocking(&self.dir_hash(ino)?)?;
+        for (i, e) in tree.entries.iter().enumerate().skip(offset) {
+            let known = lock(&self.inner.inodes)
+                .by_name
+                .get(&(ino, Arc::from(e.name.as_str())))
+                .copied();
+            // Placeholder numbers live above the range real inodes use.
+            let placeholder = || {
+                let h = blake3::hash(format!("{ino}/{}", e.name).as_bytes());
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h.as_bytes()[..8]);
+                u64::from_le_bytes(b) | (1 << 63)
+            };
+            let entry = DirEntry {
+                ino: known.unwrap_or_else(placeholder),
+                name: e.name.clone(),
+                kind: e.kind(),
+            };
+            if add(i + 1, entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A symlink's target.
+    ///
+    /// # Errors
+    /// A stale inode, or one that is not a symlink.
+    pub fn readlink(&self, ino: u64) -> Result<String> {
+        match lock(&self.inner.inodes).map.get(&ino) {
+            Some(Inode {
+                content: Content::Symlink(t),
+                ..
+            }) => Ok(t.to_string()),
+            Some(_) => Err(vfs_err(
+                VfsErrorKind::NotASymlink,
+                format!("inode {ino} is not a symlink"),
+            )),
+            None => Err(vfs_err(VfsErrorKind::Stale, format!("unknown inode {ino}"))),
+        }
+    }
+
+    /// Opens a file for reading; returns a handle for [`Vfs::read_blocking`].
+    ///
+    /// # Errors
+    /// A stale inode, or a directory.
+    pub fn open_blocking(&self, ino: u64) -> Result<u64> {
+        let chunks = match lock(&self.inner.inodes).map.get(&ino) {
+            Some(Inode {
+                content: Content::File(c),
+                ..
+            }) => c.clone(),
+            Some(_) => {
+                return Err(vfs_err(
+                    VfsErrorKind::IsADirectory,
+                    format!("inode {ino} is not a regular file"),
+                ))
+            }
+            None => return Err(vfs_err(VfsErrorKind::Stale, format!("unknown inode {ino}"))),
+        };
+        let mut offsets = Vec::with_capacity(chunks.len() + 1);
+        let mut at = 0u64;
+        for c in chunks.iter() {
+            offsets.push(at);
+            at += u64::from(c.1);
+        }
+        offsets.push(at);
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.files).insert(
+            fh,
+            Arc::new(OpenFile {
+                chunks,
+                offsets,
+                seq: Mutex::new((0, 0, 0)),
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// Closes a handle.
+    pub fn release(&self, fh: u64) {
+        lock(&self.inner.files).remove(&fh);
+    }
+
+    /// Reads up to `size` bytes at `offset` (fewer only at the end of the file).
+    ///
+    /// # Errors
+    /// A stale handle; a store failure or timeout; data that does not verify.
+    pub fn read_blocking(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let file = lock(&self.inner.files)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| vfs_err(VfsErrorKind::Stale, format!("unknown file handle {fh}")))?;
+        let file_size = *file.offsets.last().expect("offsets has n+1 elements");
+        if offset >= file_size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = file_size.min(offset + u64::from(size));
+        let first = file.offsets.partition_point(|&o| o <= offset) - 1;
+        let last = file.offsets.partition_point(|&o| o < end) - 1; // inclusive
+        let (window, issued) = {
+            let mut seq = lock(&file.seq);
+            let w = if offset == seq.0 && self.inner.opts.readahead > 0 {
+                (seq.1 * 2).clamp(MIN_READAHEAD, self.inner.opts.readahead)
+            } else {
+                seq.2 = 0;
+                0
+            };
+            seq.0 = end;
+            seq.1 = w;
+            (w, seq.2)
+        };
+        let needed: Vec<ChunkRef> = file.chunks[first..=last].to_vec();
+        let data = self.chunks_blocking(&needed)?;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (k, bytes) in data.iter().enumerate() {
+            let start = file.offsets[first + k];
+            let lo = offset.saturating_sub(start) as usize;
+            let hi = ((end - start) as usize).min(bytes.len());
+            out.extend_from_slice(&bytes[lo..hi]);
+        }
+        if window > 0 {
+            let upto = self.prefetch(&file, last + 1, issued, window);
+            let mut seq = lock(&file.seq);
+            seq.2 = seq.2.max(upto);
+        }
+        Ok(out)
+    }
+
+    /// A chunk from memory or the disk cache.
+    fn cached(&self, c: &ChunkRef) -> Option<Bytes> {
+        if let Some(b) = lock(&self.inner.memory).get(&c.0) {
+            return Some(b);
+        }
+        let b = self.inner.disk.get(&c.0, c.1 as usize)?;
+        lock(&self.inner.memory).insert(c.0, b.clone(), b.len() as u64);
+        Some(b)
+    }
+
+    /// The decoded bytes of `chunks`, in order, fetching what no cache has.
+    fn chunks_blocking(&self, chunks: &[ChunkRef]) -> Result<Vec<Bytes>> {
+        let mut out: Vec<Option<Bytes>> = chunks.iter().map(|c| self.cached(c)).collect();
+        let mut missing: Vec<ChunkRef> = Vec::new();
+        for (c, o) in chunks.iter().zip(&out) {
+            if o.is_none() && !missing.contains(c) {
+                missing.push(*c);
+            }
+        }
+        if !missing.is_empty() {
+            // Wait a little for chunks a prefetch is already fetching.
+            let wait = self.inner.opts.timeout.min(Duration::from_secs(5));
+            let deadline = std::time::Instant::now() + wait;
+            while std::time::Instant::now() < deadline {
+                let inflight = lock(&self.inner.inflight);
+                if !missing.iter().any(|c| inflight.contains(&c.0)) {
+                    break;
+                }
+                drop(inflight);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            missing.retain(|c| !lock(&self.inner.memory).contains(&c.0));
+            if !missing.is_empty() {
+                let this = self.clone();
+                self.block(
+                    "reading file data",
+                    async move { this.fetch(missing).await },
+                )?;
+            }
+            for (c, o) in chunks.iter().zip(out.iter_mut()) {
+                if o.is_none() {
+                    *o = Some(self.cached(c).ok_or_else(|| Error::Corrupt {
+                        path: format!("chunk {}", c.0),
+                        detail: "fetched but not cached".into(),
+                    })?);
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Brings the chunks that start less than `window` bytes after chunk `next` (the reader's
+    /// position) into memory in the background, skipping those before `issued` (already
+    /// requested): from the disk cache when they are there, else from the store. Returns the
+    /// index of the first chunk not considered.
+    fn prefetch(&self, file: &OpenFile, next: usize, issued: usize, window: u64) -> usize {
+        let from = next.max(issued);
+        if next >= file.chunks.len() || from >= file.chunks.len() {
+            return from;
+        }
+        let limit = file.offsets[next] + window;
+        let (mut from_disk, mut from_store) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
+        let mut upto = from;
+        {
+            let inflight = lock(&self.inner.inflight);
+            let memory = lock(&self.inner.memory);
+            for (i, c) in file.chunks.iter().enumerate().skip(from) {
+                if file.offsets[i] >= limit {
+                    break;
+                }
+                upto = i + 1;
+                if memory.contains(&c.0) || inflight.contains(&c.0) || !seen.insert(c.0) {
+                    continue;
+                }
+                if self.inner.disk.contains(&c.0) {
+                    from_disk.push(*c);
+                } else {
+                    from_store.push(*c);
+                }
+            }
+        }
+        // Disk reads of small chunk files are latency-bound: several run at once.
+        let per_task = from_disk.len().div_ceil(DISK_READERS).max(4);
+        for group in from_disk.chunks(per_task) {
+            let group = group.to_vec();
+            let guard = InFlight::new(self, &group);
+            let this = self.clone();
+            self.inner.handle.spawn_blocking(move || {
+                for c in &group {
+                    if let Some(b) = this.inner.disk.get(&c.0, c.1 as usize) {
+                        lock(&this.inner.memory).insert(c.0, b, c.1.into());
+                    }
+                }
+                drop(guard);
+            });
+        }
+        if !from_store.is_empty() {
+            let this = self.clone();
+            let timeout = self.inner.opts.timeout;
+            self.inner.handle.spawn(async move {
+                match tokio::time::timeout(timeout, this.fetch(from_store)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "read-ahead failed"),
+                    Err(_) => tracing::debug!("read-ahead timed out"),
+                }
+            });
+        }
+        upto
+    }
+
+    /// Fetches chunks from the store: runs contiguous in one pack, parallel range reads, decode
+    /// and verify, then both caches. Returns how many bytes were fetched. Cancel-safe: the
+    /// chunks are marked in flight only while the returned future lives.
+    async fn fetch(&self, chunks: Vec<ChunkRef>) -> Result<u64> {
+        let _inflight = InFlight::new(self, &chunks);
+        let r = self.fetch_inner(chunks).await;
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "cannot read file data from the store");
+        }
+        r
+    }
+
+    async fn fetch_inner(&self, chunks: Vec<ChunkRef>) -> Result<u64> {
+        let runs = plan_runs(&chunks, &self.inner.index)?;
+        let store = self.inner.dm.store();
+        futures::stream::iter(runs.into_iter().map(|run| async move {
+            let key = keys::pack(&run.pack);
+            let bytes = store.get_range(&key, run.start..run.end).await?;
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || -> Result<u64> {
+                let mut n = 0;
+                for (c, r) in &run.chunks {
+                    let at = (u64::from(r.offset) - run.start) as usize;
+                    let stored = &bytes[at..at + r.stored_len as usize];
+                    let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0)
+                        .map_err(|e| Error::Corrupt {
+                            path: format!("chunk {}", c.0),
+                            detail: format!("in pack {}: {e}", run.pack),
+                        })?;
+                    this.inner.disk.put(&c.0, &data);
+                    let b = Bytes::from(data.into_owned());
+                    n += b.len() as u64;
+                    lock(&this.inner.memory).insert(c.0, b.clone(), c.1.into());
+                }
+                Ok(n)
+            })
+            .await?
+        }))
+        .buffer_unordered(self.inner.opts.parallel_fetches.max(1))
+        .try_fold(0u64, |a, n| async move { Ok(a + n) })
+        .await
+    }
+}
+
+/// Marks chunks as being fetched, until dropped (also when the fetch is cancelled by a timeout).
+struct InFlight {
+    vfs: Vfs,
+    hashes: Vec<Hash>,
+}
+
+impl InFlight {
+    fn new(vfs: &Vfs, chunks: &[ChunkRef]) -> Self {
+        let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+        lock(&vfs.inner.inflight).extend(hashes.iter().copied());
+        InFlight {
+            vfs: vfs.clone(),
+            hashes,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut inflight = lock(&self.vfs.inner.inflight);
+        for h in &self.hashes {
+            inflight.remove(h);
+        }
+    }
+}
+
+/// Consecutive chunks that lie back to back in one pack.
+struct Run {
+    pack: Hash,
+    start: u64,
+    end: u64,
+    chunks: Vec<(ChunkRef, BlobRef)>,
+}
+
+fn plan_runs(chunks: &[ChunkRef], index: &Index) -> Result<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
+    for c in chunks {
+        let r = index.get(&c.0).ok_or_else(|| Error::Corrupt {
+            path: format!("chunk {}", c.0),
+            detail: "not in the store's index".into(),
+        })?;
+        let (start, end) = (
+            u64::from(r.offset),
+            u64::from(r.offset) + u64::from(r.stored_len),
+        );
+        match runs.last_mut() {
+            Some(last)
+                if last.pack == r.pack && last.end == start && end - last.start <= MAX_RUN =>
+            {
+                last.end = end;
+                last.chunks.push((*c, r));
+            }
+            _ => runs.push(Run {
+                pack: r.pack,
+                start,
+                end,
+                chunks: vec![(*c, r)],
+            }),
+        }
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write fixtures directly
+mod tests {
+    use super::*;
+    use crate::{BundleSelector, NoProgress, OpenOptions, UploadContext, UploadOptions};
+
+    #[test]
+    fn lazy_lookup_read_readahead_and_forget() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::create_dir_all(src.path().join("d/e")).unwrap();
+        std::fs::write(src.path().join("d/e/big"), &big).unwrap();
+        std::fs::write(src.path().join("small"), b"hi").unwrap();
+        std::os::unix::fs::symlink("small", src.path().join("ln")).unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let opts = VfsOptions {
+            cache_dir: Some(cache.path().to_owned()),
+            ..VfsOptions::default()
+        };
+        let vfs = rt.block_on(async {
+            let dm = Datamon::open("memory://vfs-test", OpenOptions::default())
+                .await
+                .unwrap();
+            dm.create_repo(&repo, "t").await.unwrap();
+            let ctx = UploadContext {
+                repo: repo.clone(),
+                path: src.path().to_owned(),
+                message: "m".into(),
+            };
+            dm.upload(ctx, UploadOptions::default(), &NoProgress)
+                .await
+                .unwrap();
+            let id = dm.resolve(&repo, &BundleSelector::Latest).await.unwrap();
+            dm.vfs(&repo, &id, opts, rt.handle().clone()).await.unwrap()
+        });
+        assert_eq!(vfs.inode_count(), 1, "only the root at first");
+        let mut names = Vec::new();
+        vfs.readdir_blocking(ROOT_INODE, 0, |_, e| {
+            names.push(e.name);
+            false
+        })
+        .unwrap();
+        assert_eq!(names, ["d", "ln", "small"]);
+        assert!(vfs.lookup_blocking(ROOT_INODE, "nope").unwrap().is_none());
+        let ln = vfs.lookup_blocking(ROOT_INODE, "ln").unwrap().unwrap();
+        assert_eq!(vfs.readlink(ln.ino).unwrap(), "small");
+        let d = vfs.lookup_blocking(ROOT_INODE, "d").unwrap().unwrap();
+        let e = vfs.lookup_blocking(d.ino, "e").unwrap().unwrap();
+        let f = vfs.lookup_blocking(e.ino, "big").unwrap().unwrap();
+        assert_eq!(f.size, big.len() as u64);
+        assert_eq!(vfs.inode_count(), 5);
+        let fh = vfs.open_blocking(f.ino).unwrap();
+        // Sequential reads (read-ahead kicks in), then random ones.
+        let mut at = 0u64;
+        while at < f.size {
+            let d = vfs.read_blocking(fh, at, 131_072).unwrap();
+            assert_eq!(d, big[at as usize..(at as usize + d.len())]);
+            at += d.len() as u64;
+        }
+        for (off, len) in [(0u64, 1u32), (1_234_567, 100_000), (2_999_990, 4096)] {
+            let d = vfs.read_blocking(fh, off, len).unwrap();
+            let end = (off as usize + len as usize).min(big.len());
+            assert_eq!(d, big[off as usize..end]);
+        }
+        assert!(vfs.read_blocking(fh, 5_000_000, 10).unwrap().is_empty());
+        vfs.release(fh);
+        assert!(vfs.stats().cache_bytes > 0, "chunks went to the disk cache");
+        assert!(matches!(
+            vfs.open_blocking(d.ino),
+            Err(Error::Vfs {
+                kind: VfsErrorKind::IsADirectory,
+                ..
+            })
+        ));
+        vfs.forget(f.ino, 1);
+        vfs.forget(e.ino, 1);
+        assert_eq!(vfs.inode_count(), 3);
+        assert!(vfs.getattr(f.ino).is_err());
+        // readdirplus counts a lookup per entry taken, none for the one that did not fit.
+        let mut taken = Vec::new();
+        vfs.readdir_plus_blocking(ROOT_INODE, 0, |next, name, a| {
+            if next == 3 {
+                return true;
+            }
+            taken.push((name.to_owned(), a.ino));
+            false
+        })
+        .unwrap();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0], ("d".to_owned(), d.ino), "known inodes are reused");
+        assert_eq!(vfs.inode_count(), 3, "small was not taken, so not kept");
+        vfs.forget(d.ino, 2);
+        vfs.forget(ln.ino, 2);
+        assert_eq!(vfs.inode_count(), 1);
+    }
+}
