@@ -468,11 +468,23 @@ impl Datamon {
                 }),
             }
         }
+        // The index is loaded once, and only when two different trees are to be compared.
+        let mut index = None;
         for d in &mut out {
             if let (Some(x), Some(y)) = (d.a, d.b) {
-                if x != y {
-                    d.changes = self.diff_bundles(&d.repo, &x, &y).await?;
+                if x == y {
+                    continue;
                 }
+                let (bx, by) =
+                    futures::try_join!(self.get_bundle(&d.repo, &x), self.get_bundle(&d.repo, &y))?;
+                if bx.root == by.root {
+                    continue;
+                }
+                if index.is_none() {
+                    index = Some(self.store.load_index().await?);
+                }
+                let index = index.as_ref().expect("loaded above");
+                d.changes = self.diff_roots(index, bx.root, by.root).await?;
             }
         }
         Ok(out)
