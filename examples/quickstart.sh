@@ -32,5 +32,16 @@ echo "what changed:"
 dm bundle diff --repo "$repo" --bundle "$id1" --with-bundle "$id2" || true
 dm bundle update --repo "$repo" --bundle "$id2" --destination "$work/out"
 diff -r "$work/data" "$work/out" && echo "updated copy matches bundle 2"
+
+echo "a pipeline step, run twice: what changed between the runs?"
+dm repo create --repo "$repo-model" --description "quickstart model"
+r1=$(dm run exec --step train --input "$repo@$id1" --param lr=0.1 --output "$repo-model:$work/model1" \
+  -- sh -c 'wc -l < "$1/labels.csv" > "$2/rows"' sh "{input:$repo}" "{output:$repo-model}" | tail -n1 | sed 's/.*id://')
+r2=$(dm run exec --step train --input "$repo@$id2" --param lr=0.2 --output "$repo-model:$work/model2" \
+  -- sh -c 'wc -l < "$1/labels.csv" > "$2/rows"' sh "{input:$repo}" "{output:$repo-model}" | tail -n1 | sed 's/.*id://')
+dm run diff "$r1" "$r2" || true
+model=$(dm run get "$r2" --json | sed 's/.*"outputs":\[{"repo":"[^"]*","bundle":"\([^"]*\)".*/\1/')
+dm bundle lineage --repo "$repo-model" --bundle "$model"
+dm log --repo "$repo-model" -n 1
 dm fsck
 echo "quickstart OK"

@@ -92,6 +92,11 @@ pub(crate) enum Command {
     /// Settings of this user (author name)
     #[command(subcommand)]
     Config(cmd::misc::ConfigCmd),
+    /// Pipeline runs: execute and record steps, list, show and diff them ("what changed?")
+    #[command(subcommand)]
+    Run(Box<cmd::run::RunCmd>),
+    /// The history of a branch: bundles with messages, authors, stats and producing runs
+    Log(cmd::run::LogArgs),
     /// Check the store: every referenced object exists; --read-data re-hashes every chunk
     Fsck(cmd::misc::FsckArgs),
     /// Print the version

@@ -1,6 +1,6 @@
 //! The key layout of a store, relative to its root. Documented in `docs/format/layout.md`.
 
-use datamon_types::{BundleId, Hash};
+use datamon_types::{BundleId, Hash, RunId};
 
 /// The store's config record.
 pub const CONFIG: &str = "config";
@@ -10,6 +10,14 @@ pub const PACKS: &str = "packs/";
 pub const INDEX: &str = "index/";
 /// Prefix of all repos.
 pub const REPOS: &str = "repos/";
+
+/// Prefix of all run records.
+pub const RUNS: &str = "runs/";
+
+/// `runs/<run id>.json`: one run, written once.
+pub fn run(id: &RunId) -> String {
+    format!("runs/{id}.json")
+}
 
 /// `packs/<first two hex digits>/<pack id>`.
 pub fn pack(id: &Hash) -> String {

@@ -23,6 +23,12 @@ pub enum Error {
         /// The rejected text.
         id: String,
     },
+    /// A run id that is not a 27-character base62 KSUID.
+    #[error("invalid run id {id:?}: a run id is 27 base62 characters, like 1INzQ5TV4vAAfU2PbRFgPfnzEwR (see `datamon run list`)")]
+    InvalidRunId {
+        /// The rejected text.
+        id: String,
+    },
     /// A hash that is not 64 hexadecimal characters.
     #[error("invalid hash {hash:?}: expected 64 hexadecimal characters")]
     InvalidHash {

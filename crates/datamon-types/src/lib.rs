@@ -18,6 +18,7 @@ mod hash;
 mod id;
 mod model;
 mod name;
+mod run;
 mod tree;
 
 pub use error::{Error, Result};
@@ -25,6 +26,7 @@ pub use hash::Hash;
 pub use id::BundleId;
 pub use model::{Branch, BranchRecord, Bundle, BundleStats, LabelRecord, Repo, StoreConfig};
 pub use name::{BranchName, LabelName, RepoName};
+pub use run::{CodeVersion, Run, RunId, RunInput, RunOutput, RunStatus};
 pub use tree::{ChunkRef, EntryKind, Node, Tree, TreeEntry};
 
 /// The version of the on-store format this build writes and reads.

@@ -89,20 +89,27 @@ impl Datamon {
         let ba = self.get_bundle(repo, a).await?;
         let bb = self.get_bundle(repo, b).await?;
         let index = self.store.load_index().await?;
+        self.diff_roots(&index, ba.root, bb.root).await
+    }
+
+    /// What changed from the tree `ra` to the tree `rb`, sorted by path, with a loaded index.
+    pub(crate) async fn diff_roots(
+        &self,
+        index: &Index,
+        ra: Hash,
+        rb: Hash,
+    ) -> Result<Vec<Change>> {
         let mut out = Vec::new();
         let mut stack: Vec<(String, Option<Hash>, Option<Hash>)> =
-            vec![(String::new(), Some(ba.root), Some(bb.root))];
+            vec![(String::new(), Some(ra), Some(rb))];
         while let Some((prefix, ta, tb)) = stack.pop() {
             if ta == tb {
                 continue;
             }
-            let load = |h: Option<Hash>| {
-                let index = &index;
-                async move {
-                    match h {
-                        Some(h) => self.load_tree(index, &h).await,
-                        None => Ok(Tree::default()),
-                    }
+            let load = |h: Option<Hash>| async move {
+                match h {
+                    Some(h) => self.load_tree(index, &h).await,
+                    None => Ok(Tree::default()),
                 }
             };
             let (xa, xb) = futures::try_join!(load(ta), load(tb))?;

@@ -97,6 +97,26 @@ pub enum Error {
         /// What it is (`none` for absent).
         actual: String,
     },
+    /// No such run.
+    #[error("run {id} not found: see `datamon run list`")]
+    RunNotFound {
+        /// The run id.
+        id: String,
+    },
+    /// A selector names neither a label nor a branch of the repo.
+    #[error("repo {repo:?} has no label or branch named {name:?}: see `datamon label list --repo {repo}` and `datamon branch list --repo {repo}`")]
+    SelectorNotFound {
+        /// The repo.
+        repo: String,
+        /// The name.
+        name: String,
+    },
+    /// A run with this id was recorded already.
+    #[error("run {id} was recorded already: runs are written once")]
+    RunExists {
+        /// The run id.
+        id: String,
+    },
     /// A file or directory named in a bundle does not exist there.
     #[error("{path:?} is not in bundle {id}: see `datamon bundle list files --repo {repo} --bundle {id}`")]
     PathNotInBundle {
@@ -199,10 +219,13 @@ impl Error {
             | Error::NoBundles { .. }
             | Error::LabelNotFound { .. }
             | Error::BranchNotFound { .. }
-            | Error::PathNotInBundle { .. } => ErrorKind::NotFound,
+            | Error::PathNotInBundle { .. }
+            | Error::RunNotFound { .. }
+            | Error::SelectorNotFound { .. } => ErrorKind::NotFound,
             Error::RepoExists { .. }
             | Error::BranchExists { .. }
-            | Error::DestinationNotEmpty { .. } => ErrorKind::AlreadyExists,
+            | Error::DestinationNotEmpty { .. }
+            | Error::RunExists { .. } => ErrorKind::AlreadyExists,
             Error::LabelConflict { .. } => ErrorKind::Precondition,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Task(_) => ErrorKind::Other,

@@ -11,6 +11,8 @@
 //!   [`Datamon::diff_dir`], [`Datamon::update_dir`];
 //! - labels and branches: [`Datamon::set_label`], [`Datamon::label_history`],
 //!   [`Datamon::create_branch`], [`Datamon::list_branches`];
+//! - runs and lineage: [`Datamon::record_run`], [`Datamon::get_run`], [`Datamon::list_runs`],
+//!   [`Datamon::diff_runs`], [`Datamon::lineage`], [`Datamon::log`], [`Datamon::find_bundles`];
 //! - integrity: [`Datamon::fsck`];
 //! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]);
 //!   [`Datamon::worktree_create`] and [`Datamon::worktree_commit`] back mutable mounts
@@ -28,13 +30,16 @@
 //! # Ok(()) }
 //! ```
 
+mod catalog;
 mod diff;
 mod download;
 mod error;
 mod fsck;
+mod lineage;
 mod progress;
 mod refs;
 mod repo;
+mod run;
 mod scan;
 mod statcache;
 mod upload;
@@ -47,14 +52,20 @@ use std::path::PathBuf;
 pub use datamon_store::{Store, StoreCheck, StoreUrl, SyncReport};
 pub use datamon_types as types;
 pub use datamon_types::{
-    Branch, BranchName, Bundle, BundleId, BundleStats, Hash, LabelName, LabelRecord, Repo, RepoName,
+    Branch, BranchName, Bundle, BundleId, BundleStats, CodeVersion, Hash, LabelName, LabelRecord,
+    Repo, RepoName, Run, RunId, RunInput, RunOutput, RunStatus,
 };
 pub use diff::{Change, ChangeKind};
 pub use download::{DownloadOptions, DownloadReport};
 pub use error::{Error, ErrorKind, Result, VfsErrorKind};
 pub use fsck::FsckReport;
+pub use lineage::{
+    BundleQuery, EdgeKind, Lineage, LineageBundle, LineageDirection, LineageEdge, LineageOptions,
+    LogEntry, META_RUN, META_STEP,
+};
 pub use progress::{NoProgress, Progress, Unit};
 pub use refs::BundleSelector;
+pub use run::{BundleDiff, InputSpec, OutputSpec, RunDiff, RunQuery, ValueDiff};
 pub use upload::{UploadContext, UploadOptions, UploadReport};
 pub use walk::FileInfo;
 

@@ -27,6 +27,8 @@ pub enum BundleCmd {
     Diff(DiffArgs),
     /// Bring a folder to exactly a bundle's content, rewriting only what differs
     Update(UpdateArgs),
+    /// Which runs produced a bundle and from which inputs (upstream), which runs read it (downstream)
+    Lineage(crate::cmd::run::LineageArgs),
     /// Mount a bundle as a read-only filesystem (FUSE) until SIGINT/SIGTERM or unmount
     Mount(Box<crate::cmd::mount::MountArgs>),
     /// Commit a mutable mount's current state as a new bundle, without unmounting
@@ -102,6 +104,12 @@ pub struct ListArgs {
     sub: Option<ListSub>,
     #[arg(long, required = true)]
     repo: Option<RepoName>,
+    /// Only bundles whose metadata matches, `meta.KEY=VALUE` (repeatable)
+    #[arg(long = "where", value_name = "meta.KEY=VALUE")]
+    filters: Vec<String>,
+    /// Only bundles committed at or after this time (RFC 3339, YYYY-MM-DD, or 30m/12h/7d ago)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,8 +324,21 @@ impl BundleCmd {
                 }
                 None => {
                     let repo = a.repo.expect("clap requires --repo");
+                    let query = datamon::BundleQuery {
+                        meta: crate::cmd::run::parse_where(&a.filters)?,
+                        since: a
+                            .since
+                            .as_deref()
+                            .map(crate::cmd::run::parse_time)
+                            .transpose()?,
+                    };
                     let dm = ctx.open().await?;
-                    for b in dm.list_bundles(&repo).await? {
+                    let bundles = if query.meta.is_empty() && query.since.is_none() {
+                        dm.list_bundles(&repo).await?
+                    } else {
+                        dm.find_bundles(&repo, &query).await?
+                    };
+                    for b in bundles {
                         if json {
                             output::json(&BundleView::from(&b))?;
                         } else {
@@ -403,6 +424,7 @@ impl BundleCmd {
                     ExitCode::FAILURE
                 });
             }
+            BundleCmd::Lineage(a) => return crate::cmd::run::lineage(a, ctx).await,
             BundleCmd::Update(a) => {
                 let dm = ctx.open().await?;
                 let id = a.sel.resolve(&dm, &a.repo, true).await?;

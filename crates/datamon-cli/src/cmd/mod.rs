@@ -8,6 +8,7 @@ pub mod label;
 pub mod misc;
 pub mod mount;
 pub mod repo;
+pub mod run;
 pub mod store;
 pub mod worktree;
 
@@ -25,6 +26,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Store(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
+        Command::Run(c) => (*c).run(ctx).await,
+        Command::Log(a) => run::log(a, ctx).await,
         Command::Version => misc::version(ctx),
         Command::Completions(c) => c.run(),
         Command::Manpages(c) => c.run(),

@@ -11,6 +11,7 @@ mod download;
 mod errors;
 mod faults;
 mod labels_branches;
+mod lineage;
 mod misc;
 mod mount;
 mod repo;
