@@ -139,14 +139,26 @@ impl PackWriter {
 
     /// Compresses `raw` when that pays and appends it; returns the stored length.
     pub fn add_raw(&mut self, hash: Hash, kind: BlobKind, raw: &[u8]) -> usize {
-        match datamon_chunk::compress(raw) {
+        self.add_blob(hash, kind, raw, true).0
+    }
+
+    /// Appends `raw`, compressed when `try_compress` is set and zstd pays; returns the stored
+    /// length and whether it was compressed.
+    pub fn add_blob(
+        &mut self,
+        hash: Hash,
+        kind: BlobKind,
+        raw: &[u8],
+        try_compress: bool,
+    ) -> (usize, bool) {
+        match try_compress.then(|| datamon_chunk::compress(raw)).flatten() {
             Some(c) => {
                 self.add(hash, kind, Compression::Zstd, raw.len(), &c);
-                c.len()
+                (c.len(), true)
             }
             None => {
                 self.add(hash, kind, Compression::None, raw.len(), raw);
-                raw.len()
+                (raw.len(), false)
             }
         }
     }

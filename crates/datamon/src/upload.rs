@@ -64,6 +64,39 @@ pub struct UploadReport {
     pub recovered_packs: usize,
 }
 
+/// The largest pack an upload builds in memory (the store's `pack_size` may ask for less).
+const MAX_PACK_IN_MEMORY: usize = 8 << 20;
+
+/// Decides, per file, whether trying zstd on the next chunk is worth it. After 4 chunks in a
+/// row that did not compress, only every 32nd chunk is tried, so a file of random or already
+/// compressed data (images, archives, model weights) costs almost no compression work; a chunk
+/// that compresses makes it try every chunk again.
+#[derive(Debug, Default)]
+struct CompressProbe {
+    misses: u32,
+    skipped: u32,
+}
+
+impl CompressProbe {
+    fn should_try(&mut self) -> bool {
+        if self.misses < 4 || self.skipped >= 31 {
+            self.skipped = 0;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
+
+    fn record(&mut self, compressed: bool) {
+        self.misses = if compressed {
+            0
+        } else {
+            self.misses.saturating_add(1)
+        };
+    }
+}
+
 /// State shared by the reader threads of one upload.
 struct Shared<'a> {
     index: &'a Index,
@@ -81,17 +114,30 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     /// Stores `raw` unless the store or this upload has it; sends the pack when it is full.
+    /// Stores `raw` unless the store or this upload has it; sends the pack when it is full.
+    /// `probe` (for file data) decides whether compressing is worth trying.
     fn store_blob(
         &self,
         pack: &mut PackWriter,
         hash: Hash,
         kind: BlobKind,
         raw: &[u8],
+        probe: Option<&mut CompressProbe>,
     ) -> Result<()> {
         if self.index.contains(&hash) || !self.added.lock().expect("not poisoned").insert(hash) {
             return Ok(());
         }
-        let stored = pack.add_raw(hash, kind, raw);
+        let stored = match probe {
+            Some(p) => {
+                let tried = p.should_try();
+                let (stored, compressed) = pack.add_blob(hash, kind, raw, tried);
+                if tried {
+                    p.record(compressed);
+                }
+                stored
+            }
+            None => pack.add_blob(hash, kind, raw, true).0,
+        };
         if kind == BlobKind::Data {
             self.new_chunks.fetch_add(1, Ordering::Relaxed);
             self.new_bytes
@@ -123,13 +169,14 @@ impl Shared<'_> {
     ) -> Result<Vec<ChunkRef>> {
         let f = std::fs::File::open(&job.path).map_err(Error::io(&job.path))?;
         let mut chunks = Vec::with_capacity((job.size / u64::from(self.params.avg)) as usize + 1);
+        let mut probe = CompressProbe::default();
         let read = chunker.chunk_reader(f, |data: &[u8]| -> Result<()> {
             if self.failed.load(Ordering::Relaxed) {
                 return Err(Error::Task("upload aborted".into()));
             }
             let hash = Hash::of(data);
             chunks.push(ChunkRef(hash, data.len() as u32));
-            self.store_blob(pack, hash, BlobKind::Data, data)?;
+            self.store_blob(pack, hash, BlobKind::Data, data, Some(&mut probe))?;
             self.progress.advance(data.len() as u64);
             Ok(())
         });
@@ -199,17 +246,16 @@ impl Datamon {
             None => StatCache::default(),
         };
 
-        let (tx, rx) = mpsc::channel::<FinishedPack>(2);
+        let (tx, rx) = mpsc::channel::<FinishedPack>(1);
         let uploader = tokio::spawn(upload_packs(
             self.store.clone(),
             rx,
-            self.concurrency.min(8),
+            self.concurrency.min(2),
         ));
 
         let config = self.store.config().clone();
-        let workers = std::thread::available_parallelism()
-            .map_or(2, usize::from)
-            .clamp(2, 4);
+        // Two reader threads per core: while one waits for the disk, the other hashes.
+        let workers = (2 * std::thread::available_parallelism().map_or(2, usize::from)).clamp(4, 8);
         let progress_total: u64 = scanned.files.iter().map(|f| f.size).sum();
         progress.begin("upload", progress_total, Unit::Bytes);
 
@@ -225,7 +271,9 @@ impl Datamon {
                 avg: config.chunk_avg,
                 max: config.chunk_max,
             },
-            pack_size: config.pack_size as usize,
+            // Each reader fills its own pack, and a full pack waits for the uploader: with several
+            // readers, smaller packs keep peak memory well under 256 MiB.
+            pack_size: (config.pack_size as usize).min(MAX_PACK_IN_MEMORY),
             progress,
             failed: AtomicBool::new(false),
             new_chunks: AtomicU64::new(0),
@@ -431,7 +479,7 @@ fn build_tree(
     }
     let bytes = tree.to_bytes();
     let hash = Hash::of(&bytes);
-    shared.store_blob(pack, hash, BlobKind::Tree, &bytes)?;
+    shared.store_blob(pack, hash, BlobKind::Tree, &bytes, None)?;
     Ok(hash)
 }
 
