@@ -18,11 +18,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Home, DEFAULT_CONTEXT};
 
-/// mimalloc gives freed pack buffers back instead of keeping them per thread, which keeps peak
-/// memory flat while several reader threads fill packs.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for "not found" (as the original datamon).
 pub(crate) const EXIT_NOT_FOUND: u8 = 2;
 

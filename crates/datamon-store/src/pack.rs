@@ -108,7 +108,13 @@ pub struct FinishedPack {
 impl PackWriter {
     /// An empty pack expected to grow to about `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity + 128 * 1024);
+        Self::with_buffer(Vec::with_capacity(capacity + 128 * 1024))
+    }
+
+    /// An empty pack that reuses `buf`'s allocation (see [`FinishedPack::into_buffer`]), so a
+    /// long upload does not allocate and fault in a fresh buffer for every pack.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.extend_from_slice(PACK_MAGIC);
         PackWriter {
             buf,
@@ -187,6 +193,13 @@ impl PackWriter {
             bytes: Bytes::from(self.buf),
             entries: self.entries,
         }
+    }
+}
+
+impl FinishedPack {
+    /// Gives back the pack's buffer for reuse, if nothing else still holds it.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        self.bytes.try_into_mut().ok().map(Vec::from)
     }
 }
 

@@ -64,6 +64,9 @@ pub struct UploadReport {
     pub recovered_packs: usize,
 }
 
+/// Buffers of packs already stored, reused for the next packs.
+type BufferPool = std::sync::Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// The largest pack an upload builds in memory (the store's `pack_size` may ask for less).
 const MAX_PACK_IN_MEMORY: usize = 8 << 20;
 
@@ -103,6 +106,8 @@ struct Shared<'a> {
     /// Blobs added by this upload (so two workers never store the same chunk twice).
     added: Mutex<HashSet<Hash>>,
     tx: mpsc::Sender<FinishedPack>,
+    /// Buffers of stored packs, for reuse.
+    buffers: BufferPool,
     params: ChunkerParams,
     pack_size: usize,
     progress: &'a dyn Progress,
@@ -146,9 +151,17 @@ impl Shared<'_> {
         self.stored_bytes
             .fetch_add(stored as u64, Ordering::Relaxed);
         if pack.len() >= self.pack_size {
-            self.send(std::mem::replace(pack, PackWriter::new(self.pack_size)))?;
+            self.send(std::mem::replace(pack, self.new_pack()))?;
         }
         Ok(())
+    }
+
+    /// An empty pack, on a recycled buffer when one is free.
+    fn new_pack(&self) -> PackWriter {
+        match self.buffers.lock().expect("not poisoned").pop() {
+            Some(buf) => PackWriter::with_buffer(buf),
+            None => PackWriter::new(self.pack_size),
+        }
     }
 
     fn send(&self, pack: PackWriter) -> Result<()> {
@@ -247,10 +260,12 @@ impl Datamon {
         };
 
         let (tx, rx) = mpsc::channel::<FinishedPack>(1);
+        let buffers = BufferPool::default();
         let uploader = tokio::spawn(upload_packs(
             self.store.clone(),
             rx,
             self.concurrency.min(2),
+            buffers.clone(),
         ));
 
         let config = self.store.config().clone();
@@ -266,6 +281,7 @@ impl Datamon {
             index: &index,
             added: Mutex::new(HashSet::new()),
             tx,
+            buffers: buffers.clone(),
             params: ChunkerParams {
                 min: config.chunk_min,
                 avg: config.chunk_avg,
@@ -282,7 +298,7 @@ impl Datamon {
         };
         let stored = tokio::task::block_in_place(|| {
             let read = read_files(&shared, &scanned, &cache, workers, opts.skip_on_error)?;
-            let mut pack = PackWriter::new(shared.pack_size);
+            let mut pack = shared.new_pack();
             let mut stats = BundleStats {
                 dirs: scanned.dirs,
                 symlinks: scanned.symlinks,
@@ -383,7 +399,7 @@ fn read_files(
     let unchanged = AtomicU64::new(0);
     let worker = || -> Result<Vec<FileOutcome>> {
         let mut chunker = Chunker::new(shared.params);
-        let mut pack = PackWriter::new(shared.pack_size);
+        let mut pack = shared.new_pack();
         let mut out = Vec::new();
         loop {
             let idx = next.fetch_add(1, Ordering::Relaxed);
@@ -489,6 +505,7 @@ async fn upload_packs(
     store: Store,
     mut rx: mpsc::Receiver<FinishedPack>,
     concurrency: usize,
+    buffers: BufferPool,
 ) -> Result<()> {
     let mut running = tokio::task::JoinSet::new();
     let mut result = Ok(());
@@ -504,7 +521,14 @@ async fn upload_packs(
             break;
         }
         let store = store.clone();
-        running.spawn(async move { store.put_pack(&pack).await.map_err(Error::from) });
+        let buffers = buffers.clone();
+        running.spawn(async move {
+            store.put_pack(&pack).await?;
+            if let Some(buf) = pack.into_buffer() {
+                buffers.lock().expect("not poisoned").push(buf);
+            }
+            Ok::<_, Error>(())
+        });
     }
     drop(rx);
     while let Some(r) = running.join_next().await {
