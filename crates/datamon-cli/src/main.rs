@@ -121,13 +121,8 @@ impl Ctx {
             return Ok(s.clone());
         }
         let config = self.home.load()?;
-        let name = self
-            .global
-            .context
-            .clone()
-            .or(config.context.clone())
-            .unwrap_or_else(|| DEFAULT_CONTEXT.into());
-        self.home.context_store(&config, &name)
+        self.home
+            .context_store(&config, &self.context_name(&config))
     }
 
     /// The replica of the context in use (none when `--store` names a store directly).
@@ -136,13 +131,29 @@ impl Ctx {
             return Ok(None);
         }
         let config = self.home.load()?;
-        let name = self
-            .global
+        Ok(self
+            .home
+            .context_replica(&config, &self.context_name(&config)))
+    }
+
+    /// The context in use: `--context`, else the config's current one, else `default`.
+    fn context_name(&self, config: &config::Config) -> String {
+        self.global
             .context
             .clone()
             .or(config.context.clone())
-            .unwrap_or_else(|| DEFAULT_CONTEXT.into());
-        Ok(self.home.context_replica(&config, &name))
+            .unwrap_or_else(|| DEFAULT_CONTEXT.into())
+    }
+
+    /// Backend settings for `object_store`, from the usual `AWS_*`, `GOOGLE_*` and `AZURE_*`
+    /// environment variables (lowercased, as object_store's config keys are).
+    pub(crate) fn store_options() -> Vec<(String, String)> {
+        std::env::vars()
+            .filter(|(k, _)| {
+                k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+            })
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect()
     }
 
     /// Who is acting: the configured author, else `$USER@host`.
@@ -165,13 +176,7 @@ impl Ctx {
 
     pub(crate) async fn open(&self) -> anyhow::Result<datamon::Datamon> {
         let url = self.store_url()?;
-        // Backend settings come from the usual environment variables.
-        let store_options: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| {
-                k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-            })
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
+        let store_options = Self::store_options();
         let opts = datamon::OpenOptions {
             author: Some(self.author()),
             cache_dir: Some(self.home.cache_dir()),

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::{Datamon, Error, Progress, Result, Unit};
 
 /// The most bytes one range read fetches.
-const MAX_RUN: u64 = 4 << 20;
+pub(crate) const MAX_RUN: u64 = 4 << 20;
 
 /// How to download.
 #[derive(Debug, Clone, Default)]
@@ -45,21 +45,20 @@ pub struct DownloadReport {
     pub dirs: u64,
 }
 
-/// Consecutive chunks of one file that lie back to back in one pack.
-struct Run {
-    pack: Hash,
-    start: u64,
-    end: u64,
-    chunks: Vec<(ChunkRef, BlobRef)>,
+/// Consecutive chunks of one file that lie back to back in one pack: one range read.
+pub(crate) struct Run {
+    pub(crate) pack: Hash,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) chunks: Vec<(ChunkRef, BlobRef)>,
 }
 
-fn plan_runs(path: &str, chunks: &[ChunkRef], index: &Index) -> Result<Vec<Run>> {
+/// Groups a file's chunks into range reads of at most [`MAX_RUN`] bytes; fails with the first
+/// chunk the index does not know.
+pub(crate) fn plan_runs(chunks: &[ChunkRef], index: &Index) -> std::result::Result<Vec<Run>, Hash> {
     let mut runs: Vec<Run> = Vec::new();
     for c in chunks {
-        let r = index.get(&c.0).ok_or_else(|| Error::Corrupt {
-            path: path.to_owned(),
-            detail: format!("chunk {} is not in the store's index", c.0),
-        })?;
+        let r = index.get(&c.0).ok_or(c.0)?;
         let (start, end) = (
             u64::from(r.offset),
             u64::from(r.offset) + u64::from(r.stored_len),
@@ -212,7 +211,10 @@ impl Datamon {
             files
                 .into_iter()
                 .map(|(path, target, e, chunks)| async move {
-                    let runs = plan_runs(path, chunks, index)?;
+                    let runs = plan_runs(chunks, index).map_err(|missing| Error::Corrupt {
+                        path: path.to_owned(),
+                        detail: format!("chunk {missing} is not in the store's index"),
+                    })?;
                     self.restore_file(path, &target, e, runs, progress).await
                 }),
         )

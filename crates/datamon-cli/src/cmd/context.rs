@@ -123,12 +123,7 @@ impl ContextCmd {
                     home: ctx.home.clone(),
                 };
                 // Reachable, writable, create-if-absent: the error names the check that failed.
-                let store_options: Vec<(String, String)> = std::env::vars()
-                    .filter(|(k, _)| {
-                        k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-                    })
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                    .collect();
+                let store_options = Ctx::store_options();
                 let opts = datamon::OpenOptions {
                     store_options,
                     ..Default::default()

@@ -37,12 +37,7 @@ struct SyncView<'a> {
 impl StoreCmd {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let StoreCmd::Sync(a) = self;
-        let store_options: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| {
-                k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-            })
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
+        let store_options = Ctx::store_options();
         let opts = datamon::OpenOptions {
             store_options,
             concurrency: ctx.global.concurrency,

@@ -46,19 +46,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use datamon_store::{keys, BlobRef, Index};
+use datamon_store::{keys, Index};
 use datamon_types::{Bundle, BundleId, ChunkRef, EntryKind, Hash, Node, RepoName, Tree};
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 
 use self::cache::{DiskCache, Lru};
+use crate::download::plan_runs;
 use crate::{Datamon, Error, Result, VfsErrorKind};
 
 /// The root directory's inode number.
 pub const ROOT_INODE: u64 = 1;
-
-/// The most bytes one range read fetches.
-const MAX_RUN: u64 = 4 << 20;
 
 /// How many threads read ahead from the disk cache at once, per read.
 const DISK_READERS: usize = 4;
@@ -712,7 +710,10 @@ impl Vfs {
     }
 
     async fn fetch_inner(&self, chunks: Vec<ChunkRef>) -> Result<u64> {
-        let runs = plan_runs(&chunks, &self.inner.index)?;
+        let runs = plan_runs(&chunks, &self.inner.index).map_err(|missing| Error::Corrupt {
+            path: format!("chunk {missing}"),
+            detail: "not in the store's index".into(),
+        })?;
         let store = self.inner.dm.store();
         futures::stream::iter(runs.into_iter().map(|run| async move {
             let key = keys::pack(&run.pack);
@@ -767,43 +768,6 @@ impl Drop for InFlight {
             inflight.remove(h);
         }
     }
-}
-
-/// Consecutive chunks that lie back to back in one pack.
-struct Run {
-    pack: Hash,
-    start: u64,
-    end: u64,
-    chunks: Vec<(ChunkRef, BlobRef)>,
-}
-
-fn plan_runs(chunks: &[ChunkRef], index: &Index) -> Result<Vec<Run>> {
-    let mut runs: Vec<Run> = Vec::new();
-    for c in chunks {
-        let r = index.get(&c.0).ok_or_else(|| Error::Corrupt {
-            path: format!("chunk {}", c.0),
-            detail: "not in the store's index".into(),
-        })?;
-        let (start, end) = (
-            u64::from(r.offset),
-            u64::from(r.offset) + u64::from(r.stored_len),
-        );
-        match runs.last_mut() {
-            Some(last)
-                if last.pack == r.pack && last.end == start && end - last.start <= MAX_RUN =>
-            {
-                last.end = end;
-                last.chunks.push((*c, r));
-            }
-            _ => runs.push(Run {
-                pack: r.pack,
-                start,
-                end,
-                chunks: vec![(*c, r)],
-            }),
-        }
-    }
-    Ok(runs)
 }
 
 #[cfg(test)]
