@@ -248,42 +248,21 @@ impl Datamon {
         let mut file =
             tokio::task::block_in_place(|| File::create(&tmp)).map_err(Error::io(target))?;
         let store = &self.store;
-        let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
-            let bytes = store
-                .get_range(&keys::pack(&run.pack), run.start..run.end)
-                .await
-                .map_err(|e| match e {
-                    datamon_store::Error::NotFound { key } => Error::Corrupt {
-                        path: path.to_owned(),
-                        detail: format!("{key} is missing from the store"),
-                    },
-                    e => e.into(),
-                })?;
-            Ok::<_, Error>((run, bytes))
-        }))
+        let mut fetched = futures::stream::iter(
+            runs.into_iter()
+                .map(|run| async move { fetch_run(store, path, run).await }),
+        )
         .buffered(2);
-        while let Some(r) = fetched.next().await {
-            let (run, bytes) = r?;
-            let path_owned = path.to_owned();
+        while let Some(data) = fetched.next().await {
+            let data = data?;
+            let n = data.len() as u64;
             let target_owned = target.to_owned();
-            let written: u64;
-            (file, written) = tokio::task::spawn_blocking(move || -> Result<(File, u64)> {
-                let mut n = 0u64;
-                for (c, r) in &run.chunks {
-                    let at = (u64::from(r.offset) - run.start) as usize;
-                    let stored = &bytes[at..at + r.stored_len as usize];
-                    let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0)
-                        .map_err(|e| Error::Corrupt {
-                            path: path_owned.clone(),
-                            detail: format!("chunk {} in pack {}: {e}", c.0, run.pack),
-                        })?;
-                    file.write_all(&data).map_err(Error::io(&target_owned))?;
-                    n += data.len() as u64;
-                }
-                Ok((file, n))
+            file = tokio::task::spawn_blocking(move || -> Result<File> {
+                file.write_all(&data).map_err(Error::io(&target_owned))?;
+                Ok(file)
             })
             .await??;
-            progress.advance(written);
+            progress.advance(n);
         }
         tokio::task::block_in_place(|| -> Result<()> {
             file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
@@ -422,6 +401,58 @@ fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepar
         files,
         dirs,
     })
+}
+
+/// Reads one run and returns its chunks' bytes, decoded and verified. When the bytes do not
+/// verify and the store has a replica, the run is read again from the replica.
+async fn fetch_run(store: &datamon_store::Store, path: &str, run: Run) -> Result<Vec<u8>> {
+    let key = keys::pack(&run.pack);
+    let missing = |e: datamon_store::Error| match e {
+        datamon_store::Error::NotFound { key } => Error::Corrupt {
+            path: path.to_owned(),
+            detail: format!("{key} is missing from the store"),
+        },
+        e => e.into(),
+    };
+    let bytes = store
+        .get_range(&key, run.start..run.end)
+        .await
+        .map_err(missing)?;
+    let (run, decoded) = tokio::task::spawn_blocking(move || {
+        let d = decode_run(&run, &bytes);
+        (run, d)
+    })
+    .await?;
+    let detail = match decoded {
+        Ok(data) => return Ok(data),
+        Err(detail) => detail,
+    };
+    if let Some(replica) = store.replica() {
+        tracing::warn!(pack = %key, "{detail}; reading it from the replica");
+        if let Ok(bytes) = replica.get_range(&key, run.start..run.end).await {
+            let again = tokio::task::spawn_blocking(move || decode_run(&run, &bytes)).await?;
+            if let Ok(data) = again {
+                return Ok(data);
+            }
+        }
+    }
+    Err(Error::Corrupt {
+        path: path.to_owned(),
+        detail,
+    })
+}
+
+/// Decodes and verifies every chunk of a run read as `bytes`.
+fn decode_run(run: &Run, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(run.chunks.iter().map(|(c, _)| c.1 as usize).sum());
+    for (c, r) in &run.chunks {
+        let at = (u64::from(r.offset) - run.start) as usize;
+        let stored = &bytes[at..at + r.stored_len as usize];
+        let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0)
+            .map_err(|e| format!("chunk {} in pack {}: {e}", c.0, run.pack))?;
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
 }
 
 /// Refuses a non-empty destination unless `force`.

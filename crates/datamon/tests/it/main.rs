@@ -239,3 +239,79 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+#[test]
+fn damaged_chunk_on_the_primary_is_read_from_the_replica() {
+    rt().block_on(async {
+        let primary = tempfile::tempdir().unwrap();
+        let replica = tempfile::tempdir().unwrap();
+        let (p_url, r_url) = (
+            format!("file://{}", primary.path().display()),
+            format!("file://{}", replica.path().display()),
+        );
+        let opts = OpenOptions {
+            author: Some("tester".into()),
+            ..Default::default()
+        };
+        let dm = Datamon::open_with_replica(&p_url, &r_url, opts.clone())
+            .await
+            .unwrap();
+        dm.create_repo(&"r".parse().unwrap(), "").await.unwrap();
+        let src = tempfile::tempdir().unwrap();
+        // Incompressible content, so a flipped byte in the pack lands in stored chunk data.
+        let data: Vec<u8> = (0..400_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        write(&src.path().join("data.bin"), &data);
+        let b = upload(&dm, "r", src.path(), "one").await;
+
+        // Flip one byte inside the data pack (the largest) of the primary only.
+        let mut packs = Vec::new();
+        let mut stack = vec![primary.path().join("packs")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    packs.push(p)
+                }
+            }
+        }
+        let data_pack = packs
+            .iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(data_pack).unwrap();
+        let mid = bytes.len() / 3;
+        bytes[mid] ^= 0x40;
+        std::fs::write(data_pack, bytes).unwrap();
+
+        // Without the replica the download fails, naming the file; with it, it succeeds.
+        let alone = Datamon::open(&p_url, opts.clone()).await.unwrap();
+        let out1 = tempfile::tempdir().unwrap();
+        let err = alone
+            .download(
+                &"r".parse().unwrap(),
+                &b.id,
+                out1.path(),
+                &DownloadOptions::default(),
+                &NoProgress,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("data.bin"), "{err}");
+        assert!(!out1.path().join("data.bin").exists());
+        let out2 = tempfile::tempdir().unwrap();
+        dm.download(
+            &"r".parse().unwrap(),
+            &b.id,
+            out2.path(),
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(out2.path().join("data.bin")).unwrap(), data);
+    });
+}
