@@ -9,10 +9,10 @@ mkdir -p "$D/data"
 BIN=$(command -v azurite-blob || true)
 [ -n "$BIN" ] || BIN="${AZURITE_BIN:-}"
 [ -n "$BIN" ] || { echo "azurite-blob not found: npm install azurite@3 (or set AZURITE_BIN)" >&2; exit 1; }
-"$BIN" --blobHost 127.0.0.1 --blobPort "$PORT" --location "$D/data" --skipApiVersionCheck --silent \
+"$BIN" --blobHost 127.0.0.1 --blobPort "$PORT" --location "$D/data" --skipApiVersionCheck --silent --disableTelemetry \
   > "$D/azurite.log" 2>&1 &
 echo $! > "$D/azurite.pid"
-until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.1; done
+for _ in $(seq 1 300); do curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
 # Create the container with a SharedKey-signed request (the well-known development account).
 ACCOUNT=devstoreaccount1
 KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
@@ -22,9 +22,14 @@ SIGN=$(printf 'PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:%s\nx-ms-version:%s\n/%s/%s/
   "$DATE" "$VERSION" "$ACCOUNT" "$ACCOUNT" "$CONTAINER")
 HEXKEY=$(printf '%s' "$KEY" | base64 -d | od -An -tx1 | tr -d ' \n')
 SIG=$(printf '%s' "$SIGN" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$HEXKEY" -binary | base64 -w0)
-code=$(curl -s -o "$D/create.out" -w '%{http_code}' -X PUT -H "Content-Length: 0" \
-  -H "x-ms-date: $DATE" -H "x-ms-version: $VERSION" -H "Authorization: SharedKey $ACCOUNT:$SIG" \
-  "http://127.0.0.1:$PORT/$ACCOUNT/$CONTAINER?restype=container")
+code=000
+for _ in 1 2 3 4 5; do
+  code=$(curl -s --max-time 15 -o "$D/create.out" -w '%{http_code}' -X PUT -H "Content-Length: 0" \
+    -H "x-ms-date: $DATE" -H "x-ms-version: $VERSION" -H "Authorization: SharedKey $ACCOUNT:$SIG" \
+    "http://127.0.0.1:$PORT/$ACCOUNT/$CONTAINER?restype=container") || true
+  case "$code" in 201|409) break ;; esac
+  sleep 1
+done
 case "$code" in
   201|409) ;;
   *) echo "cannot create container $CONTAINER (HTTP $code): $(cat "$D/create.out")" >&2; exit 1 ;;

@@ -14,7 +14,7 @@ if [ -z "$BIN" ]; then
 fi
 "$BIN" -scheme http -host 127.0.0.1 -port "$PORT" -backend memory -log-level error > "$D/fake-gcs.log" 2>&1 &
 echo $! > "$D/fake-gcs.pid"
-until curl -s -o /dev/null "http://127.0.0.1:$PORT/storage/v1/b"; do sleep 0.1; done
+for _ in $(seq 1 600); do curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/storage/v1/b" && break; sleep 0.1; done
 curl -sf -X POST -H 'Content-Type: application/json' -d "{\"name\":\"$BUCKET\"}" \
   "http://127.0.0.1:$PORT/storage/v1/b" -o /dev/null
 echo "fake-gcs-server ready on http://127.0.0.1:$PORT, bucket $BUCKET"

@@ -8,6 +8,6 @@ mkdir -p "$D"
 command -v moto_server >/dev/null || { echo "moto_server not found: pip install 'moto[server]'" >&2; exit 1; }
 moto_server -H 127.0.0.1 -p "$PORT" > "$D/moto.log" 2>&1 &
 echo $! > "$D/moto.pid"
-until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.1; done
+for _ in $(seq 1 600); do curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
 curl -sf -X PUT "http://127.0.0.1:$PORT/$BUCKET" -o /dev/null
 echo "moto ready on http://127.0.0.1:$PORT, bucket $BUCKET"

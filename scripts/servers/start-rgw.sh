@@ -56,7 +56,7 @@ $CE osd crush add osd.0 1.0 host=localhost >/dev/null 2>&1
 ceph-osd -c "$C/ceph.conf" -i 0 2>/dev/null
 until $CE osd stat 2>/dev/null | grep -q "1 up"; do sleep 0.2; done
 radosgw -c "$C/ceph.conf" -n client.rgw.a
-until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.1; done
+for _ in $(seq 1 600); do curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
 radosgw-admin -c "$C/ceph.conf" user create --uid=probe --display-name=probe \
   --access-key=probeaccess --secret-key=probesecret >/dev/null 2>&1
 curl -sf -X PUT -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --aws-sigv4 'aws:amz:us-east-1:s3' \
