@@ -1048,7 +1048,7 @@ fn lineage_text(l: &Lineage, dir: LineageDirection) -> String {
         s.push_str("upstream:\n");
         let mut seen = std::collections::HashSet::new();
         let before = s.len();
-        upstream_text(l, &root, "  ", &mut seen, &mut s);
+        lineage_branch(l, &root, true, "  ", &mut seen, &mut s);
         if s.len() == before {
             s.push_str("  (no recorded run produced it)\n");
         }
@@ -1057,7 +1057,7 @@ fn lineage_text(l: &Lineage, dir: LineageDirection) -> String {
         s.push_str("downstream:\n");
         let mut seen = std::collections::HashSet::new();
         let before = s.len();
-        downstream_text(l, &root, "  ", &mut seen, &mut s);
+        lineage_branch(l, &root, false, "  ", &mut seen, &mut s);
         if s.len() == before {
             s.push_str("  (no recorded run read it)\n");
         }
@@ -1065,60 +1065,39 @@ fn lineage_text(l: &Lineage, dir: LineageDirection) -> String {
     s.trim_end().to_owned()
 }
 
-fn upstream_text(
+/// One direction of a lineage as indented text. Upstream (`<-`) follows the runs that wrote a
+/// bundle and then what they read; downstream (`->`) the runs that read it and then what they
+/// wrote. A run already shown is not expanded again.
+fn lineage_branch(
     l: &Lineage,
     b: &(RepoName, BundleId),
+    upstream: bool,
     pad: &str,
     seen: &mut std::collections::HashSet<RunId>,
     s: &mut String,
 ) {
+    let (via, then, arrow) = if upstream {
+        (EdgeKind::Output, EdgeKind::Input, "<-")
+    } else {
+        (EdgeKind::Input, EdgeKind::Output, "->")
+    };
     for e in l
         .edges
         .iter()
-        .filter(|e| e.kind == EdgeKind::Output && e.repo == b.0 && e.bundle == b.1)
+        .filter(|e| e.kind == via && e.repo == b.0 && e.bundle == b.1)
     {
-        s.push_str(&format!("{pad}<- {}\n", run_label(l, &e.run)));
+        s.push_str(&format!("{pad}{arrow} {}\n", run_label(l, &e.run)));
         if !seen.insert(e.run) {
             s.push_str(&format!("{pad}   (shown above)\n"));
             continue;
         }
-        for i in l
-            .edges
-            .iter()
-            .filter(|i| i.kind == EdgeKind::Input && i.run == e.run)
-        {
-            let k = (i.repo.clone(), i.bundle);
-            s.push_str(&format!("{pad}   <- {}\n", bundle_label(l, &k.0, &k.1)));
-            upstream_text(l, &k, &format!("{pad}      "), seen, s);
-        }
-    }
-}
-
-fn downstream_text(
-    l: &Lineage,
-    b: &(RepoName, BundleId),
-    pad: &str,
-    seen: &mut std::collections::HashSet<RunId>,
-    s: &mut String,
-) {
-    for e in l
-        .edges
-        .iter()
-        .filter(|e| e.kind == EdgeKind::Input && e.repo == b.0 && e.bundle == b.1)
-    {
-        s.push_str(&format!("{pad}-> {}\n", run_label(l, &e.run)));
-        if !seen.insert(e.run) {
-            s.push_str(&format!("{pad}   (shown above)\n"));
-            continue;
-        }
-        for o in l
-            .edges
-            .iter()
-            .filter(|o| o.kind == EdgeKind::Output && o.run == e.run)
-        {
+        for o in l.edges.iter().filter(|o| o.kind == then && o.run == e.run) {
             let k = (o.repo.clone(), o.bundle);
-            s.push_str(&format!("{pad}   -> {}\n", bundle_label(l, &k.0, &k.1)));
-            downstream_text(l, &k, &format!("{pad}      "), seen, s);
+            s.push_str(&format!(
+                "{pad}   {arrow} {}\n",
+                bundle_label(l, &k.0, &k.1)
+            ));
+            lineage_branch(l, &k, upstream, &format!("{pad}      "), seen, s);
         }
     }
 }
