@@ -24,6 +24,7 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon data avail warn = 5
+mon data avail crit = 1
 ms bind msgr2 = false
 run dir = $C/run
 log file = $C/log/\$name.log
@@ -47,7 +48,7 @@ CE="ceph -c $C/ceph.conf"
 ceph-authtool --create-keyring "$C/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
 monmaptool --create --add a 127.0.0.1:6789 --fsid "$FSID" "$C/monmap" >/dev/null
 ceph-mon -c "$C/ceph.conf" --mkfs -i a --monmap "$C/monmap" --keyring "$C/keyring"
-ceph-mon -c "$C/ceph.conf" -i a
+ceph-mon -c "$C/ceph.conf" -i a || { echo "ceph-mon did not start: see $C/log/mon.a.log (a nearly full disk stops it)" >&2; exit 1; }
 $CE osd create >/dev/null
 ceph-osd -c "$C/ceph.conf" -i 0 --mkfs >/dev/null 2>&1
 $CE osd crush add-bucket localhost host >/dev/null 2>&1
