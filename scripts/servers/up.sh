@@ -16,7 +16,16 @@ env="$D/env.sh"
 : > "$env"
 case "$S3" in
   rgw)
-    "$here/start-rgw.sh" "$D/ceph" 7480 datamon
+    # A one-node Ceph sometimes fails its first start (an OSD that comes up with the wrong
+    # fsid); a clean restart in a fresh folder has always worked.
+    for attempt in 1 2 3; do
+      if timeout 180 "$here/start-rgw.sh" "$D/ceph" 7480 datamon; then break; fi
+      echo "radosgw did not start (attempt $attempt of 3)" >&2
+      "$here/stop-rgw.sh" "$D/ceph" || true
+      pkill -x radosgw 2>/dev/null || true; pkill -x ceph-osd 2>/dev/null || true; pkill -x ceph-mon 2>/dev/null || true
+      sleep 2
+      [ "$attempt" = 3 ] && exit 1
+    done
     cat >> "$env" <<EOT
 export DATAMON_TEST_S3_ENDPOINT=http://127.0.0.1:7480
 export DATAMON_TEST_S3_BUCKET=datamon
