@@ -132,16 +132,7 @@ impl Store {
     /// # Errors
     /// An invalid URL, an unreachable store, or a store of a newer format.
     pub async fn open(url: &str, options: &[(String, String)]) -> Result<Store> {
-        let url = StoreUrl::parse(url)?;
-        let (os, root) = url.connect(options)?;
-        let mut store = Store {
-            replica: None,
-            suspended: Arc::default(),
-            os,
-            root,
-            url,
-            config: default_config(),
-        };
+        let mut store = Store::open_raw(url, options)?;
         store.config = store.load_or_create_config().await?;
         Ok(store)
     }
