@@ -255,6 +255,9 @@ impl Filesystem for ReadOnlyFs {
         if let Err(missing) = config.add_capabilities(want) {
             tracing::debug!("kernel lacks {missing:?}");
         }
+        // More read-ahead requests in flight keep a sequential reader's pipeline full.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         Ok(())
     }
 

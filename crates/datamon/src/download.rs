@@ -405,7 +405,11 @@ fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepar
 
 /// Reads one run and returns its chunks' bytes, decoded and verified. When the bytes do not
 /// verify and the store has a replica, the run is read again from the replica.
-async fn fetch_run(store: &datamon_store::Store, path: &str, run: Run) -> Result<Vec<u8>> {
+pub(crate) async fn fetch_run(
+    store: &datamon_store::Store,
+    path: &str,
+    run: Run,
+) -> Result<Vec<u8>> {
     let key = keys::pack(&run.pack);
     let missing = |e: datamon_store::Error| match e {
         datamon_store::Error::NotFound { key } => Error::Corrupt {

@@ -1,21 +1,31 @@
 //! Caches of the read-only filesystem: a small in-memory LRU and the bounded on-disk chunk cache
 //! shared by every mount of one store.
 //!
-//! The disk cache keeps each chunk's decoded bytes in `<dir>/<hh>/<hash>` (written under a
-//! temporary name and renamed, so concurrent mounts sharing the directory never see half a
-//! chunk). Every chunk read back from disk is verified against its hash again
-//! ([`datamon_chunk::decode`]); a damaged file is removed and the chunk fetched anew. The size is
-//! bounded: when the total passes the limit, the least recently used chunks this process knows
-//! of are removed (least recently modified, for chunks found on disk at start).
+//! The disk cache is a set of append-only **segments** in `<dir>/segments/`: `<name>.seg` holds
+//! decoded chunks back to back, `<name>.idx` one 40-byte entry per chunk (hash, offset, length),
+//! appended after the chunk's bytes are written. `<name>` starts with the creation time in
+//! hexadecimal nanoseconds, so names sort oldest first. Chunks fetched together (a file read in
+//! order) land next to each other, so a warm sequential read is one `pread` per request over a
+//! large file, and the kernel's read-ahead (asked for ahead of the reader with
+//! `posix_fadvise(WILLNEED)`) works as for any local file.
+//!
+//! Every process writes only to segments it created, and learns about the others' when it starts
+//! and whenever it starts a new segment (a rescan of the directory), so mounts of one store share
+//! what they fetched. The size is bounded: past the limit, whole segments are removed, oldest
+//! first (FIFO by segment; a removed segment still open in another process stays readable there
+//! until it moves on). Every chunk read back is verified against its hash by the caller; an entry
+//! that does not verify is dropped and the chunk fetched anew, so a torn write (a crash, a power
+//! loss: nothing here is fsynced) only costs a refetch.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
 use std::hash::Hash as StdHash;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use datamon_chunk::Compression;
-use datamon_types::Hash;
+use datamon_types::{ChunkRef, Hash};
 
 /// A least-recently-used map bounded by the total weight of its values.
 #[derive(Debug)]
@@ -75,141 +85,396 @@ impl<K: StdHash + Eq + Clone, V: Clone> Lru<K, V> {
         evicted
     }
 
-    pub(crate) fn remove(&mut self, k: &K) {
-        if let Some((_, w, t)) = self.map.remove(k) {
-            self.order.remove(&t);
-            self.weight -= w;
-        }
-    }
-
+    #[cfg(test)]
     pub(crate) fn weight(&self) -> u64 {
         self.weight
     }
+}
+
+/// Bytes of one index entry: hash (32), offset (u32 LE), length (u32 LE).
+const ENTRY: usize = 40;
+
+/// The largest segment.
+const MAX_SEGMENT: u64 = 64 << 20;
+
+/// Where a chunk is in the disk cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    /// The segment (a number local to this process).
+    pub(crate) seg: u32,
+    /// Offset in the segment.
+    pub(crate) off: u32,
+    /// Length.
+    pub(crate) len: u32,
+}
+
+impl Loc {
+    /// Whether `next` starts where this one ends, in the same segment.
+    pub(crate) fn followed_by(&self, next: &Loc) -> bool {
+        self.seg == next.seg && u64::from(self.off) + u64::from(self.len) == u64::from(next.off)
+    }
+}
+
+/// The first half of a chunk hash: the in-memory key (reads verify the whole hash).
+type Key = [u8; 16];
+
+fn key(h: &Hash) -> Key {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.as_bytes()[..16]);
+    k
+}
+
+#[derive(Debug)]
+struct Segment {
+    name: String,
+    file: Arc<File>,
+    /// Bytes of chunks this process knows in it.
+    bytes: u64,
+    /// Bytes of its index already read.
+    idx_read: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    seg: u32,
+    data: File,
+    idx: File,
+    len: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    chunks: HashMap<Key, Loc>,
+    segments: HashMap<u32, Segment>,
+    /// Segment names, oldest first -> number.
+    by_name: BTreeMap<String, u32>,
+    next_seg: u32,
+    total: u64,
+    writer: Option<Writer>,
 }
 
 /// The bounded on-disk chunk cache (see the module docs). `None` directory: memory only.
 #[derive(Debug)]
 pub(crate) struct DiskCache {
     dir: Option<PathBuf>,
-    /// Known chunks on disk: hash -> size, in use order.
-    known: Mutex<Lru<Hash, ()>>,
+    max_bytes: u64,
+    segment_bytes: u64,
+    state: Mutex<State>,
 }
 
 impl DiskCache {
-    /// Opens (creating) the cache directory and accounts for what is already in it.
+    /// Opens (creating) the cache directory and reads the index of every segment in it.
     pub(crate) fn open(dir: Option<PathBuf>, max_bytes: u64) -> std::io::Result<DiskCache> {
-        let mut known = Lru::new(max_bytes);
-        if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir)?;
-            let mut found: Vec<(std::time::SystemTime, Hash, u64)> = Vec::new();
-            for sub in std::fs::read_dir(dir)?.flatten() {
-                let Ok(rd) = std::fs::read_dir(sub.path()) else {
-                    continue;
-                };
-                for f in rd.flatten() {
-                    let name = f.file_name();
-                    let Some(hash) = name.to_str().and_then(|n| n.parse::<Hash>().ok()) else {
-                        continue;
-                    };
-                    if let Ok(m) = f.metadata() {
-                        let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        found.push((t, hash, m.len()));
-                    }
-                }
+        let dir = match dir {
+            Some(d) => {
+                remove_old_layout(&d);
+                let seg = d.join("segments");
+                std::fs::create_dir_all(&seg)?;
+                Some(seg)
             }
-            found.sort_unstable_by_key(|(t, _, _)| *t);
-            for (_, hash, len) in found {
-                for old in known.insert(hash, (), len) {
-                    let _ = std::fs::remove_file(chunk_path(dir, &old));
-                }
-            }
-        }
-        Ok(DiskCache {
+            None => None,
+        };
+        let c = DiskCache {
             dir,
-            known: Mutex::new(known),
-        })
+            max_bytes,
+            segment_bytes: (max_bytes / 16).clamp(1, MAX_SEGMENT),
+            state: Mutex::new(State::default()),
+        };
+        if let Some(dir) = &c.dir {
+            let mut st = c.lock();
+            c.rescan(dir, &mut st)?;
+            c.evict(dir, &mut st);
+        }
+        Ok(c)
     }
 
-    /// Reads and verifies a chunk of `len` bytes.
-    pub(crate) fn get(&self, hash: &Hash, len: usize) -> Option<Bytes> {
-        let dir = self.dir.as_ref()?;
-        let path = chunk_path(dir, hash);
-        let bytes = std::fs::read(&path).ok()?;
-        match datamon_chunk::decode(&bytes, Compression::None, len, hash) {
-            Ok(_) => {
-                let mut known = self.lock();
-                if known.get(hash).is_none() {
-                    for old in known.insert(*hash, (), len as u64) {
-                        let _ = std::fs::remove_file(chunk_path(dir, &old));
-                    }
-                }
-                Some(Bytes::from(bytes))
-            }
-            Err(e) => {
-                tracing::warn!(chunk = %hash, error = %e, "removing a damaged chunk from the cache");
-                let _ = std::fs::remove_file(&path);
-                self.lock().remove(hash);
-                None
-            }
+    /// Where each chunk is, if cached.
+    pub(crate) fn locate(&self, chunks: &[ChunkRef]) -> Vec<Option<Loc>> {
+        if self.dir.is_none() {
+            return vec![None; chunks.len()];
         }
+        let st = self.lock();
+        chunks
+            .iter()
+            .map(|c| st.chunks.get(&key(&c.0)).copied().filter(|l| l.len == c.1))
+            .collect()
     }
 
     /// Whether the chunk is known to be on disk.
     pub(crate) fn contains(&self, hash: &Hash) -> bool {
-        self.dir.is_some() && self.lock().contains(hash)
+        self.dir.is_some() && self.lock().chunks.contains_key(&key(hash))
     }
 
-    /// Stores a verified chunk; failures only cost a later refetch.
-    pub(crate) fn put(&self, hash: &Hash, data: &[u8]) {
+    /// Reads `buf.len()` bytes of segment `seg` at `off` (one or more adjacent chunks; the
+    /// caller verifies them).
+    pub(crate) fn read_at(&self, seg: u32, off: u32, buf: &mut [u8]) -> std::io::Result<()> {
+        let file = self.segment_file(seg)?;
+        file.read_exact_at(buf, u64::from(off))
+    }
+
+    /// Asks the kernel to read `len` bytes of segment `seg` at `off` into the page cache in the
+    /// background (read-ahead for a sequential reader).
+    pub(crate) fn will_need(&self, seg: u32, off: u32, len: u64) {
+        if let Ok(file) = self.segment_file(seg) {
+            let _ = nix::fcntl::posix_fadvise(
+                &*file,
+                i64::from(off),
+                len as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
+    fn segment_file(&self, seg: u32) -> std::io::Result<Arc<File>> {
+        self.lock()
+            .segments
+            .get(&seg)
+            .map(|s| s.file.clone())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "segment evicted"))
+    }
+
+    /// Forgets a chunk whose bytes did not verify (it will be fetched anew).
+    pub(crate) fn invalidate(&self, hash: &Hash) {
+        tracing::warn!(chunk = %hash, "dropping a damaged chunk from the cache");
+        self.lock().chunks.remove(&key(hash));
+    }
+
+    /// Stores a verified chunk; returns whether it is on disk. Failures only cost a refetch.
+    pub(crate) fn put(&self, hash: &Hash, data: &[u8]) -> bool {
         let Some(dir) = &self.dir else {
-            return;
+            return false;
         };
-        if self.contains(hash) {
-            return;
+        let mut st = self.lock();
+        if st.chunks.contains_key(&key(hash)) {
+            return true;
         }
-        let path = chunk_path(dir, hash);
-        if let Err(e) = write_new(&path, data) {
-            tracing::debug!(chunk = %hash, error = %e, "cannot write to the chunk cache");
-            return;
+        match self.append(dir, &mut st, hash, data) {
+            Ok(()) => {
+                if st.total > self.max_bytes {
+                    self.evict(dir, &mut st);
+                }
+                st.chunks.contains_key(&key(hash))
+            }
+            Err(e) => {
+                tracing::debug!(chunk = %hash, error = %e, "cannot write to the chunk cache");
+                st.writer = None;
+                false
+            }
         }
-        let evicted = self.lock().insert(*hash, (), data.len() as u64);
-        for old in evicted {
-            let _ = std::fs::remove_file(chunk_path(dir, &old));
+    }
+
+    fn append(&self, dir: &Path, st: &mut State, hash: &Hash, data: &[u8]) -> std::io::Result<()> {
+        let len = data.len() as u64;
+        let full = st
+            .writer
+            .as_ref()
+            .is_none_or(|w| w.len > 0 && w.len + len > self.segment_bytes);
+        if full {
+            self.start_segment(dir, st)?;
+        }
+        let w = st.writer.as_mut().expect("a segment was just started");
+        let off = u32::try_from(w.len).map_err(|_| std::io::Error::other("segment too large"))?;
+        w.data.write_all_at(data, w.len)?;
+        let mut entry = [0u8; ENTRY];
+        entry[..32].copy_from_slice(hash.as_bytes());
+        entry[32..36].copy_from_slice(&off.to_le_bytes());
+        entry[36..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        w.idx.write_all(&entry)?;
+        w.len += len;
+        let seg = w.seg;
+        if let Some(s) = st.segments.get_mut(&seg) {
+            s.bytes += len;
+            s.idx_read += ENTRY as u64;
+        }
+        st.total += len;
+        st.chunks.insert(
+            key(hash),
+            Loc {
+                seg,
+                off,
+                len: data.len() as u32,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts a new segment of this process, after learning what other processes wrote.
+    fn start_segment(&self, dir: &Path, st: &mut State) -> std::io::Result<()> {
+        st.writer = None;
+        if let Err(e) = self.rescan(dir, st) {
+            tracing::debug!(error = %e, "cannot rescan the chunk cache");
+        }
+        self.evict(dir, st);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!("{nanos:020x}-{:08x}", rand::random::<u32>());
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join(format!("{name}.seg")))?;
+        let idx = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(dir.join(format!("{name}.idx")))?;
+        let seg = st.next_seg;
+        st.next_seg += 1;
+        st.segments.insert(
+            seg,
+            Segment {
+                name: name.clone(),
+                file: Arc::new(data.try_clone()?),
+                bytes: 0,
+                idx_read: 0,
+            },
+        );
+        st.by_name.insert(name, seg);
+        st.writer = Some(Writer {
+            seg,
+            data,
+            idx,
+            len: 0,
+        });
+        Ok(())
+    }
+
+    /// Brings the view of the directory up to date: new segments and new entries of other
+    /// processes' segments are read, removed segments forgotten.
+    fn rescan(&self, dir: &Path, st: &mut State) -> std::io::Result<()> {
+        let mut present = std::collections::HashSet::new();
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
+                continue;
+            };
+            present.insert(stem.to_owned());
+            let seg = match st.by_name.get(stem) {
+                Some(&s) => s,
+                None => {
+                    let Ok(file) = File::open(dir.join(format!("{stem}.seg"))) else {
+                        continue;
+                    };
+                    let seg = st.next_seg;
+                    st.next_seg += 1;
+                    st.segments.insert(
+                        seg,
+                        Segment {
+                            name: stem.to_owned(),
+                            file: Arc::new(file),
+                            bytes: 0,
+                            idx_read: 0,
+                        },
+                    );
+                    st.by_name.insert(stem.to_owned(), seg);
+                    seg
+                }
+            };
+            if st.writer.as_ref().is_some_and(|w| w.seg == seg) {
+                continue;
+            }
+            let Some(s) = st.segments.get(&seg) else {
+                continue;
+            };
+            let from = s.idx_read;
+            let Ok(mut f) = File::open(e.path()) else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            let whole = buf.len() / ENTRY * ENTRY;
+            let mut added = 0u64;
+            for entry in buf[..whole].chunks_exact(ENTRY) {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&entry[..32]);
+                let off = u32::from_le_bytes(entry[32..36].try_into().expect("4 bytes"));
+                let len = u32::from_le_bytes(entry[36..40].try_into().expect("4 bytes"));
+                st.chunks
+                    .entry(key(&Hash(h)))
+                    .or_insert(Loc { seg, off, len });
+                added += u64::from(len);
+            }
+            if let Some(s) = st.segments.get_mut(&seg) {
+                s.idx_read += whole as u64;
+                s.bytes += added;
+            }
+            st.total += added;
+        }
+        let gone: Vec<u32> = st
+            .by_name
+            .iter()
+            .filter(|(n, _)| !present.contains(*n))
+            .map(|(_, &s)| s)
+            .collect();
+        for seg in gone {
+            forget_segment(st, seg);
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest segments until the total is under the limit.
+    fn evict(&self, dir: &Path, st: &mut State) {
+        while st.total > self.max_bytes {
+            let Some((name, seg)) = st.by_name.iter().next().map(|(n, &s)| (n.clone(), s)) else {
+                break;
+            };
+            if st.writer.as_ref().is_some_and(|w| w.seg == seg) {
+                st.writer = None;
+            }
+            let _ = std::fs::remove_file(dir.join(format!("{name}.idx")));
+            let _ = std::fs::remove_file(dir.join(format!("{name}.seg")));
+            forget_segment(st, seg);
         }
     }
 
     /// Bytes this process accounts for.
     pub(crate) fn size(&self) -> u64 {
-        self.lock().weight()
+        self.lock().total
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Hash, ()>> {
-        self.known
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-fn chunk_path(dir: &Path, hash: &Hash) -> PathBuf {
-    let hex = hash.to_hex();
-    dir.join(&hex[..2]).join(hex)
+fn forget_segment(st: &mut State, seg: u32) {
+    if let Some(s) = st.segments.remove(&seg) {
+        st.by_name.remove(&s.name);
+        st.total = st.total.saturating_sub(s.bytes);
+        st.chunks.retain(|_, l| l.seg != seg);
+    }
+    if st.writer.as_ref().is_some_and(|w| w.seg == seg) {
+        st.writer = None;
+    }
 }
 
-/// Writes `data` under a temporary name and renames it into place.
-fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(".tmp-{:016x}", rand::random::<u64>()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Removes the chunk-per-file layout of earlier versions (`<dir>/<hh>/<hash>`), in the
+/// background: it is only a cache.
+fn remove_old_layout(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.len() == 2 && n.chars().all(|c| c.is_ascii_hexdigit()) && e.path().is_dir()
+        })
+        .map(|e| e.path())
+        .collect();
+    if !old.is_empty() {
+        std::thread::spawn(move || {
+            for d in old {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        });
     }
-    r
 }
 
 #[cfg(test)]
@@ -229,24 +494,59 @@ mod tests {
     }
 
     #[test]
-    fn disk_cache_verifies_and_bounds_size() {
+    fn disk_cache_stores_locates_shares_and_bounds_size() {
         let dir = tempfile::tempdir().unwrap();
         let c = DiskCache::open(Some(dir.path().to_owned()), 10).unwrap();
         let (a, b) = (b"123456".to_vec(), b"abcdef".to_vec());
-        let (ha, hb) = (Hash::of(&a), Hash::of(&b));
-        c.put(&ha, &a);
-        assert_eq!(c.get(&ha, 6).as_deref(), Some(&a[..]));
-        c.put(&hb, &b);
-        assert!(c.get(&ha, 6).is_none(), "evicted to stay under 10 bytes");
+        let (ra, rb) = (ChunkRef(Hash::of(&a), 6), ChunkRef(Hash::of(&b), 6));
+        assert!(c.put(&ra.0, &a));
+        let l = c.locate(&[ra])[0].expect("cached");
+        let mut buf = [0u8; 6];
+        c.read_at(l.seg, l.off, &mut buf).unwrap();
+        assert_eq!(buf, a[..]);
+        assert!(c.put(&rb.0, &b));
+        assert_eq!(
+            c.locate(&[ra, rb])[0],
+            None,
+            "evicted to stay under 10 bytes"
+        );
         assert_eq!(c.size(), 6);
-        // A damaged file is detected and dropped.
-        std::fs::write(chunk_path(dir.path(), &hb), b"abcdeX").unwrap();
-        assert!(c.get(&hb, 6).is_none());
-        assert!(!chunk_path(dir.path(), &hb).exists());
-        // Reopening accounts for what is on disk.
-        c.put(&ha, &a);
-        let c2 = DiskCache::open(Some(dir.path().to_owned()), 10).unwrap();
+        // Another process (a second cache on the same directory) sees what the first wrote.
+        let c2 = DiskCache::open(Some(dir.path().to_owned()), 1 << 20).unwrap();
         assert_eq!(c2.size(), 6);
-        assert!(c2.get(&ha, 6).is_some());
+        let l = c2.locate(&[rb])[0].expect("shared");
+        c2.read_at(l.seg, l.off, &mut buf).unwrap();
+        assert_eq!(buf, b[..]);
+        // A wrong length is not a hit; a damaged chunk is forgotten.
+        assert_eq!(c2.locate(&[ChunkRef(rb.0, 5)])[0], None);
+        c2.invalidate(&rb.0);
+        assert!(!c2.contains(&rb.0));
+        // Adjacent chunks are adjacent on disk.
+        let dir2 = tempfile::tempdir().unwrap();
+        let big = DiskCache::open(Some(dir2.path().to_owned()), 1 << 20).unwrap();
+        big.put(&ra.0, &a);
+        big.put(&rb.0, &b);
+        let l = big.locate(&[ra, rb]);
+        assert!(l[0].unwrap().followed_by(&l[1].unwrap()));
+        let mut both = [0u8; 12];
+        big.read_at(l[0].unwrap().seg, l[0].unwrap().off, &mut both)
+            .unwrap();
+        assert_eq!(&both[..6], &a[..]);
+        assert_eq!(&both[6..], &b[..]);
+    }
+
+    #[test]
+    fn old_layout_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ab")).unwrap();
+        std::fs::write(dir.path().join("ab/abcd"), b"x").unwrap();
+        let _c = DiskCache::open(Some(dir.path().to_owned()), 10).unwrap();
+        for _ in 0..100 {
+            if !dir.path().join("ab").exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the old layout was not removed");
     }
 }

@@ -5,12 +5,14 @@
 //!   entries. Inodes exist only for entries the kernel looked up, and are dropped again when it
 //!   forgets them, so memory does not grow with the size of the bundle.
 //! - **Reads fetch only what they need.** An open file keeps the prefix offsets of its chunks; a
-//!   read maps `(offset, size)` to a range of chunks, served from a small memory LRU, then the
-//!   on-disk chunk cache shared by all mounts of the store, then the store: missing chunks are
-//!   grouped into runs contiguous in one pack, fetched with parallel range reads, decoded and
-//!   verified ([`datamon_chunk::decode`]), and stored in both caches.
+//!   read maps `(offset, size)` to a range of chunks, served from the on-disk chunk cache shared
+//!   by all mounts of the store (adjacent chunks with one read, each verified), then a small
+//!   memory LRU, then the store: missing chunks are grouped into runs contiguous in one pack,
+//!   fetched with parallel range reads, decoded and verified (falling back to the store's
+//!   replica), and stored in both caches.
 //! - **Read-ahead.** Sequential reads of an open file grow a window (up to
-//!   [`VfsOptions::readahead`]) whose chunks are fetched in the background.
+//!   [`VfsOptions::readahead`]) whose chunks are fetched in the background, or, when cached,
+//!   handed to the kernel's read-ahead.
 //! - **Never hangs.** Every store access has a time limit ([`VfsOptions::timeout`]); a failure is
 //!   logged with `tracing` and returned as an error (front ends answer EIO).
 //!
@@ -46,20 +48,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use datamon_store::{keys, Index};
+use datamon_store::Index;
 use datamon_types::{Bundle, BundleId, ChunkRef, EntryKind, Hash, Node, RepoName, Tree};
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 
 use self::cache::{DiskCache, Lru};
-use crate::download::plan_runs;
+use crate::download::{fetch_run, plan_runs};
 use crate::{Datamon, Error, Result, VfsErrorKind};
 
 /// The root directory's inode number.
 pub const ROOT_INODE: u64 = 1;
-
-/// How many threads read ahead from the disk cache at once, per read.
-const DISK_READERS: usize = 4;
 
 /// The first read-ahead window of a sequential reader.
 const MIN_READAHEAD: u64 = 256 << 10;
@@ -545,14 +544,14 @@ impl Vfs {
     ///
     /// # Errors
     /// A stale handle; a store failure or timeout; data that does not verify.
-    pub fn read_blocking(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub fn read_blocking(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         let file = lock(&self.inner.files)
             .get(&fh)
             .cloned()
             .ok_or_else(|| vfs_err(VfsErrorKind::Stale, format!("unknown file handle {fh}")))?;
         let file_size = *file.offsets.last().expect("offsets has n+1 elements");
         if offset >= file_size || size == 0 {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let end = file_size.min(offset + u64::from(size));
         let first = file.offsets.partition_point(|&o| o <= offset) - 1;
@@ -569,31 +568,90 @@ impl Vfs {
             seq.1 = w;
             (w, seq.2)
         };
-        let needed: Vec<ChunkRef> = file.chunks[first..=last].to_vec();
-        let data = self.chunks_blocking(&needed)?;
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for (k, bytes) in data.iter().enumerate() {
-            let start = file.offsets[first + k];
-            let lo = offset.saturating_sub(start) as usize;
-            let hi = ((end - start) as usize).min(bytes.len());
-            out.extend_from_slice(&bytes[lo..hi]);
-        }
+        let base = file.offsets[first];
+        let mut buf = vec![0u8; (file.offsets[last + 1] - base) as usize];
+        let starts: Vec<usize> = file.offsets[first..=last + 1]
+            .iter()
+            .map(|&o| (o - base) as usize)
+            .collect();
+        self.fill(&file.chunks[first..=last], &starts, &mut buf)?;
         if window > 0 {
             let upto = self.prefetch(&file, last + 1, issued, window);
             let mut seq = lock(&file.seq);
             seq.2 = seq.2.max(upto);
         }
-        Ok(out)
+        Ok(Bytes::from(buf).slice((offset - base) as usize..(end - base) as usize))
     }
 
-    /// A chunk from memory or the disk cache.
+    /// Fills `buf` with the decoded bytes of `chunks` (chunk `i` at `starts[i]..starts[i + 1]`):
+    /// runs of chunks adjacent in the disk cache with one read each, then the memory cache, then
+    /// the store. Everything taken from a cache is verified against its hash.
+    fn fill(&self, chunks: &[ChunkRef], starts: &[usize], buf: &mut [u8]) -> Result<()> {
+        let disk = &self.inner.disk;
+        let locs = disk.locate(chunks);
+        let mut missing = Vec::new();
+        let mut i = 0;
+        while i < chunks.len() {
+            let Some(loc) = locs[i] else {
+                match lock(&self.inner.memory).get(&chunks[i].0) {
+                    Some(b) => buf[starts[i]..starts[i + 1]].copy_from_slice(&b),
+                    None => missing.push(i),
+                }
+                i += 1;
+                continue;
+            };
+            let mut j = i + 1;
+            while j < chunks.len()
+                && locs[j].is_some_and(|next| locs[j - 1].is_some_and(|l| l.followed_by(&next)))
+            {
+                j += 1;
+            }
+            let run = &mut buf[starts[i]..starts[j]];
+            match disk.read_at(loc.seg, loc.off, run) {
+                Ok(()) => {
+                    for k in i..j {
+                        let bytes = &buf[starts[k]..starts[k + 1]];
+                        if Hash::of(bytes) != chunks[k].0 {
+                            disk.invalidate(&chunks[k].0);
+                            missing.push(k);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "chunk cache read failed");
+                    missing.extend(i..j);
+                }
+            }
+            i = j;
+        }
+        if !missing.is_empty() {
+            let wanted: Vec<ChunkRef> = missing.iter().map(|&k| chunks[k]).collect();
+            let data = self.chunks_blocking(&wanted)?;
+            for (&k, bytes) in missing.iter().zip(&data) {
+                buf[starts[k]..starts[k + 1]].copy_from_slice(bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// A verified chunk from memory or the disk cache.
     fn cached(&self, c: &ChunkRef) -> Option<Bytes> {
         if let Some(b) = lock(&self.inner.memory).get(&c.0) {
             return Some(b);
         }
-        let b = self.inner.disk.get(&c.0, c.1 as usize)?;
-        lock(&self.inner.memory).insert(c.0, b.clone(), b.len() as u64);
-        Some(b)
+        let loc = self.inner.disk.locate(std::slice::from_ref(c))[0]?;
+        let mut b = vec![0u8; c.1 as usize];
+        self.inner.disk.read_at(loc.seg, loc.off, &mut b).ok()?;
+        if Hash::of(&b) != c.0 {
+            self.inner.disk.invalidate(&c.0);
+            return None;
+        }
+        Some(Bytes::from(b))
+    }
+
+    /// Whether a chunk is in a cache (not verified).
+    fn is_cached(&self, c: &ChunkRef) -> bool {
+        lock(&self.inner.memory).contains(&c.0) || self.inner.disk.contains(&c.0)
     }
 
     /// The decoded bytes of `chunks`, in order, fetching what no cache has.
@@ -617,7 +675,7 @@ impl Vfs {
                 drop(inflight);
                 std::thread::sleep(Duration::from_millis(1));
             }
-            missing.retain(|c| !lock(&self.inner.memory).contains(&c.0));
+            missing.retain(|c| !self.is_cached(c));
             if !missing.is_empty() {
                 let this = self.clone();
                 self.block(
@@ -637,50 +695,49 @@ impl Vfs {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Brings the chunks that start less than `window` bytes after chunk `next` (the reader's
-    /// position) into memory in the background, skipping those before `issued` (already
-    /// requested): from the disk cache when they are there, else from the store. Returns the
-    /// index of the first chunk not considered.
+    /// Read-ahead for a sequential reader: of the chunks that start less than `window` bytes
+    /// after chunk `next` (the reader's position), skipping those before `issued` (already
+    /// requested), those in the disk cache are asked of the kernel (`posix_fadvise(WILLNEED)`,
+    /// adjacent ones as one range) and the others fetched from the store in the background.
+    /// Returns the index of the first chunk not considered.
     fn prefetch(&self, file: &OpenFile, next: usize, issued: usize, window: u64) -> usize {
         let from = next.max(issued);
         if next >= file.chunks.len() || from >= file.chunks.len() {
             return from;
         }
         let limit = file.offsets[next] + window;
-        let (mut from_disk, mut from_store) = (Vec::new(), Vec::new());
+        let upto = (from..file.chunks.len())
+            .find(|&i| file.offsets[i] >= limit)
+            .unwrap_or(file.chunks.len());
+        let candidates = &file.chunks[from..upto];
+        let locs = self.inner.disk.locate(candidates);
+        let mut ranges: Vec<(u32, u32, u64)> = Vec::new();
+        let mut from_store = Vec::new();
         let mut seen = HashSet::new();
-        let mut upto = from;
         {
             let inflight = lock(&self.inner.inflight);
             let memory = lock(&self.inner.memory);
-            for (i, c) in file.chunks.iter().enumerate().skip(from) {
-                if file.offsets[i] >= limit {
-                    break;
-                }
-                upto = i + 1;
-                if memory.contains(&c.0) || inflight.contains(&c.0) || !seen.insert(c.0) {
-                    continue;
-                }
-                if self.inner.disk.contains(&c.0) {
-                    from_disk.push(*c);
-                } else {
+            for (c, loc) in candidates.iter().zip(&locs) {
+                if let Some(l) = loc {
+                    match ranges.last_mut() {
+                        Some((seg, off, len))
+                            if *seg == l.seg && u64::from(*off) + *len == u64::from(l.off) =>
+                        {
+                            *len += u64::from(l.len);
+                        }
+                        _ => ranges.push((l.seg, l.off, u64::from(l.len))),
+                    }
+                } else if !memory.contains(&c.0) && !inflight.contains(&c.0) && seen.insert(c.0) {
                     from_store.push(*c);
                 }
             }
         }
-        // Disk reads of small chunk files are latency-bound: several run at once.
-        let per_task = from_disk.len().div_ceil(DISK_READERS).max(4);
-        for group in from_disk.chunks(per_task) {
-            let group = group.to_vec();
-            let guard = InFlight::new(self, &group);
+        if !ranges.is_empty() {
             let this = self.clone();
             self.inner.handle.spawn_blocking(move || {
-                for c in &group {
-                    if let Some(b) = this.inner.disk.get(&c.0, c.1 as usize) {
-                        lock(&this.inner.memory).insert(c.0, b, c.1.into());
-                    }
+                for (seg, off, len) in ranges {
+                    this.inner.disk.will_need(seg, off, len);
                 }
-                drop(guard);
             });
         }
         if !from_store.is_empty() {
@@ -716,25 +773,23 @@ impl Vfs {
         })?;
         let store = self.inner.dm.store();
         futures::stream::iter(runs.into_iter().map(|run| async move {
-            let key = keys::pack(&run.pack);
-            let bytes = store.get_range(&key, run.start..run.end).await?;
+            // Read, decoded and verified; bytes that do not verify are read from the replica.
+            let what = format!("pack {}", run.pack);
+            let chunks: Vec<ChunkRef> = run.chunks.iter().map(|(c, _)| *c).collect();
+            let data = fetch_run(store, &what, run).await?;
             let this = self.clone();
             tokio::task::spawn_blocking(move || -> Result<u64> {
-                let mut n = 0;
-                for (c, r) in &run.chunks {
-                    let at = (u64::from(r.offset) - run.start) as usize;
-                    let stored = &bytes[at..at + r.stored_len as usize];
-                    let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0)
-                        .map_err(|e| Error::Corrupt {
-                            path: format!("chunk {}", c.0),
-                            detail: format!("in pack {}: {e}", run.pack),
-                        })?;
-                    this.inner.disk.put(&c.0, &data);
-                    let b = Bytes::from(data.into_owned());
-                    n += b.len() as u64;
-                    lock(&this.inner.memory).insert(c.0, b.clone(), c.1.into());
+                let mut at = 0;
+                for c in &chunks {
+                    let bytes = &data[at..at + c.1 as usize];
+                    at += bytes.len();
+                    this.inner.disk.put(&c.0, bytes);
+                    // Also in memory: the reader waiting for it finds it there even if a tiny
+                    // disk cache has already evicted it.
+                    let b = Bytes::copy_from_slice(bytes);
+                    lock(&this.inner.memory).insert(c.0, b, c.1.into());
                 }
-                Ok(n)
+                Ok(at as u64)
             })
             .await?
         }))
@@ -797,7 +852,7 @@ mod tests {
             cache_dir: Some(cache.path().to_owned()),
             ..VfsOptions::default()
         };
-        let vfs = rt.block_on(async {
+        let (dm, id, vfs) = rt.block_on(async {
             let dm = Datamon::open("memory://vfs-test", OpenOptions::default())
                 .await
                 .unwrap();
@@ -811,7 +866,11 @@ mod tests {
                 .await
                 .unwrap();
             let id = dm.resolve(&repo, &BundleSelector::Latest).await.unwrap();
-            dm.vfs(&repo, &id, opts, rt.handle().clone()).await.unwrap()
+            let vfs = dm
+                .vfs(&repo, &id, opts.clone(), rt.handle().clone())
+                .await
+                .unwrap();
+            (dm, id, vfs)
         });
         assert_eq!(vfs.inode_count(), 1, "only the root at first");
         let mut names = Vec::new();
@@ -872,5 +931,30 @@ mod tests {
         vfs.forget(d.ino, 2);
         vfs.forget(ln.ino, 2);
         assert_eq!(vfs.inode_count(), 1);
+
+        // Damage every cached chunk on disk: a new mount of the same cache notices (the hashes
+        // do not match), fetches the chunks again and returns the right bytes.
+        let segments = cache.path().join(&dm.store().config().id).join("segments");
+        let mut damaged = 0;
+        for e in std::fs::read_dir(&segments).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "seg") {
+                let mut b = std::fs::read(e.path()).unwrap();
+                for i in (0..b.len()).step_by(4096) {
+                    b[i] ^= 0xff;
+                }
+                std::fs::write(e.path(), b).unwrap();
+                damaged += 1;
+            }
+        }
+        assert!(damaged > 0, "the cache has segments");
+        let vfs2 = rt
+            .block_on(dm.vfs(&repo, &id, opts, rt.handle().clone()))
+            .unwrap();
+        let d = vfs2.lookup_blocking(ROOT_INODE, "d").unwrap().unwrap();
+        let e = vfs2.lookup_blocking(d.ino, "e").unwrap().unwrap();
+        let f = vfs2.lookup_blocking(e.ino, "big").unwrap().unwrap();
+        let fh = vfs2.open_blocking(f.ino).unwrap();
+        let all = vfs2.read_blocking(fh, 0, big.len() as u32).unwrap();
+        assert!(all == big[..], "damaged cache data is never returned");
     }
 }

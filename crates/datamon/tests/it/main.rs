@@ -313,5 +313,35 @@ fn damaged_chunk_on_the_primary_is_read_from_the_replica() {
         .await
         .unwrap();
         assert_eq!(std::fs::read(out2.path().join("data.bin")).unwrap(), data);
+
+        // The same through the mount's filesystem: EIO-worthy error alone, right bytes with it.
+        let read_all = |dm: Datamon| {
+            let id = b.id;
+            async move {
+                let vfs = dm
+                    .vfs(
+                        &"r".parse().unwrap(),
+                        &id,
+                        datamon::vfs::VfsOptions::default(),
+                        tokio::runtime::Handle::current(),
+                    )
+                    .await
+                    .unwrap();
+                tokio::task::spawn_blocking(move || {
+                    let a = vfs
+                        .lookup_blocking(datamon::vfs::ROOT_INODE, "data.bin")?
+                        .expect("exists");
+                    let fh = vfs.open_blocking(a.ino)?;
+                    vfs.read_blocking(fh, 0, a.size as u32)
+                })
+                .await
+                .unwrap()
+            }
+        };
+        assert!(
+            read_all(alone).await.is_err(),
+            "damaged data is never served"
+        );
+        assert_eq!(read_all(dm).await.unwrap(), data[..]);
     });
 }
