@@ -2,20 +2,22 @@
 //!
 //! All domain logic (lazy tree loading, chunk cache, read-ahead, verification, time limits) lives
 //! in the library; this crate only translates FUSE requests into [`Vfs`] calls and errors into
-//! errno values. The mount is read-only (`ro`), named `datamon` (fs name and subtype, so
-//! `mount` shows `datamon on DIR type fuse.datamon`), and served by several threads so that
+//! errno values. The mount is read-only (`ro`), named `datamon` (as root: `datamon on DIR type
+//! fuse.datamon`; see [`mount`]), and served by several threads so that
 //! parallel readers do not wait for each other.
 //!
 //! ```no_run
 //! # async fn demo(vfs: datamon::vfs::Vfs) -> std::io::Result<()> {
-//! let session = datamon_fuse::mount_read_only(vfs, "/mnt/data".as_ref(), &Default::default())?;
+//! let mount = datamon_fuse::mount_read_only(vfs, "/mnt/data".as_ref(), &Default::default())?;
 //! // ... serve until asked to stop, then:
-//! session.umount_and_join()?;
+//! mount.unmount()?;
 //! # Ok(()) }
 //! ```
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use datamon::types::EntryKind;
@@ -46,6 +48,9 @@ pub struct MountConfig {
     pub gid: u32,
     /// Kernel read-ahead of the mount in KiB (default 1024; 0 keeps the kernel's default).
     pub readahead_kb: u32,
+    /// Past this many known inodes, the kernel is asked to drop the oldest names, so memory
+    /// stays bounded when millions of files are listed (default 100,000; 0: no bound).
+    pub max_inodes: usize,
 }
 
 impl Default for MountConfig {
@@ -56,12 +61,80 @@ impl Default for MountConfig {
             uid: 0,
             gid: 0,
             readahead_kb: 1024,
+            max_inodes: 100_000,
+        }
+    }
+}
+
+/// A mounted filesystem, served from background threads until [`Mount::unmount`] (or until it
+/// is unmounted from outside).
+#[derive(Debug)]
+pub struct Mount {
+    session: BackgroundSession,
+    mountpoint: PathBuf,
+    /// Mounted by this crate with mount(2) (type `fuse.datamon`), not by fuser.
+    own_mount: bool,
+    /// Set to stop the helper threads (the inode bound).
+    stop: Arc<AtomicBool>,
+}
+
+impl Mount {
+    /// Whether the session has ended (the filesystem was unmounted from outside).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the session to end.
+    ///
+    /// A busy mount (a file still open) is detached lazily: it disappears from the namespace at
+    /// once and the kernel ends it when the last file is closed, or when this process exits.
+    /// When this user may not unmount (not root), fuser runs `fusermount3 -u -z`.
+    ///
+    /// # Errors
+    /// The unmount fails for another reason than "busy".
+    pub fn unmount(self) -> std::io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.is_finished() {
+            // Unmounted from outside. Dropping the session would make fuser unmount the path
+            // once more, which could hit a newer mount there: leak it instead (the process is
+            // ending).
+            std::mem::forget(self.session);
+            return Ok(());
+        }
+        if self.own_mount {
+            use nix::mount::{umount2, MntFlags};
+            return match umount2(&self.mountpoint, MntFlags::empty()) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {
+                    self.session.join()
+                }
+                Err(nix::errno::Errno::EBUSY) => {
+                    // The session ends when the last open file is closed; do not wait for it.
+                    tracing::info!("{} is busy: detaching it", self.mountpoint.display());
+                    umount2(&self.mountpoint, MntFlags::MNT_DETACH)?;
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        match self.session.umount_and_join() {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+                tracing::info!("{} is busy: detaching it", self.mountpoint.display());
+                nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH)?;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 }
 
 /// Mounts `vfs` read-only at `mountpoint` and serves it from background threads until the
-/// returned session is unmounted or dropped. Returns once the mount is in place.
+/// returned [`Mount`] is unmounted. Returns once the mount is in place.
 ///
 /// # Errors
 /// The mount fails (no `/dev/fuse`, not permitted, not a directory).
@@ -69,31 +142,152 @@ pub fn mount_read_only(
     vfs: Vfs,
     mountpoint: &Path,
     config: &MountConfig,
-) -> std::io::Result<BackgroundSession> {
+) -> std::io::Result<Mount> {
     let fs = ReadOnlyFs {
         vfs,
         uid: config.uid,
         gid: config.gid,
     };
-    let options = vec![
+    let vfs = fs.vfs.clone();
+    let m = mount(fs, mountpoint, config, true)?;
+    if config.readahead_kb > 0 {
+        set_readahead(mountpoint, config.readahead_kb);
+    }
+    if config.max_inodes > 0 {
+        bound_inodes(vfs, &m, config.max_inodes);
+    }
+    Ok(m)
+}
+
+/// Keeps the number of inodes the vfs knows near `max`: twice a second, when there are more,
+/// asks the kernel to drop the names of the oldest (down to 3/4 of `max`); the kernel forgets
+/// the inodes of those not in use, and the vfs drops them.
+fn bound_inodes(vfs: Vfs, m: &Mount, max: usize) {
+    let notifier = m.session.notifier();
+    let stop = m.stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("datamon-inodes".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                if vfs.inode_count() <= max {
+                    continue;
+                }
+                for (parent, name) in vfs.entries_over(max / 4 * 3) {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Err(e) = notifier.inval_entry(INodeNo(parent), OsStr::new(&name)) {
+                        // ENOENT: the kernel no longer has it. Anything else: stop trying.
+                        if e.raw_os_error() != Some(nix::errno::Errno::ENOENT as i32) {
+                            tracing::debug!("cannot invalidate entries: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the inode bound thread: {e}");
+    }
+}
+
+/// Mounts `fs` at `mountpoint`, served by `config.threads` threads.
+///
+/// As root the mount is made here with mount(2) and the type `fuse.datamon` (so `findmnt` and
+/// `/proc/mounts` name datamon); otherwise, or when that fails, fuser mounts it (through
+/// `fusermount3` for other users), with the type `fuse` and the source `datamon`.
+///
+/// # Errors
+/// The mount fails (no `/dev/fuse`, not permitted, not a directory).
+pub fn mount<FS: Filesystem>(
+    fs: FS,
+    mountpoint: &Path,
+    config: &MountConfig,
+    read_only: bool,
+) -> std::io::Result<Mount> {
+    let mut options = vec![
         MountOption::FSName("datamon".into()),
         MountOption::Subtype("datamon".into()),
-        MountOption::RO,
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::DefaultPermissions,
     ];
+    if read_only {
+        options.push(MountOption::RO);
+    }
     let mut cfg = Config::default();
     if config.allow_other {
         cfg.acl = SessionACL::All;
     }
     cfg.mount_options = options;
     cfg.n_threads = Some(config.threads.max(1));
-    let session = fuser::spawn_mount(fs, mountpoint, &cfg)?;
-    if config.readahead_kb > 0 {
-        set_readahead(mountpoint, config.readahead_kb);
+    match mount_sys(mountpoint, config, read_only) {
+        Ok(fd) => {
+            let acl = cfg.acl;
+            let session = match fuser::Session::from_fd(fs, fd, acl, cfg) {
+                Ok(s) => s.spawn(),
+                Err(e) => Err(e),
+            };
+            match session {
+                Ok(session) => Ok(Mount {
+                    session,
+                    mountpoint: mountpoint.to_owned(),
+                    own_mount: true,
+                    stop: Arc::default(),
+                }),
+                Err(e) => {
+                    let _ = unmount_path(mountpoint);
+                    Err(e)
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!("mount(2) of fuse.datamon failed ({e}); letting fuser mount");
+            Ok(Mount {
+                session: fuser::spawn_mount(fs, mountpoint, &cfg)?,
+                mountpoint: mountpoint.to_owned(),
+                own_mount: false,
+                stop: Arc::default(),
+            })
+        }
     }
-    Ok(session)
+}
+
+/// Opens `/dev/fuse` and mounts it at `mountpoint` with the type `fuse.datamon`. Needs root (or
+/// CAP_SYS_ADMIN).
+fn mount_sys(
+    mountpoint: &Path,
+    config: &MountConfig,
+    read_only: bool,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::fd::AsRawFd as _;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},default_permissions",
+        dev.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if config.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(
+        Some("datamon"),
+        mountpoint,
+        Some("fuse.datamon"),
+        flags,
+        Some(data.as_str()),
+    )?;
+    Ok(dev.into())
 }
 
 /// Raises the kernel's read-ahead for the mount (its backing device's `read_ahead_kb`), so that
@@ -110,32 +304,6 @@ fn set_readahead(mountpoint: &Path, kb: u32) {
     let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     if let Err(e) = std::fs::write(&path, kb.to_string()) {
         tracing::debug!("cannot set {path}: {e}");
-    }
-}
-
-/// Unmounts a mount made by this crate and waits for its session to end.
-///
-/// A busy mount (a file still open) is detached lazily: it disappears from the namespace at once
-/// and the kernel ends it when the last file is closed, or when this process exits. When this
-/// user may not unmount (not root), fuser runs `fusermount3 -u -z`.
-///
-/// # Errors
-/// The unmount fails for another reason than "busy".
-pub fn unmount(session: BackgroundSession, mountpoint: &Path) -> std::io::Result<()> {
-    if session.guard.is_finished() {
-        // Unmounted from outside. Dropping the session would make fuser unmount the path once
-        // more, which could hit a newer mount there: leak it instead (the process is ending).
-        std::mem::forget(session);
-        return Ok(());
-    }
-    match session.umount_and_join() {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
-            tracing::info!("{} is busy: detaching it", mountpoint.display());
-            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)?;
-            Ok(())
-        }
-        Err(e) => Err(e),
     }
 }
 
@@ -251,7 +419,9 @@ fn errno(op: &str, e: &Error) -> Errno {
 impl Filesystem for ReadOnlyFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Listing with attributes saves one lookup round trip per entry for `find`, `ls -l`.
-        let want = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        // Always (not FUSE_READDIRPLUS_AUTO, with which the kernel falls back to plain listings
+        // plus a lookup per entry for most directories of a `find`).
+        let want = fuser::InitFlags::FUSE_DO_READDIRPLUS;
         if let Err(missing) = config.add_capabilities(want) {
             tracing::debug!("kernel lacks {missing:?}");
         }

@@ -57,6 +57,10 @@ pub struct MountArgs {
     /// Let other users read the mount (FUSE allow_other)
     #[arg(long)]
     allow_other: bool,
+    /// Past this many known files and directories, the kernel is asked to forget the oldest,
+    /// so memory stays bounded when millions of files are listed (0: no bound)
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_inodes: usize,
 }
 
 impl MountArgs {
@@ -99,6 +103,7 @@ impl MountArgs {
             .await?;
         let config = datamon_fuse::MountConfig {
             allow_other: self.allow_other,
+            max_inodes: self.max_inodes,
             uid: meta.uid(),
             gid: meta.gid(),
             ..Default::default()
@@ -115,9 +120,7 @@ impl MountArgs {
         ))?;
         let why = wait_for_stop(&session).await?;
         tracing::info!("{why}: unmounting {}", mount.display());
-        let mountpoint = mount.clone();
-        let r = tokio::task::spawn_blocking(move || datamon_fuse::unmount(session, &mountpoint))
-            .await?;
+        let r = tokio::task::spawn_blocking(move || session.unmount()).await?;
         if let Err(e) = r {
             tracing::warn!("unmounting {}: {e}", mount.display());
         }
@@ -149,7 +152,7 @@ pub(crate) fn mount_point(dir: &std::path::Path) -> anyhow::Result<std::fs::Meta
 }
 
 /// Waits for SIGINT, SIGTERM, or the end of the session (unmounted from outside).
-async fn wait_for_stop(session: &datamon_fuse::BackgroundSession) -> anyhow::Result<&'static str> {
+async fn wait_for_stop(session: &datamon_fuse::Mount) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -159,7 +162,7 @@ async fn wait_for_stop(session: &datamon_fuse::BackgroundSession) -> anyhow::Res
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
             _ = tick.tick() => {
-                if session.guard.is_finished() {
+                if session.is_finished() {
                     return Ok("unmounted");
                 }
             }

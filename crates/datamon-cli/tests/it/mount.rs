@@ -301,6 +301,17 @@ fn read_only_mount_shows_the_bundle_exactly() {
     let mnt = env.path("mnt");
     let mount = env.mount(&mnt, &["--repo", "r", "--label", "l"]);
 
+    // The mount names datamon: source and type (`findmnt`, `/proc/mounts`).
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(&*mnt.to_string_lossy()))
+        .expect("listed in /proc/self/mounts");
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[0], "datamon", "{line}");
+    assert_eq!(fields[2], "fuse.datamon", "{line}");
+    assert!(fields[3].split(',').any(|o| o == "ro"), "{line}");
+
     let diff = Command::new("diff")
         .args(["-r", "--no-dereference"])
         .arg(&src)
@@ -436,6 +447,24 @@ fn signals_unmount_cleanly_and_daemon_returns_when_ready() {
     let src = env.path("src");
     make_tree(&src);
     env.upload(&src);
+
+    // A tiny inode bound: the kernel is told to forget names all the time, and listings and
+    // reads stay exact.
+    let mnt = env.path("mnt-bound");
+    let mut mount = env.mount(&mnt, &["--repo", "r", "--label", "l", "--max-inodes", "4"]);
+    for _ in 0..3 {
+        assert_eq!(
+            stat_tree(&src),
+            stat_tree(&mnt),
+            "find -printf of both trees"
+        );
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    assert_eq!(
+        std::fs::read(mnt.join("big.bin")).expect("read"),
+        std::fs::read(src.join("big.bin")).expect("read")
+    );
+    assert_eq!(mount.stop("TERM"), Some(0));
 
     // Foreground: SIGINT unmounts and exits 0 (while a file is open).
     let mnt = env.path("mnt-int");

@@ -74,7 +74,7 @@ pub struct VfsOptions {
     /// Bound of the in-memory chunk cache, in bytes (default 64 MiB).
     pub memory_cache: u64,
     /// How many directory entries the cache of parsed directory nodes holds, over all nodes
-    /// (default 1,000,000: a few hundred MiB at most).
+    /// (default 200,000: about 40 MiB).
     pub tree_cache: usize,
     /// The largest read-ahead window of a sequential reader, in bytes (default 8 MiB; 0 turns
     /// read-ahead off).
@@ -91,7 +91,7 @@ impl Default for VfsOptions {
             cache_dir: None,
             cache_size: 10 << 30,
             memory_cache: 64 << 20,
-            tree_cache: 1_000_000,
+            tree_cache: 200_000,
             readahead: 8 << 20,
             parallel_fetches: 8,
             timeout: Duration::from_secs(60),
@@ -442,6 +442,33 @@ impl Vfs {
     /// How many inodes are known (for tests and metrics).
     pub fn inode_count(&self) -> usize {
         lock(&self.inner.inodes).map.len()
+    }
+
+    /// The oldest known entries beyond the first `keep`, as `(parent inode, name)`, oldest
+    /// first (never the root). A front end asks the kernel to drop these names (FUSE
+    /// `notify_inval_entry`); the kernel then forgets their inodes unless they are in use, which
+    /// bounds this process's memory however many files are listed.
+    pub fn entries_over(&self, keep: usize) -> Vec<(u64, String)> {
+        let inodes = lock(&self.inner.inodes);
+        let n = inodes.map.len().saturating_sub(keep);
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<(u64, u64, &Arc<str>)> = inodes
+            .map
+            .iter()
+            .filter(|(&ino, _)| ino != ROOT_INODE)
+            .map(|(&ino, i)| (ino, i.parent, &i.name))
+            .collect();
+        let n = n.min(all.len());
+        if n < all.len() {
+            all.select_nth_unstable_by_key(n, |e| e.0);
+        }
+        all.truncate(n);
+        all.sort_unstable_by_key(|e| e.0);
+        all.into_iter()
+            .map(|(_, parent, name)| (parent, name.to_string()))
+            .collect()
     }
 
     /// Lists directory `ino` from entry number `offset` on, calling `add` per entry until it
@@ -888,6 +915,12 @@ mod tests {
         let f = vfs.lookup_blocking(e.ino, "big").unwrap().unwrap();
         assert_eq!(f.size, big.len() as u64);
         assert_eq!(vfs.inode_count(), 5);
+        assert_eq!(
+            vfs.entries_over(3),
+            [(ROOT_INODE, "ln".to_owned()), (ROOT_INODE, "d".to_owned())],
+            "the oldest entries past the bound, oldest first"
+        );
+        assert!(vfs.entries_over(5).is_empty());
         let fh = vfs.open_blocking(f.ino).unwrap();
         // Sequential reads (read-ahead kicks in), then random ones.
         let mut at = 0u64;
