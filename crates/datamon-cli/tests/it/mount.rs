@@ -929,3 +929,220 @@ fn hanging_store_gives_eio_after_the_timeout() {
     host_mount.stop("TERM");
     eprintln!("stop host {:?}", t.elapsed());
 }
+
+/// Bytes `du` counts for a directory tree (allocated blocks, not sizes).
+fn disk_usage(dir: &Path) -> u64 {
+    let out = Command::new("du")
+        .args(["-s", "--block-size=1"])
+        .arg(dir)
+        .output()
+        .expect("du");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du output")
+}
+
+#[test]
+fn mutable_mount_is_copy_on_write() {
+    if !fuse_available() {
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).expect("dirs");
+    for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+        std::fs::write(src.join(name), pseudo_random(20 * MIB, i as u64 + 11)).expect("write");
+    }
+    std::fs::write(src.join("d.bin"), pseudo_random(2 * MIB, 5)).expect("write");
+    std::fs::write(src.join("sub/keep.txt"), b"keep\n").expect("write");
+    let data_size = (62 * MIB) as u64;
+    let base = env.upload(&src);
+
+    let mnt = env.path("cow");
+    let started = Instant::now();
+    let mut mount = env.mount_new(
+        &mnt,
+        &["--repo", "r", "--message", "cow", "--from-label", "l"],
+    );
+    let mount_time = started.elapsed();
+    let scratch: Vec<PathBuf> = std::fs::read_dir(env.path("home/scratch"))
+        .expect("scratch root")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(scratch.len(), 1);
+    let files = scratch[0].join("files");
+    let used = disk_usage(&files);
+    assert!(
+        used < data_size / 50,
+        "mounting wrote {used} bytes to the scratch area for {data_size} bytes of data"
+    );
+    assert!(
+        mount_time < Duration::from_secs(30),
+        "mounting took {mount_time:?}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == mnt.to_str())
+        .expect("in /proc/self/mounts");
+    assert!(line.starts_with("datamon "), "{line}");
+    assert!(line.contains(" rw,"), "{line}");
+
+    // What the mount shows is the bundle, exactly; reads come from the store, unhydrated.
+    assert_eq!(stat_tree(&src), stat_tree(&mnt));
+    assert_eq!(
+        std::fs::read(mnt.join("b.bin")).expect("cat"),
+        std::fs::read(src.join("b.bin")).expect("read")
+    );
+    sh(&mnt, "cat c.bin | cmp - ../src/c.bin");
+    assert!(
+        disk_usage(&files) < data_size / 50,
+        "reading hydrated nothing"
+    );
+
+    // Append to one file, chmod another, rename a third, truncate a fourth to zero.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(mnt.join("a.bin"))
+            .expect("open for append");
+        f.write_all(b"appended tail").expect("append");
+        f.sync_all().expect("fsync");
+    }
+    std::fs::set_permissions(mnt.join("b.bin"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    std::fs::rename(mnt.join("c.bin"), mnt.join("sub/c-renamed.bin")).expect("rename");
+    sh(&mnt, ": > d.bin");
+    let used = disk_usage(&files);
+    assert!(
+        used > (20 * MIB) as u64 && used < (25 * MIB) as u64,
+        "only a.bin was copied: {used} bytes"
+    );
+    let mut expected_a = std::fs::read(src.join("a.bin")).expect("read");
+    expected_a.extend_from_slice(b"appended tail");
+    assert_eq!(std::fs::read(mnt.join("a.bin")).expect("read"), expected_a);
+    assert_eq!(
+        std::fs::read(mnt.join("sub/c-renamed.bin")).expect("read"),
+        std::fs::read(src.join("c.bin")).expect("read")
+    );
+    assert_eq!(std::fs::metadata(mnt.join("d.bin")).expect("stat").len(), 0);
+    // Extended attributes: the placeholder's own is hidden, the user's are kept.
+    let mut buf = [0u8; 1024];
+    assert!(
+        rustix::fs::lgetxattr(
+            files.join("sub/c-renamed.bin"),
+            "user.datamon.base",
+            &mut buf[..]
+        )
+        .is_ok(),
+        "still a placeholder after the rename"
+    );
+    assert_eq!(
+        rustix::fs::lgetxattr(
+            mnt.join("sub/c-renamed.bin"),
+            "user.datamon.base",
+            &mut buf[..]
+        ),
+        Err(rustix::io::Errno::NODATA)
+    );
+    let n = rustix::fs::llistxattr(mnt.join("sub/c-renamed.bin"), &mut buf[..]).expect("list");
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("datamon"));
+    assert_eq!(
+        rustix::fs::lsetxattr(
+            mnt.join("b.bin"),
+            "user.datamon.base",
+            b"x",
+            rustix::fs::XattrFlags::empty()
+        ),
+        Err(rustix::io::Errno::PERM)
+    );
+    rustix::fs::lsetxattr(
+        mnt.join("b.bin"),
+        "user.x",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("setxattr");
+    let n = rustix::fs::lgetxattr(mnt.join("b.bin"), "user.x", &mut buf[..]).expect("getxattr");
+    assert_eq!(&buf[..n], b"1");
+
+    // Commit, download, compare.
+    let out = env.ok(&[
+        "bundle",
+        "commit",
+        "--mount",
+        mnt.to_str().expect("utf-8"),
+        "--message",
+        "changed four",
+    ]);
+    let new = out
+        .trim()
+        .strip_prefix("Uploaded bundle id:")
+        .expect("id line")
+        .to_owned();
+    let dl = env.path("dl");
+    download(&env, &["--bundle", &new], &dl);
+    assert_same_tree(&mnt, &dl);
+    let expected = env.path("expected");
+    sh(
+        env.tmp.path(),
+        "cp -a src expected && printf 'appended tail' >> expected/a.bin && \
+         chmod 600 expected/b.bin && mv expected/c.bin expected/sub/c-renamed.bin && \
+         : > expected/d.bin",
+    );
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(&expected)
+        .arg(&dl)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert_eq!(
+        std::fs::metadata(dl.join("b.bin")).expect("stat").mode() & 0o7777,
+        0o600
+    );
+    let out = env
+        .cmd()
+        .args([
+            "bundle",
+            "diff",
+            "--repo",
+            "r",
+            "--bundle",
+            &base,
+            "--with-bundle",
+            &new,
+        ])
+        .output()
+        .expect("diff");
+    let mut changes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "A sub/c-renamed.bin",
+            "D c.bin",
+            "M a.bin",
+            "M b.bin",
+            "M d.bin"
+        ]
+    );
+
+    // Nothing changed since the commit: unmounting commits nothing and cleans up.
+    assert_eq!(mount.stop("TERM"), Some(0), "{}", mount.log());
+    assert!(!is_mounted(&mnt));
+    assert!(!scratch[0].exists(), "the scratch area is removed");
+}
