@@ -1,8 +1,10 @@
 //! Work trees: the local scratch area behind a mutable mount.
 //!
 //! A work tree is a directory holding `files/` (the working copy that the mount shows) and
-//! `state.json` (repo, message, branch, label, the base bundle and the last committed one). A
-//! commit uploads `files/` as a new bundle (advancing the branch and setting the label) and
+//! `state.json` (repo, message, branch, label, the base bundle and the last committed one).
+//! Started from a bundle, `files/` holds its namespace with a [`crate::placeholder`] for each
+//! non-empty file (copy-on-write: nothing is downloaded; a commit reuses the base chunks of the
+//! placeholders left, unread). A commit uploads `files/` as a new bundle (advancing the branch and setting the label) and
 //! records it in `state.json`. Nothing in the scratch area is removed until the caller says the
 //! work is finished, so a failed commit (an unreachable store) loses nothing: a later commit, or
 //! a recovery that reopens the scratch area, finishes it.
@@ -194,7 +196,12 @@ impl Drop for LockGuard {
 
 impl Datamon {
     /// Creates a work tree in `dir` (which must not exist or be empty), starting from
-    /// `state.base` (downloaded into `files/`) or empty.
+    /// `state.base` (laid out as placeholders, reading only its tree nodes; downloaded in full
+    /// when the filesystem has no user extended attributes) or empty.
+    ///
+    /// # Panics
+    /// When called outside a multi-threaded tokio runtime (the layout runs under
+    /// `block_in_place`).
     ///
     /// # Errors
     /// A non-empty `dir`; the base bundle not found; a store or local I/O error.
