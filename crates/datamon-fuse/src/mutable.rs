@@ -125,7 +125,8 @@ pub struct MutableFs {
     root: PathBuf,
     base: Option<Vfs>,
     inodes: Mutex<Inodes>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Open handles, with the inode each was opened on.
+    handles: Mutex<HashMap<u64, (u64, Arc<Handle>)>>,
     next_fh: AtomicU64,
     hydrating: Vec<Mutex<()>>,
     /// Local inode numbers of placeholders this process hydrated or emptied.
@@ -334,14 +335,26 @@ impl MutableFs {
         }
     }
 
-    fn add_handle(&self, h: Handle) -> u64 {
+    fn add_handle(&self, ino: u64, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles).insert(fh, Arc::new(h));
+        lock(&self.handles).insert(fh, (ino, Arc::new(h)));
         fh
     }
 
     fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
-        lock(&self.handles).get(&fh.0).cloned().ok_or(Errno::EBADF)
+        lock(&self.handles)
+            .get(&fh.0)
+            .map(|(_, h)| h.clone())
+            .ok_or(Errno::EBADF)
+    }
+
+    /// A local file open on `ino` (the kernel names no handle in fchmod and the like, which
+    /// still work on an unlinked file).
+    fn any_file(&self, ino: u64) -> Option<Arc<Handle>> {
+        lock(&self.handles)
+            .values()
+            .find(|(i, h)| *i == ino && matches!(**h, Handle::File(_)))
+            .map(|(_, h)| h.clone())
     }
 
     /// Makes the file at `path` hold its content if it is a placeholder (`empty`: make it an
@@ -391,7 +404,7 @@ impl MutableFs {
 
     /// Opens an existing file: copy-on-write for writers, the store for readers of a
     /// placeholder. Returns the handle.
-    fn open_path(&self, path: &Path, flags: i32) -> Result<u64, Errno> {
+    fn open_path(&self, ino: u64, path: &Path, flags: i32) -> Result<u64, Errno> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncates = flags & libc::O_TRUNC != 0;
         if writes || truncates {
@@ -403,27 +416,23 @@ impl MutableFs {
                 let (vfs_fh, _) = vfs
                     .open_entry_blocking(&b.tree, &b.name)
                     .map_err(|e| lib_errno("open", &e))?;
-                return Ok(self.add_handle(Handle::Base {
-                    vfs_fh,
-                    file,
-                    st_ino,
-                }));
+                return Ok(self.add_handle(
+                    ino,
+                    Handle::Base {
+                        vfs_fh,
+                        file,
+                        st_ino,
+                    },
+                ));
             }
         }
         let f = self.open_file(path, flags).map_err(|e| io_errno(&e))?;
-        Ok(self.add_handle(Handle::File(f)))
+        Ok(self.add_handle(ino, Handle::File(f)))
     }
 
-    fn truncate(&self, path: &Path, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
+    fn truncate(&self, path: &Path, size: u64) -> Result<(), Errno> {
         if self.materialize(path, size == 0)? && size == 0 {
             return Ok(());
-        }
-        if let Some(fh) = fh {
-            if let Ok(h) = self.handle(fh) {
-                if let Handle::File(f) = &*h {
-                    return f.set_len(size).map_err(|e| io_errno(&e));
-                }
-            }
         }
         std::fs::OpenOptions::new()
             .write(true)
@@ -516,13 +525,48 @@ impl Filesystem for MutableFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let path = match self.path(ino.0) {
+        // An open file (possibly unlinked already) is changed through its descriptor; a file
+        // open for writing is never a placeholder.
+        let path = self.path(ino.0);
+        let file = fh
+            .and_then(|fh| self.handle(fh).ok())
+            .filter(|h| matches!(**h, Handle::File(_)))
+            .or_else(|| path.is_err().then(|| self.any_file(ino.0)).flatten());
+        if let Some(h) = file {
+            let Handle::File(f) = &*h else {
+                unreachable!("filtered")
+            };
+            let r = (|| -> std::io::Result<Metadata> {
+                if let Some(size) = size {
+                    f.set_len(size)?;
+                }
+                if let Some(mode) = mode {
+                    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    std::os::unix::fs::fchown(f, uid, gid)?;
+                }
+                if atime.is_some() || mtime.is_some() {
+                    let times = rustix::fs::Timestamps {
+                        last_access: to_timespec(atime),
+                        last_modification: to_timespec(mtime),
+                    };
+                    rustix::fs::futimens(f, &times)?;
+                }
+                f.metadata()
+            })();
+            return match r {
+                Ok(m) => reply.attr(&TTL, &self.attr(ino.0, &m, None)),
+                Err(e) => reply.error(io_errno(&e)),
+            };
+        }
+        let path = match path {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let r = (|| -> Result<(), Errno> {
             if let Some(size) = size {
-                self.truncate(&path, fh, size)?;
+                self.truncate(&path, size)?;
             }
             if let Some(mode) = mode {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
@@ -734,7 +778,10 @@ impl Filesystem for MutableFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.path(ino.0).and_then(|p| self.open_path(&p, flags.0)) {
+        match self
+            .path(ino.0)
+            .and_then(|p| self.open_path(ino.0, &p, flags.0))
+        {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
@@ -760,14 +807,14 @@ impl Filesystem for MutableFs {
             if flags & libc::O_EXCL != 0 {
                 return reply.error(Errno::EEXIST);
             }
-            let r = self.open_path(&path, flags).and_then(|fh| {
+            let ino = self.intern(parent.0, name);
+            let r = self.open_path(ino, &path, flags).and_then(|fh| {
                 std::fs::symlink_metadata(&path)
                     .map(|m| (fh, m))
                     .map_err(|e| io_errno(&e))
             });
             return match r {
                 Ok((fh, m)) => {
-                    let ino = self.intern(parent.0, name);
                     let attr = self.attr(ino, &m, Some(&path));
                     reply.created(
                         &TTL,
@@ -777,7 +824,10 @@ impl Filesystem for MutableFs {
                         FopenFlags::empty(),
                     )
                 }
-                Err(e) => reply.error(e),
+                Err(e) => {
+                    self.forget(req, INodeNo(ino), 1);
+                    reply.error(e)
+                }
             };
         }
         let mut opts = std::fs::OpenOptions::new();
@@ -815,7 +865,7 @@ impl Filesystem for MutableFs {
         };
         let ino = self.intern(parent.0, name);
         let attr = self.attr(ino, &m, None);
-        let fh = self.add_handle(Handle::File(f));
+        let fh = self.add_handle(ino, Handle::File(f));
         reply.created(
             &TTL,
             &attr,
@@ -924,7 +974,7 @@ impl Filesystem for MutableFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = lock(&self.handles).remove(&fh.0) {
+        if let Some((_, h)) = lock(&self.handles).remove(&fh.0) {
             if let (Handle::Base { vfs_fh, .. }, Some(vfs)) = (&*h, &self.base) {
                 vfs.release(*vfs_fh);
             }
@@ -978,7 +1028,7 @@ impl Filesystem for MutableFs {
             };
             entries.push((e.file_name(), t));
         }
-        let fh = self.add_handle(Handle::Dir(entries));
+        let fh = self.add_handle(ino.0, Handle::Dir(entries));
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 

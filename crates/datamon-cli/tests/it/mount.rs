@@ -1146,3 +1146,117 @@ fn mutable_mount_is_copy_on_write() {
     assert!(!is_mounted(&mnt));
     assert!(!scratch[0].exists(), "the scratch area is removed");
 }
+
+#[test]
+fn mutable_mount_renames_links_and_readers_of_placeholders() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("dir")).expect("dirs");
+    std::fs::write(src.join("x.bin"), pseudo_random(8 << 20, 1)).expect("write");
+    std::fs::write(src.join("y.bin"), pseudo_random(1 << 20, 2)).expect("write");
+    std::fs::write(src.join("z.bin"), pseudo_random(300_000, 3)).expect("write");
+    std::fs::write(src.join("dir/w.bin"), pseudo_random(200_000, 4)).expect("write");
+    std::fs::write(src.join("ro.bin"), pseudo_random(100_000, 5)).expect("write");
+    std::fs::set_permissions(src.join("ro.bin"), std::fs::Permissions::from_mode(0o444))
+        .expect("chmod");
+    env.upload(&src);
+    let mnt = env.path("m");
+    let mut mount = env.mount_new(
+        &mnt,
+        &["--repo", "r", "--message", "m", "--from-label", "l"],
+    );
+    let read = |p: &str| std::fs::read(mnt.join(p)).expect("read");
+    let orig = |p: &str| std::fs::read(src.join(p)).expect("read");
+
+    // A reader of a placeholder keeps reading right while another handle writes to it.
+    let reader = std::fs::File::open(mnt.join("x.bin")).expect("open");
+    let mut buf = vec![0u8; 4096];
+    reader.read_exact_at(&mut buf, 0).expect("read");
+    assert_eq!(buf, orig("x.bin")[..4096]);
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("x.bin"))
+        .expect("open for write");
+    writer.write_all_at(b"NEW", 6 << 20).expect("write");
+    reader.read_exact_at(&mut buf[..3], 6 << 20).expect("read");
+    assert_eq!(&buf[..3], b"NEW");
+    reader.read_exact_at(&mut buf, 7 << 20).expect("read");
+    assert_eq!(buf, orig("x.bin")[7 << 20..(7 << 20) + 4096]);
+    drop((reader, writer));
+
+    // renameat2: NOREPLACE refuses, EXCHANGE swaps two placeholders (still unread).
+    let cwd = rustix::fs::CWD;
+    assert_eq!(
+        rustix::fs::renameat_with(
+            cwd,
+            mnt.join("y.bin"),
+            cwd,
+            mnt.join("z.bin"),
+            rustix::fs::RenameFlags::NOREPLACE
+        ),
+        Err(rustix::io::Errno::EXIST)
+    );
+    rustix::fs::renameat_with(
+        cwd,
+        mnt.join("y.bin"),
+        cwd,
+        mnt.join("z.bin"),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .expect("exchange");
+    assert_eq!(read("y.bin"), orig("z.bin"));
+    assert_eq!(read("z.bin"), orig("y.bin"));
+
+    // A directory renamed with a placeholder inside; truncation to a non-zero size.
+    std::fs::rename(mnt.join("dir"), mnt.join("dir2")).expect("rename dir");
+    assert_eq!(read("dir2/w.bin"), orig("dir/w.bin"));
+    sh(&mnt, "truncate -s 1000 dir2/w.bin");
+    assert_eq!(read("dir2/w.bin"), orig("dir/w.bin")[..1000]);
+
+    // A hard link to a placeholder: both names are one file with the content.
+    std::fs::hard_link(mnt.join("z.bin"), mnt.join("z-link")).expect("link");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("z-link"))
+        .and_then(|f| f.write_all_at(b"LINKED", 0))
+        .expect("write");
+    assert_eq!(&read("z.bin")[..6], b"LINKED");
+    assert_eq!(read("z.bin")[6..], orig("y.bin")[6..]);
+
+    // A read-only placeholder: root may still write to it, and its mode stays.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("ro.bin"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"+"))
+        .expect("root writes");
+    assert_eq!(
+        std::fs::metadata(mnt.join("ro.bin")).expect("stat").mode() & 0o7777,
+        0o444
+    );
+
+    // An open, unlinked file is still truncated, chmodded and touched through its descriptor.
+    let f = std::fs::File::create(mnt.join("scratch.tmp")).expect("create");
+    std::fs::remove_file(mnt.join("scratch.tmp")).expect("unlink");
+    f.set_len(10).expect("ftruncate");
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .expect("fchmod");
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000))
+        .expect("futimens");
+    let m = f.metadata().expect("fstat");
+    assert_eq!((m.len(), m.mode() & 0o7777, m.mtime()), (10, 0o600, 1_000));
+    drop(f);
+
+    let out = env.ok(&["bundle", "commit", "--mount", mnt.to_str().expect("utf-8")]);
+    let id = out
+        .trim()
+        .strip_prefix("Uploaded bundle id:")
+        .expect("id line")
+        .to_owned();
+    let dl = env.path("dl");
+    download(&env, &["--bundle", &id], &dl);
+    assert_same_tree(&mnt, &dl);
+    assert_eq!(mount.stop("TERM"), Some(0), "{}", mount.log());
+}
