@@ -1,10 +1,12 @@
-//! FUSE adapter over datamon's read-only virtual filesystem ([`datamon::vfs::Vfs`]).
+//! FUSE adapters over datamon: the read-only mount of a bundle ([`datamon::vfs::Vfs`]) and the
+//! mutable mount of a work tree ([`mount_work_tree`], see [`mutable`]).
 //!
-//! All domain logic (lazy tree loading, chunk cache, read-ahead, verification, time limits) lives
-//! in the library; this crate only translates FUSE requests into [`Vfs`] calls and errors into
-//! errno values. The mount is read-only (`ro`), named `datamon` (as root: `datamon on DIR type
-//! fuse.datamon`; see [`mount`]), and served by several threads so that
-//! parallel readers do not wait for each other.
+//! All domain logic (lazy tree loading, chunk cache, read-ahead, verification, time limits,
+//! placeholders and their hydration) lives in the library; this crate only translates FUSE
+//! requests into [`Vfs`] calls or local file operations, and errors into errno values. Both
+//! mounts are named `datamon` (as root: `datamon on DIR type fuse.datamon`; see [`mount`]) and
+//! served by several threads so that parallel requests do not wait for each other. The
+//! read-only mount is `ro`.
 //!
 //! ```no_run
 //! # async fn demo(vfs: datamon::vfs::Vfs) -> std::io::Result<()> {
@@ -13,6 +15,8 @@
 //! mount.unmount()?;
 //! # Ok(()) }
 //! ```
+
+pub mod mutable;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ use fuser::{
 };
 
 pub use fuser::BackgroundSession;
+pub use mutable::{mount_work_tree, MutableFs};
 
 /// How long the kernel may cache names and attributes: the bundle never changes.
 const TTL: Duration = Duration::from_secs(3600);
@@ -305,24 +310,6 @@ fn set_readahead(mountpoint: &Path, kb: u32) {
     if let Err(e) = std::fs::write(&path, kb.to_string()) {
         tracing::debug!("cannot set {path}: {e}");
     }
-}
-
-/// Makes the directory `src` appear at `target` (a bind mount): how a mutable mount shows its
-/// local working copy, with the full semantics of the local filesystem (rename over files,
-/// fsync, locks: what git, tar and SQLite need).
-///
-/// # Errors
-/// Not permitted (bind mounts need root, or a user namespace), or a bad path.
-pub fn bind_mount(src: &Path, target: &Path) -> std::io::Result<()> {
-    use nix::mount::{mount, MsFlags};
-    mount(
-        Some(src),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )?;
-    Ok(())
 }
 
 /// Unmounts whatever is mounted at `target`; a busy mount is detached lazily. Not being mounted

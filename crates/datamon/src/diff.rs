@@ -15,7 +15,7 @@ use datamon_store::Index;
 use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, Tree, TreeEntry};
 use serde::Serialize;
 
-use crate::scan::{scan, FileJob, ScanDir, ScanKind};
+use crate::scan::{scan, FileJob, Scan, ScanDir, ScanKind};
 use crate::{Datamon, Error, Progress, Result};
 
 /// How a path differs.
@@ -214,8 +214,18 @@ impl Datamon {
             max: c.chunk_max,
         };
         let dir = dir.to_owned();
+        // Nothing local is an error here: what upload would refuse is simply "not in the bundle".
+        let d = dir.clone();
+        let scanned = tokio::task::spawn_blocking(move || scan(&d, None, true)).await??;
+        // Placeholders of a work tree compare by their base entry's hash, unread.
+        let known: Vec<Option<Hash>> = self
+            .resolve_placeholders(&index, &scanned.files)
+            .await?
+            .into_iter()
+            .map(|c| c.map(|c| Node::file_hash(&c)))
+            .collect();
         let (changes, remote) = tokio::task::spawn_blocking(move || {
-            compare_local(&remote, &dir, params).map(|c| (c, remote))
+            compare_local(&remote, &dir, &scanned, &known, params).map(|c| (c, remote))
         })
         .await??;
         Ok((changes, remote, index))
@@ -311,14 +321,15 @@ struct LocalComparison {
     touch: Vec<(PathBuf, i64, bool)>,
 }
 
-/// Compares a folder with a bundle's flattened tree; hashes only the files whose size matches.
+/// Compares a scanned folder with a bundle's flattened tree; hashes only the files whose size
+/// matches and whose hash is not `known` (placeholders, by scan index).
 fn compare_local(
     remote: &BTreeMap<String, TreeEntry>,
     dir: &Path,
+    scanned: &Scan,
+    known: &[Option<Hash>],
     params: ChunkerParams,
 ) -> Result<LocalComparison> {
-    // Nothing local is an error here: what upload would refuse is simply "not in the bundle".
-    let scanned = scan(dir, None, true)?;
     let mut local: BTreeMap<String, Local> = BTreeMap::new();
     flatten(&scanned.root, "", &scanned.files, &mut local);
 
@@ -368,6 +379,12 @@ fn compare_local(
             ) if *mode == r.mode => {
                 if size != ls {
                     out.changes.push(change(path, ChangeKind::Modified));
+                } else if let Some(h) = known[*job] {
+                    if h != *hash {
+                        out.changes.push(change(path, ChangeKind::Modified));
+                    } else if let Some(t) = touch {
+                        out.touch.push((scanned.files[*job].path.clone(), t, false));
+                    }
                 } else {
                     to_hash.push((path.clone(), scanned.files[*job].path.clone(), *hash, touch));
                 }

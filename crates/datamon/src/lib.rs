@@ -36,6 +36,7 @@ mod download;
 mod error;
 mod fsck;
 mod lineage;
+pub mod placeholder;
 mod progress;
 mod refs;
 mod repo;

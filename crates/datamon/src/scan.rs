@@ -39,6 +39,9 @@ pub(crate) struct FileJob {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub ino: u64,
+    /// Set when the file is a placeholder of a work tree (see [`crate::placeholder`]): its
+    /// content is that base entry's, whatever its bytes on disk.
+    pub base: Option<crate::placeholder::BaseRef>,
 }
 
 /// An entry the scan left out.
@@ -212,6 +215,17 @@ impl Ctx<'_> {
             let mtime = mtime_ns(&meta);
             let ft = meta.file_type();
             let kind = if ft.is_file() {
+                let base = if meta.len() > 0 {
+                    match crate::placeholder::read(&p) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.fail_or_skip(&child_rel, &p, e.to_string())?;
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
                 self.scan.files.push(FileJob {
                     path: p,
                     rel: child_rel,
@@ -219,6 +233,7 @@ impl Ctx<'_> {
                     mtime_ns: mtime,
                     ctime_ns: ctime_ns(&meta),
                     ino: meta.ino(),
+                    base,
                 });
                 ScanKind::File(self.scan.files.len() - 1)
             } else if ft.is_dir() {

@@ -247,6 +247,9 @@ impl Datamon {
             );
         }
 
+        // Placeholders of a work tree: their chunks come from the base bundle, unread.
+        let known = self.resolve_placeholders(&index, &scanned.files).await?;
+
         let cache_file = self
             .cache_dir
             .as_ref()
@@ -297,7 +300,14 @@ impl Datamon {
             stored_bytes: AtomicU64::new(0),
         };
         let stored = tokio::task::block_in_place(|| {
-            let read = read_files(&shared, &scanned, &cache, workers, opts.skip_on_error)?;
+            let read = read_files(
+                &shared,
+                &scanned,
+                &known,
+                &cache,
+                workers,
+                opts.skip_on_error,
+            )?;
             let mut pack = shared.new_pack();
             let mut stats = BundleStats {
                 dirs: scanned.dirs,
@@ -387,10 +397,12 @@ struct ReadOutcome {
 /// One reader thread's result for one file: its index, its chunks or why it was skipped.
 type FileOutcome = (usize, std::result::Result<Vec<ChunkRef>, String>);
 
-/// Reads every file on `workers` threads.
+/// Reads every file on `workers` threads, except those whose chunks are `known` (placeholders)
+/// or in the stat cache.
 fn read_files(
     shared: &Shared<'_>,
     scanned: &Scan,
+    known: &[Option<Vec<ChunkRef>>],
     cache: &StatCache,
     workers: usize,
     skip_on_error: bool,
@@ -408,6 +420,20 @@ fn read_files(
             };
             if shared.failed.load(Ordering::Relaxed) {
                 break;
+            }
+            if let Some(chunks) = &known[idx] {
+                // A placeholder is never read: its bytes on disk are not its content.
+                if let Some(c) = chunks.iter().find(|c| !shared.index.contains(&c.0)) {
+                    shared.failed.store(true, Ordering::Relaxed);
+                    return Err(Error::Corrupt {
+                        path: job.rel.clone(),
+                        detail: format!("chunk {} of its base entry is not in the store", c.0),
+                    });
+                }
+                shared.progress.advance(job.size);
+                unchanged.fetch_add(1, Ordering::Relaxed);
+                out.push((idx, Ok(chunks.clone())));
+                continue;
             }
             if let Some(chunks) = cache
                 .lookup(job)

@@ -1,8 +1,10 @@
 //! Work trees: the local scratch area behind a mutable mount.
 //!
 //! A work tree is a directory holding `files/` (the working copy that the mount shows) and
-//! `state.json` (repo, message, branch, label, the base bundle and the last committed one). A
-//! commit uploads `files/` as a new bundle (advancing the branch and setting the label) and
+//! `state.json` (repo, message, branch, label, the base bundle and the last committed one).
+//! Started from a bundle, `files/` holds its namespace with a [`crate::placeholder`] for each
+//! non-empty file (copy-on-write: nothing is downloaded; a commit reuses the base chunks of the
+//! placeholders left, unread). A commit uploads `files/` as a new bundle (advancing the branch and setting the label) and
 //! records it in `state.json`. Nothing in the scratch area is removed until the caller says the
 //! work is finished, so a failed commit (an unreachable store) loses nothing: a later commit, or
 //! a recovery that reopens the scratch area, finishes it.
@@ -26,11 +28,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::os::unix::fs::PermissionsExt;
+
+use datamon_types::{Hash, Node, Tree, TreeEntry};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     BranchName, Bundle, BundleId, Datamon, DownloadOptions, Error, LabelName, Progress, RepoName,
-    Result, UploadContext, UploadOptions,
+    Result, Unit, UploadContext, UploadOptions,
 };
 
 const STATE: &str = "state.json";
@@ -190,7 +196,12 @@ impl Drop for LockGuard {
 
 impl Datamon {
     /// Creates a work tree in `dir` (which must not exist or be empty), starting from
-    /// `state.base` (downloaded into `files/`) or empty.
+    /// `state.base` (laid out as placeholders, reading only its tree nodes; downloaded in full
+    /// when the filesystem has no user extended attributes) or empty.
+    ///
+    /// # Panics
+    /// When called outside a multi-threaded tokio runtime (the layout runs under
+    /// `block_in_place`).
     ///
     /// # Errors
     /// A non-empty `dir`; the base bundle not found; a store or local I/O error.
@@ -211,17 +222,109 @@ impl Datamon {
         };
         std::fs::create_dir_all(wt.files()).map_err(Error::io(wt.files()))?;
         if let Some(base) = &state.base {
-            self.download(
-                &state.repo,
-                base,
-                &wt.files(),
-                &DownloadOptions::default(),
-                progress,
-            )
-            .await?;
+            let files = wt.files();
+            if crate::placeholder::supported(&files)? {
+                self.materialize(&state.repo, base, &files, progress)
+                    .await?;
+            } else {
+                tracing::info!(
+                    "{} has no user extended attributes: downloading the base bundle in full",
+                    files.display()
+                );
+                self.download(
+                    &state.repo,
+                    base,
+                    &files,
+                    &DownloadOptions::default(),
+                    progress,
+                )
+                .await?;
+            }
         }
         wt.save_state(&state)?;
         Ok(wt)
+    }
+
+    /// Lays out bundle `id` in the empty folder `dest` as placeholders (see
+    /// [`crate::placeholder`]): directories, symlinks and empty files as they are, and every
+    /// other file as a sparse file of its size, mode and mtime naming its base entry. Reads tree
+    /// nodes only.
+    async fn materialize(
+        &self,
+        repo: &RepoName,
+        id: &BundleId,
+        dest: &Path,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let (bundle, index) = self.open_bundle(repo, id).await?;
+        // (path, the tree node holding the entry, the entry), parents before children.
+        let mut entries: Vec<(String, Hash, TreeEntry)> = Vec::new();
+        let mut frontier = vec![(String::new(), bundle.root)];
+        while !frontier.is_empty() {
+            let trees: Vec<(String, Hash, Tree)> =
+                futures::stream::iter(frontier.drain(..).map(|(prefix, h)| {
+                    let index = &index;
+                    async move { Ok::<_, Error>((prefix, h, self.load_tree(index, &h).await?)) }
+                }))
+                .buffered(16)
+                .try_collect()
+                .await?;
+            for (prefix, h, tree) in trees {
+                for e in tree.entries {
+                    let path = if prefix.is_empty() {
+                        e.name.clone()
+                    } else {
+                        format!("{prefix}/{}", e.name)
+                    };
+                    if let Node::Dir { tree } = &e.node {
+                        frontier.push((path.clone(), *tree));
+                    }
+                    entries.push((path, h, e));
+                }
+            }
+        }
+        progress.begin("lay out", entries.len() as u64, Unit::Items);
+        tokio::task::block_in_place(|| -> Result<()> {
+            let mut dirs = Vec::new();
+            for (path, tree, e) in &entries {
+                let target = dest.join(path);
+                match &e.node {
+                    Node::Dir { .. } => {
+                        std::fs::create_dir(&target).map_err(Error::io(&target))?;
+                        dirs.push((target, e));
+                    }
+                    Node::Symlink { target: link } => {
+                        std::os::unix::fs::symlink(link, &target).map_err(Error::io(&target))?;
+                        crate::download::set_mtime(&target, e.mtime_ns, true)?;
+                    }
+                    Node::File { size, .. } => {
+                        let f = std::fs::File::create(&target).map_err(Error::io(&target))?;
+                        if *size > 0 {
+                            f.set_len(*size).map_err(Error::io(&target))?;
+                            let base = crate::placeholder::BaseRef {
+                                tree: *tree,
+                                name: e.name.clone(),
+                            };
+                            crate::placeholder::write(&target, &base)?;
+                        }
+                        f.set_permissions(std::fs::Permissions::from_mode(e.mode))
+                            .map_err(Error::io(&target))?;
+                        drop(f);
+                        crate::download::set_mtime(&target, e.mtime_ns, false)?;
+                    }
+                }
+                progress.advance(1);
+            }
+            // Directory modes and mtimes last, deepest first.
+            for (target, e) in dirs.iter().rev() {
+                std::fs::set_permissions(target, std::fs::Permissions::from_mode(e.mode))
+                    .map_err(Error::io(target))?;
+                crate::download::set_mtime(target, e.mtime_ns, false)?;
+            }
+            Ok(())
+        })?;
+        progress.end();
+        Ok(())
     }
 
     /// Whether the working copy differs from the last commit (or the base, or emptiness).
@@ -273,5 +376,230 @@ impl Datamon {
         s.last = Some(report.bundle.id);
         wt.save_state(&s)?;
         Ok(Some(report.bundle))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write fixtures directly
+mod tests {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    use super::*;
+    use crate::vfs::VfsOptions;
+    use crate::{placeholder, NoProgress, OpenOptions};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    /// A bundle with nested files, an empty file, a symlink and an empty directory; returns the
+    /// store, the repo, the bundle and its source folder.
+    fn base(
+        rt: &tokio::runtime::Runtime,
+        name: &str,
+    ) -> (Datamon, RepoName, Bundle, tempfile::TempDir) {
+        let src = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(src.path().join("d/e")).expect("dirs");
+        std::fs::create_dir_all(src.path().join("empty-dir")).expect("dirs");
+        std::fs::write(src.path().join("d/e/big"), data(3_000_000, 1)).expect("write");
+        std::fs::write(src.path().join("d/small"), b"small").expect("write");
+        std::fs::write(src.path().join("other"), data(100_000, 2)).expect("write");
+        std::fs::write(src.path().join("empty"), b"").expect("write");
+        std::fs::set_permissions(
+            src.path().join("d/small"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("d/small", src.path().join("ln")).expect("symlink");
+        let repo: RepoName = "r".parse().expect("name");
+        let bundle = rt.block_on(async {
+            let dm = Datamon::open(&format!("memory://{name}"), OpenOptions::default())
+                .await
+                .expect("open");
+            dm.create_repo(&repo, "t").await.expect("repo");
+            let ctx = UploadContext {
+                repo: repo.clone(),
+                path: src.path().to_owned(),
+                message: "base".into(),
+            };
+            let r = dm
+                .upload(ctx, UploadOptions::default(), &NoProgress)
+                .await
+                .expect("upload");
+            (dm, r.bundle)
+        });
+        (bundle.0, repo, bundle.1, src)
+    }
+
+    fn new_tree(
+        rt: &tokio::runtime::Runtime,
+        dm: &Datamon,
+        repo: &RepoName,
+        b: &Bundle,
+    ) -> (WorkTree, tempfile::TempDir) {
+        let scratch = tempfile::tempdir().expect("tmp");
+        let state = WorkTreeState {
+            base: Some(b.id),
+            ..WorkTreeState::new(repo.clone(), "work")
+        };
+        let wt = rt
+            .block_on(dm.worktree_create(&scratch.path().join("wt"), state, &NoProgress))
+            .expect("create");
+        (wt, scratch)
+    }
+
+    #[test]
+    fn untouched_work_tree_commits_the_base_tree_without_reading_files() {
+        let rt = rt();
+        let (dm, repo, b, src) = base(&rt, "wt-untouched");
+        let (wt, _scratch) = new_tree(&rt, &dm, &repo, &b);
+        let big = wt.files().join("d/e/big");
+        let m = std::fs::metadata(&big).expect("stat");
+        assert_eq!(m.len(), 3_000_000);
+        assert!(m.blocks() * 512 < 100_000, "a sparse placeholder");
+        assert!(placeholder::read(&big).expect("xattr").is_some());
+        assert!(placeholder::read(&wt.files().join("empty"))
+            .expect("xattr")
+            .is_none());
+        assert_eq!(
+            std::fs::metadata(wt.files().join("d/small"))
+                .expect("stat")
+                .mode()
+                & 0o7777,
+            0o600
+        );
+        assert!(!rt.block_on(dm.worktree_changed(&wt)).expect("changed"));
+        let c = rt
+            .block_on(dm.worktree_commit(&wt, None, true, &NoProgress))
+            .expect("commit")
+            .expect("forced");
+        assert_eq!(c.root, b.root, "the same tree as the base");
+        assert_eq!(c.stats.new_chunks, 0);
+        // Bytes on disk are never content: damage a placeholder's zeros, the commit is the same.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(wt.files().join("other"))
+            .and_then(|f| f.write_all_at(b"junk", 10))
+            .expect("write");
+        assert!(!rt.block_on(dm.worktree_changed(&wt)).expect("changed"));
+        // Metadata of a placeholder is committed; content still comes from the base.
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        filetime::set_file_mtime(&big, filetime::FileTime::from_unix_time(1_000_000, 7))
+            .expect("touch");
+        assert!(rt.block_on(dm.worktree_changed(&wt)).expect("changed"));
+        let c2 = rt
+            .block_on(dm.worktree_commit(&wt, None, false, &NoProgress))
+            .expect("commit")
+            .expect("changed");
+        let changes = rt
+            .block_on(dm.diff_bundles(&repo, &b.id, &c2.id))
+            .expect("diff");
+        assert_eq!(
+            changes.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            ["M d/e/big"]
+        );
+        let dl = tempfile::tempdir().expect("tmp");
+        rt.block_on(dm.download(
+            &repo,
+            &c2.id,
+            &dl.path().join("x"),
+            &DownloadOptions::default(),
+            &NoProgress,
+        ))
+        .expect("download");
+        let got = dl.path().join("x/d/e/big");
+        assert_eq!(
+            std::fs::read(&got).expect("read"),
+            std::fs::read(src.path().join("d/e/big")).expect("read")
+        );
+        let gm = std::fs::metadata(&got).expect("stat");
+        assert_eq!(
+            (gm.mode() & 0o7777, gm.mtime(), gm.mtime_nsec()),
+            (0o640, 1_000_000, 7)
+        );
+    }
+
+    #[test]
+    fn hydrate_clear_and_interrupted_states() {
+        let rt = rt();
+        let (dm, repo, b, src) = base(&rt, "wt-hydrate");
+        let (wt, _scratch) = new_tree(&rt, &dm, &repo, &b);
+        let vfs = rt
+            .block_on(dm.vfs(&repo, &b.id, VfsOptions::default(), rt.handle().clone()))
+            .expect("vfs");
+        let big = wt.files().join("d/e/big");
+        let before = std::fs::metadata(&big).expect("stat");
+        // Read-only mode: hydration still writes, and keeps the mode and mtime.
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        assert!(placeholder::hydrate_blocking(&vfs, &big).expect("hydrate"));
+        assert!(!placeholder::hydrate_blocking(&vfs, &big).expect("again"));
+        assert!(placeholder::read(&big).expect("xattr").is_none());
+        assert_eq!(
+            std::fs::read(&big).expect("read"),
+            std::fs::read(src.path().join("d/e/big")).expect("read")
+        );
+        let after = std::fs::metadata(&big).expect("stat");
+        assert_eq!(after.mode() & 0o7777, 0o444);
+        assert_eq!(
+            (after.mtime(), after.mtime_nsec()),
+            (before.mtime(), before.mtime_nsec())
+        );
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(!rt.block_on(dm.worktree_changed(&wt)).expect("changed"));
+
+        // Truncation to zero; then an interrupted one (size 0, attribute still there).
+        let other = wt.files().join("other");
+        assert!(placeholder::clear_blocking(&other).expect("clear"));
+        assert_eq!(std::fs::metadata(&other).expect("stat").len(), 0);
+        let small = wt.files().join("d/small");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&small)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
+        assert!(placeholder::read(&small).expect("xattr").is_some());
+        let c = rt
+            .block_on(dm.worktree_commit(&wt, None, false, &NoProgress))
+            .expect("commit")
+            .expect("changed");
+        let mut changes: Vec<String> = rt
+            .block_on(dm.diff_bundles(&repo, &b.id, &c.id))
+            .expect("diff")
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        changes.sort();
+        assert_eq!(changes, ["M d/small", "M other"]);
+        let files = rt.block_on(dm.list_files(&repo, &c.id)).expect("list");
+        assert!(files
+            .iter()
+            .filter(|f| f.path == "other" || f.path == "d/small")
+            .all(|f| f.size == 0));
+
+        // A placeholder whose size changed behind the mount's back is refused, not guessed.
+        let third = wt.files().join("fresh");
+        std::fs::write(&third, b"abc").expect("write");
+        placeholder::write(
+            &third,
+            &placeholder::BaseRef {
+                tree: b.root,
+                name: "other".into(),
+            },
+        )
+        .expect("xattr");
+        let err = rt
+            .block_on(dm.worktree_commit(&wt, None, true, &NoProgress))
+            .expect_err("size mismatch");
+        assert!(matches!(err, Error::BadPath { .. }), "{err}");
     }
 }

@@ -2,19 +2,22 @@
 //! recover`.
 //!
 //! A mutable mount is a work tree (see `datamon::worktree`) in
-//! `$DATAMON_HOME/scratch/<mount path with / as _>/`, whose `files/` directory is bind-mounted on
-//! the mount point, so programs get the full semantics of the local filesystem. The serving
-//! process commits on `--autosave` ticks and once more on SIGINT/SIGTERM (after unmounting), if
+//! `$DATAMON_HOME/scratch/<mount path with / as _>/`, whose `files/` directory is served on the
+//! mount point by a passthrough FUSE filesystem (`datamon_fuse::mount_work_tree`), so programs
+//! get the full semantics of the local filesystem, while the files of the base bundle stay in
+//! the store until they are written (copy-on-write placeholders). The serving process commits on `--autosave` ticks and once more on SIGINT/SIGTERM (after unmounting), if
 //! anything changed; `datamon bundle commit --mount DIR` commits from another process. The
 //! scratch area is removed only after a successful final commit; otherwise `datamon bundle mount
 //! recover` finishes the work.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use datamon::vfs::VfsOptions;
 use datamon::worktree::{WorkTree, WorkTreeState};
 use datamon::{BranchName, BundleId, BundleSelector, LabelName, RepoName};
 
@@ -50,6 +53,12 @@ pub struct NewArgs {
     /// Return once the mount is ready, serving it from a background process
     #[arg(long)]
     daemon: bool,
+    /// Chunk cache for reading the base bundle's files (default: $DATAMON_HOME/cache/chunks)
+    #[arg(long, value_name = "DIR", env = "DATAMON_CACHE")]
+    cache: Option<PathBuf>,
+    /// Let other users use the mount (FUSE allow_other; permissions are still checked)
+    #[arg(long)]
+    allow_other: bool,
 }
 
 /// `datamon bundle commit`.
@@ -112,7 +121,7 @@ fn pid_alive(dir: &Path) -> bool {
 }
 
 pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    crate::cmd::mount::mount_point(&a.mount)?;
+    let meta = crate::cmd::mount::mount_point(&a.mount)?;
     let mount = absolute(&a.mount)?;
     if std::fs::read_dir(&mount).is_ok_and(|mut d| d.next().is_some()) {
         bail!("mount point {} is not empty", mount.display());
@@ -151,8 +160,43 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         &scratch.join("mount.pid"),
         std::process::id().to_string().as_bytes(),
     )?;
-    datamon_fuse::bind_mount(&wt.files(), &mount)
-        .with_context(|| format!("cannot mount on {}", mount.display()))?;
+    // Placeholders of the base bundle are read through a read-only view of it.
+    let vfs = match &wt.state()?.base {
+        Some(id) => {
+            let opts = VfsOptions {
+                cache_dir: Some(
+                    a.cache
+                        .clone()
+                        .unwrap_or_else(|| ctx.home.cache_dir().join("chunks")),
+                ),
+                ..VfsOptions::default()
+            };
+            Some(
+                dm.vfs(&a.repo, id, opts, tokio::runtime::Handle::current())
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    let config = datamon_fuse::MountConfig {
+        allow_other: a.allow_other,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        ..Default::default()
+    };
+    let (files, mountpoint) = (wt.files(), mount.clone());
+    let mounted = tokio::task::spawn_blocking(move || {
+        datamon_fuse::mount_work_tree(&files, vfs, &mountpoint, &config)
+    })
+    .await?;
+    let session = match mounted {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was changed yet: leave no unfinished work behind.
+            let _ = wt.remove();
+            return Err(e).with_context(|| format!("cannot mount on {}", mount.display()));
+        }
+    };
     output::line(format!(
         "Mounted a work tree of repo {} at {} (scratch {})",
         a.repo,
@@ -171,7 +215,7 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = check.tick() => {
-                if !datamon_fuse::is_mounted(&mount) {
+                if session.is_finished() || !datamon_fuse::is_mounted(&mount) {
                     break "unmounted";
                 }
             }
@@ -185,7 +229,8 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     };
     tracing::info!("{why}: unmounting {}", mount.display());
-    datamon_fuse::unmount_path(&mount)
+    tokio::task::spawn_blocking(move || session.unmount())
+        .await?
         .with_context(|| format!("cannot unmount {}", mount.display()))?;
     finish(&dm, wt, ctx).await
 }

@@ -32,6 +32,20 @@ fn fuse_available() -> bool {
     ok
 }
 
+/// Checks that the mount at `dir` names datamon, as source and type (`findmnt`,
+/// `/proc/mounts`), and has the option `ro` or `rw`.
+fn assert_named_datamon(dir: &Path, mode: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(&*dir.to_string_lossy()))
+        .expect("listed in /proc/self/mounts");
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[0], "datamon", "{line}");
+    assert_eq!(fields[2], "fuse.datamon", "{line}");
+    assert!(fields[3].split(',').any(|o| o == mode), "{line}");
+}
+
 fn is_mounted(dir: &Path) -> bool {
     let dir = dir.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -301,16 +315,7 @@ fn read_only_mount_shows_the_bundle_exactly() {
     let mnt = env.path("mnt");
     let mount = env.mount(&mnt, &["--repo", "r", "--label", "l"]);
 
-    // The mount names datamon: source and type (`findmnt`, `/proc/mounts`).
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-    let line = mounts
-        .lines()
-        .find(|l| l.split(' ').nth(1) == Some(&*mnt.to_string_lossy()))
-        .expect("listed in /proc/self/mounts");
-    let fields: Vec<&str> = line.split(' ').collect();
-    assert_eq!(fields[0], "datamon", "{line}");
-    assert_eq!(fields[2], "fuse.datamon", "{line}");
-    assert!(fields[3].split(',').any(|o| o == "ro"), "{line}");
+    assert_named_datamon(&mnt, "ro");
 
     let diff = Command::new("diff")
         .args(["-r", "--no-dereference"])
@@ -957,4 +962,336 @@ fn hanging_store_gives_eio_after_the_timeout() {
     eprintln!("stop mount {:?}", t.elapsed());
     host_mount.stop("TERM");
     eprintln!("stop host {:?}", t.elapsed());
+}
+
+/// Bytes `du` counts for a directory tree (allocated blocks, not sizes).
+fn disk_usage(dir: &Path) -> u64 {
+    let out = Command::new("du")
+        .args(["-s", "--block-size=1"])
+        .arg(dir)
+        .output()
+        .expect("du");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du output")
+}
+
+#[test]
+fn mutable_mount_is_copy_on_write() {
+    if !fuse_available() {
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).expect("dirs");
+    for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+        std::fs::write(src.join(name), pseudo_random(20 * MIB, i as u64 + 11)).expect("write");
+    }
+    std::fs::write(src.join("d.bin"), pseudo_random(2 * MIB, 5)).expect("write");
+    std::fs::write(src.join("sub/keep.txt"), b"keep\n").expect("write");
+    let data_size = (62 * MIB) as u64;
+    let base = env.upload(&src);
+
+    let mnt = env.path("cow");
+    let started = Instant::now();
+    let mut mount = env.mount_new(
+        &mnt,
+        &["--repo", "r", "--message", "cow", "--from-label", "l"],
+    );
+    let mount_time = started.elapsed();
+    assert_named_datamon(&mnt, "rw");
+    let scratch: Vec<PathBuf> = std::fs::read_dir(env.path("home/scratch"))
+        .expect("scratch root")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(scratch.len(), 1);
+    let files = scratch[0].join("files");
+    let used = disk_usage(&files);
+    assert!(
+        used < data_size / 50,
+        "mounting wrote {used} bytes to the scratch area for {data_size} bytes of data"
+    );
+    assert!(
+        mount_time < Duration::from_secs(30),
+        "mounting took {mount_time:?}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == mnt.to_str())
+        .expect("in /proc/self/mounts");
+    assert!(line.starts_with("datamon "), "{line}");
+    assert!(line.contains(" rw,"), "{line}");
+
+    // What the mount shows is the bundle, exactly; reads come from the store, unhydrated.
+    assert_eq!(stat_tree(&src), stat_tree(&mnt));
+    assert_eq!(
+        std::fs::read(mnt.join("b.bin")).expect("cat"),
+        std::fs::read(src.join("b.bin")).expect("read")
+    );
+    sh(&mnt, "cat c.bin | cmp - ../src/c.bin");
+    assert!(
+        disk_usage(&files) < data_size / 50,
+        "reading hydrated nothing"
+    );
+
+    // Append to one file, chmod another, rename a third, truncate a fourth to zero.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(mnt.join("a.bin"))
+            .expect("open for append");
+        f.write_all(b"appended tail").expect("append");
+        f.sync_all().expect("fsync");
+    }
+    std::fs::set_permissions(mnt.join("b.bin"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    std::fs::rename(mnt.join("c.bin"), mnt.join("sub/c-renamed.bin")).expect("rename");
+    sh(&mnt, ": > d.bin");
+    let used = disk_usage(&files);
+    assert!(
+        used > (20 * MIB) as u64 && used < (25 * MIB) as u64,
+        "only a.bin was copied: {used} bytes"
+    );
+    let mut expected_a = std::fs::read(src.join("a.bin")).expect("read");
+    expected_a.extend_from_slice(b"appended tail");
+    assert_eq!(std::fs::read(mnt.join("a.bin")).expect("read"), expected_a);
+    assert_eq!(
+        std::fs::read(mnt.join("sub/c-renamed.bin")).expect("read"),
+        std::fs::read(src.join("c.bin")).expect("read")
+    );
+    assert_eq!(std::fs::metadata(mnt.join("d.bin")).expect("stat").len(), 0);
+    // Extended attributes: the placeholder's own is hidden, the user's are kept.
+    let mut buf = [0u8; 1024];
+    assert!(
+        rustix::fs::lgetxattr(
+            files.join("sub/c-renamed.bin"),
+            "user.datamon.base",
+            &mut buf[..]
+        )
+        .is_ok(),
+        "still a placeholder after the rename"
+    );
+    assert_eq!(
+        rustix::fs::lgetxattr(
+            mnt.join("sub/c-renamed.bin"),
+            "user.datamon.base",
+            &mut buf[..]
+        ),
+        Err(rustix::io::Errno::NODATA)
+    );
+    let n = rustix::fs::llistxattr(mnt.join("sub/c-renamed.bin"), &mut buf[..]).expect("list");
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("datamon"));
+    assert_eq!(
+        rustix::fs::lsetxattr(
+            mnt.join("b.bin"),
+            "user.datamon.base",
+            b"x",
+            rustix::fs::XattrFlags::empty()
+        ),
+        Err(rustix::io::Errno::PERM)
+    );
+    rustix::fs::lsetxattr(
+        mnt.join("b.bin"),
+        "user.x",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("setxattr");
+    let n = rustix::fs::lgetxattr(mnt.join("b.bin"), "user.x", &mut buf[..]).expect("getxattr");
+    assert_eq!(&buf[..n], b"1");
+
+    // Commit, download, compare.
+    let out = env.ok(&[
+        "bundle",
+        "commit",
+        "--mount",
+        mnt.to_str().expect("utf-8"),
+        "--message",
+        "changed four",
+    ]);
+    let new = out
+        .trim()
+        .strip_prefix("Uploaded bundle id:")
+        .expect("id line")
+        .to_owned();
+    let dl = env.path("dl");
+    download(&env, &["--bundle", &new], &dl);
+    assert_same_tree(&mnt, &dl);
+    let expected = env.path("expected");
+    sh(
+        env.tmp.path(),
+        "cp -a src expected && printf 'appended tail' >> expected/a.bin && \
+         chmod 600 expected/b.bin && mv expected/c.bin expected/sub/c-renamed.bin && \
+         : > expected/d.bin",
+    );
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(&expected)
+        .arg(&dl)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert_eq!(
+        std::fs::metadata(dl.join("b.bin")).expect("stat").mode() & 0o7777,
+        0o600
+    );
+    let out = env
+        .cmd()
+        .args([
+            "bundle",
+            "diff",
+            "--repo",
+            "r",
+            "--bundle",
+            &base,
+            "--with-bundle",
+            &new,
+        ])
+        .output()
+        .expect("diff");
+    let mut changes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "A sub/c-renamed.bin",
+            "D c.bin",
+            "M a.bin",
+            "M b.bin",
+            "M d.bin"
+        ]
+    );
+
+    // Nothing changed since the commit: unmounting commits nothing and cleans up.
+    assert_eq!(mount.stop("TERM"), Some(0), "{}", mount.log());
+    assert!(!is_mounted(&mnt));
+    assert!(!scratch[0].exists(), "the scratch area is removed");
+}
+
+#[test]
+fn mutable_mount_renames_links_and_readers_of_placeholders() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("dir")).expect("dirs");
+    std::fs::write(src.join("x.bin"), pseudo_random(8 << 20, 1)).expect("write");
+    std::fs::write(src.join("y.bin"), pseudo_random(1 << 20, 2)).expect("write");
+    std::fs::write(src.join("z.bin"), pseudo_random(300_000, 3)).expect("write");
+    std::fs::write(src.join("dir/w.bin"), pseudo_random(200_000, 4)).expect("write");
+    std::fs::write(src.join("ro.bin"), pseudo_random(100_000, 5)).expect("write");
+    std::fs::set_permissions(src.join("ro.bin"), std::fs::Permissions::from_mode(0o444))
+        .expect("chmod");
+    env.upload(&src);
+    let mnt = env.path("m");
+    let mut mount = env.mount_new(
+        &mnt,
+        &["--repo", "r", "--message", "m", "--from-label", "l"],
+    );
+    let read = |p: &str| std::fs::read(mnt.join(p)).expect("read");
+    let orig = |p: &str| std::fs::read(src.join(p)).expect("read");
+
+    // A reader of a placeholder keeps reading right while another handle writes to it.
+    let reader = std::fs::File::open(mnt.join("x.bin")).expect("open");
+    let mut buf = vec![0u8; 4096];
+    reader.read_exact_at(&mut buf, 0).expect("read");
+    assert_eq!(buf, orig("x.bin")[..4096]);
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("x.bin"))
+        .expect("open for write");
+    writer.write_all_at(b"NEW", 6 << 20).expect("write");
+    reader.read_exact_at(&mut buf[..3], 6 << 20).expect("read");
+    assert_eq!(&buf[..3], b"NEW");
+    reader.read_exact_at(&mut buf, 7 << 20).expect("read");
+    assert_eq!(buf, orig("x.bin")[7 << 20..(7 << 20) + 4096]);
+    drop((reader, writer));
+
+    // renameat2: NOREPLACE refuses, EXCHANGE swaps two placeholders (still unread).
+    let cwd = rustix::fs::CWD;
+    assert_eq!(
+        rustix::fs::renameat_with(
+            cwd,
+            mnt.join("y.bin"),
+            cwd,
+            mnt.join("z.bin"),
+            rustix::fs::RenameFlags::NOREPLACE
+        ),
+        Err(rustix::io::Errno::EXIST)
+    );
+    rustix::fs::renameat_with(
+        cwd,
+        mnt.join("y.bin"),
+        cwd,
+        mnt.join("z.bin"),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .expect("exchange");
+    assert_eq!(read("y.bin"), orig("z.bin"));
+    assert_eq!(read("z.bin"), orig("y.bin"));
+
+    // A directory renamed with a placeholder inside; truncation to a non-zero size.
+    std::fs::rename(mnt.join("dir"), mnt.join("dir2")).expect("rename dir");
+    assert_eq!(read("dir2/w.bin"), orig("dir/w.bin"));
+    sh(&mnt, "truncate -s 1000 dir2/w.bin");
+    assert_eq!(read("dir2/w.bin"), orig("dir/w.bin")[..1000]);
+
+    // A hard link to a placeholder: both names are one file with the content.
+    std::fs::hard_link(mnt.join("z.bin"), mnt.join("z-link")).expect("link");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("z-link"))
+        .and_then(|f| f.write_all_at(b"LINKED", 0))
+        .expect("write");
+    assert_eq!(&read("z.bin")[..6], b"LINKED");
+    assert_eq!(read("z.bin")[6..], orig("y.bin")[6..]);
+
+    // A read-only placeholder: root may still write to it, and its mode stays.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("ro.bin"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"+"))
+        .expect("root writes");
+    assert_eq!(
+        std::fs::metadata(mnt.join("ro.bin")).expect("stat").mode() & 0o7777,
+        0o444
+    );
+
+    // An open, unlinked file is still truncated, chmodded and touched through its descriptor.
+    let f = std::fs::File::create(mnt.join("scratch.tmp")).expect("create");
+    std::fs::remove_file(mnt.join("scratch.tmp")).expect("unlink");
+    f.set_len(10).expect("ftruncate");
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .expect("fchmod");
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000))
+        .expect("futimens");
+    let m = f.metadata().expect("fstat");
+    assert_eq!((m.len(), m.mode() & 0o7777, m.mtime()), (10, 0o600, 1_000));
+    drop(f);
+
+    let out = env.ok(&["bundle", "commit", "--mount", mnt.to_str().expect("utf-8")]);
+    let id = out
+        .trim()
+        .strip_prefix("Uploaded bundle id:")
+        .expect("id line")
+        .to_owned();
+    let dl = env.path("dl");
+    download(&env, &["--bundle", &id], &dl);
+    assert_same_tree(&mnt, &dl);
+    assert_eq!(mount.stop("TERM"), Some(0), "{}", mount.log());
 }

@@ -562,6 +562,40 @@ impl Vfs {
         Ok(fh)
     }
 
+    /// Opens file `name` of the directory node `tree` (any tree node of the store, such as the
+    /// base entry of a work tree's placeholder) for reading; returns a handle for
+    /// [`Vfs::read_blocking`] and the file's size.
+    ///
+    /// # Errors
+    /// No such file in that node ([`VfsErrorKind::Stale`]); a store failure or timeout.
+    pub fn open_entry_blocking(&self, tree: &Hash, name: &str) -> Result<(u64, u64)> {
+        let node = self.tree_blocking(tree)?;
+        let Some(Node::File { chunks, .. }) = node.get(name).map(|e| &e.node) else {
+            return Err(vfs_err(
+                VfsErrorKind::Stale,
+                format!("no file {name:?} in tree node {tree}"),
+            ));
+        };
+        let chunks: Arc<[ChunkRef]> = Arc::from(chunks.as_slice());
+        let mut offsets = Vec::with_capacity(chunks.len() + 1);
+        let mut at = 0u64;
+        for c in chunks.iter() {
+            offsets.push(at);
+            at += u64::from(c.1);
+        }
+        offsets.push(at);
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.files).insert(
+            fh,
+            Arc::new(OpenFile {
+                chunks,
+                offsets,
+                seq: Mutex::new((0, 0, 0)),
+            }),
+        );
+        Ok((fh, at))
+    }
+
     /// Closes a handle.
     pub fn release(&self, fh: u64) {
         lock(&self.inner.files).remove(&fh);
