@@ -51,7 +51,7 @@ pub struct MountConfig {
     pub uid: u32,
     /// Group shown for every entry.
     pub gid: u32,
-    /// Kernel read-ahead of the mount in KiB (default 1024; 0 keeps the kernel's default).
+    /// Kernel read-ahead of the mount in KiB (default 4096; 0 keeps the kernel's default).
     pub readahead_kb: u32,
     /// Past this many known inodes, the kernel is asked to drop the oldest names, so memory
     /// stays bounded when millions of files are listed (default 100,000; 0: no bound).
@@ -65,7 +65,7 @@ impl Default for MountConfig {
             threads: 8,
             uid: 0,
             gid: 0,
-            readahead_kb: 1024,
+            readahead_kb: 4096,
             max_inodes: 100_000,
         }
     }

@@ -263,6 +263,79 @@ impl DiskCache {
         }
     }
 
+    /// Stores the verified chunks of one run, `data` holding them back to back: one write when
+    /// none of them is cached yet. Failures only cost a refetch.
+    pub(crate) fn put_run(&self, chunks: &[ChunkRef], data: &[u8]) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let mut st = self.lock();
+        if chunks.len() < 2 || chunks.iter().any(|c| st.chunks.contains_key(&key(&c.0))) {
+            drop(st);
+            let mut at = 0;
+            for c in chunks {
+                self.put(&c.0, &data[at..at + c.1 as usize]);
+                at += c.1 as usize;
+            }
+            return;
+        }
+        if let Err(e) = self.append_run(dir, &mut st, chunks, data) {
+            tracing::debug!(error = %e, "cannot write to the chunk cache");
+            st.writer = None;
+            return;
+        }
+        if st.total > self.max_bytes {
+            self.evict(dir, &mut st);
+        }
+    }
+
+    fn append_run(
+        &self,
+        dir: &Path,
+        st: &mut State,
+        chunks: &[ChunkRef],
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let len = data.len() as u64;
+        let full = st
+            .writer
+            .as_ref()
+            .is_none_or(|w| w.len > 0 && w.len + len > self.segment_bytes);
+        if full {
+            self.start_segment(dir, st)?;
+        }
+        let w = st.writer.as_mut().expect("a segment was just started");
+        let start = w.len;
+        let mut off =
+            u32::try_from(start).map_err(|_| std::io::Error::other("segment too large"))?;
+        u32::try_from(start + len).map_err(|_| std::io::Error::other("segment too large"))?;
+        w.data.write_all_at(data, start)?;
+        let mut entries = Vec::with_capacity(chunks.len() * ENTRY);
+        let mut locs = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            entries.extend_from_slice(c.0.as_bytes());
+            entries.extend_from_slice(&off.to_le_bytes());
+            entries.extend_from_slice(&c.1.to_le_bytes());
+            let loc = Loc {
+                seg: w.seg,
+                off,
+                len: c.1,
+            };
+            locs.push((key(&c.0), loc));
+            off += c.1;
+        }
+        w.idx.write_all(&entries)?;
+        w.len += len;
+        let seg = w.seg;
+        if let Some(s) = st.segments.get_mut(&seg) {
+            s.bytes += len;
+            s.idx_read += entries.len() as u64;
+        }
+        st.total += len;
+        st.chunks.extend(locs);
+        Ok(())
+    }
+
     fn append(&self, dir: &Path, st: &mut State, hash: &Hash, data: &[u8]) -> std::io::Result<()> {
         let len = data.len() as u64;
         let full = st
@@ -533,6 +606,21 @@ mod tests {
             .unwrap();
         assert_eq!(&both[..6], &a[..]);
         assert_eq!(&both[6..], &b[..]);
+        // A run is written at once, in order; a run with a cached chunk is written chunk by
+        // chunk, without duplicating it.
+        let dir3 = tempfile::tempdir().unwrap();
+        let run = DiskCache::open(Some(dir3.path().to_owned()), 1 << 20).unwrap();
+        run.put_run(&[ra, rb], b"123456abcdef");
+        let l = run.locate(&[ra, rb]);
+        assert!(l[0].unwrap().followed_by(&l[1].unwrap()));
+        let c = b"ghij".to_vec();
+        let rc = ChunkRef(Hash::of(&c), 4);
+        run.put_run(&[rb, rc], b"abcdefghij");
+        assert_eq!(run.size(), 16);
+        let l = run.locate(&[rc])[0].unwrap();
+        let mut four = [0u8; 4];
+        run.read_at(l.seg, l.off, &mut four).unwrap();
+        assert_eq!(&four, b"ghij");
     }
 
     #[test]

@@ -50,7 +50,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use datamon_store::Index;
 use datamon_types::{Bundle, BundleId, ChunkRef, EntryKind, Hash, Node, RepoName, Tree};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::runtime::Handle;
 
 use self::cache::{DiskCache, Lru};
@@ -833,30 +833,36 @@ impl Vfs {
             detail: "not in the store's index".into(),
         })?;
         let store = self.inner.dm.store();
-        futures::stream::iter(runs.into_iter().map(|run| async move {
+        // Runs are read in parallel but cached in order, so that a file read in order lies in
+        // order in the disk cache (one read per request when it is read again).
+        let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
             // Read, decoded and verified; bytes that do not verify are read from the replica.
             let what = format!("pack {}", run.pack);
             let chunks: Vec<ChunkRef> = run.chunks.iter().map(|(c, _)| *c).collect();
             let data = fetch_run(store, &what, run).await?;
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || -> Result<u64> {
-                let mut at = 0;
-                for c in &chunks {
-                    let bytes = &data[at..at + c.1 as usize];
-                    at += bytes.len();
-                    this.inner.disk.put(&c.0, bytes);
-                    // Also in memory: the reader waiting for it finds it there even if a tiny
-                    // disk cache has already evicted it.
-                    let b = Bytes::copy_from_slice(bytes);
-                    lock(&this.inner.memory).insert(c.0, b, c.1.into());
-                }
-                Ok(at as u64)
-            })
-            .await?
+            Ok::<_, Error>((chunks, data))
         }))
-        .buffer_unordered(self.inner.opts.parallel_fetches.max(1))
-        .try_fold(0u64, |a, n| async move { Ok(a + n) })
-        .await
+        .buffered(self.inner.opts.parallel_fetches.max(1));
+        let mut total = 0u64;
+        while let Some(run) = fetched.next().await {
+            let (chunks, data) = run?;
+            let this = self.clone();
+            total += tokio::task::spawn_blocking(move || {
+                this.inner.disk.put_run(&chunks, &data);
+                // Also in memory: the reader waiting for them finds them there even if a tiny
+                // disk cache has already evicted them.
+                let mut at = 0;
+                let mut memory = lock(&this.inner.memory);
+                for c in &chunks {
+                    let b = Bytes::copy_from_slice(&data[at..at + c.1 as usize]);
+                    at += b.len();
+                    memory.insert(c.0, b, c.1.into());
+                }
+                at as u64
+            })
+            .await?;
+        }
+        Ok(total)
     }
 }
 
