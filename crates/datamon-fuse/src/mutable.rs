@@ -401,7 +401,7 @@ impl MutableFs {
                 let file = File::open(path).map_err(|e| io_errno(&e))?;
                 let st_ino = file.metadata().map_err(|e| io_errno(&e))?.ino();
                 let (vfs_fh, _) = vfs
-                    .open_entry_blocking(&b.tree, &b.name)
+                    .open_entry_blocking(&b.tree, b.entry)
                     .map_err(|e| lib_errno("open", &e))?;
                 return Ok(self.add_handle(
                     ino,

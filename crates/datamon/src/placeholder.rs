@@ -3,8 +3,8 @@
 //! A work tree started from a bundle does not download it. Each regular file of the bundle
 //! becomes a *placeholder*: a sparse file of the right size, mode and mtime carrying the extended
 //! attribute [`XATTR`] (`user.datamon.base`), whose value names the file's entry in the base
-//! bundle: the hash of its directory's tree node and its name there ([`BaseRef`], at most a few
-//! hundred bytes whatever the depth of the path). The attribute is the only truth about the
+//! bundle: the hash of its directory's tree node and the entry's position there ([`BaseRef`], 37
+//! bytes, small enough for ext4 to keep inside the inode: a placeholder takes no data block). The attribute is the only truth about the
 //! content: while it is there, the content is the base entry's and the bytes on disk mean
 //! nothing (zeros, or part of the content after an interrupted [`hydrate_blocking`]).
 //!
@@ -42,33 +42,45 @@ pub const XATTR_PREFIX: &str = "user.datamon.";
 /// How many bytes one hydration read asks for.
 const HYDRATE_STEP: u32 = 4 << 20;
 
-/// Where a placeholder's content is: entry `name` of the tree node `tree`.
+/// Where a placeholder's content is: entry number `entry` of the tree node `tree` (tree nodes
+/// are immutable and content-addressed, so the position never changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseRef {
     /// The hash of the tree node (directory) that holds the entry.
     pub tree: Hash,
-    /// The entry's name in that node.
-    pub name: String,
+    /// The entry's position in that node.
+    pub entry: u32,
 }
 
+/// The first byte of an attribute value: the encoding's version.
+const VERSION: u8 = 2;
+
 impl BaseRef {
-    /// The attribute's value: `1 <tree hash> <name>`.
+    /// The attribute's value: the version (1 byte), the tree hash (32), the entry (u32 LE).
     pub fn encode(&self) -> Vec<u8> {
-        format!("1 {} {}", self.tree, self.name).into_bytes()
+        let mut v = Vec::with_capacity(37);
+        v.push(VERSION);
+        v.extend_from_slice(self.tree.as_bytes());
+        v.extend_from_slice(&self.entry.to_le_bytes());
+        v
     }
 
     /// Parses an attribute value; `None` when it is not one.
     pub fn decode(b: &[u8]) -> Option<BaseRef> {
-        let s = std::str::from_utf8(b).ok()?;
-        let rest = s.strip_prefix("1 ")?;
-        let (tree, name) = rest.split_once(' ')?;
-        if name.is_empty() || name.contains('/') {
+        if b.len() != 37 || b[0] != VERSION {
             return None;
         }
+        let mut tree = [0u8; 32];
+        tree.copy_from_slice(&b[1..33]);
         Some(BaseRef {
-            tree: tree.parse().ok()?,
-            name: name.to_owned(),
+            tree: Hash(tree),
+            entry: u32::from_le_bytes(b[33..37].try_into().ok()?),
         })
+    }
+
+    /// The entry in its loaded tree node.
+    pub(crate) fn in_tree<'t>(&self, tree: &'t Tree) -> Option<&'t datamon_types::TreeEntry> {
+        tree.entries.get(self.entry as usize)
     }
 }
 
@@ -162,7 +174,7 @@ pub fn hydrate_blocking(vfs: &Vfs, path: &Path) -> Result<bool> {
         return Ok(false);
     };
     let meta = std::fs::symlink_metadata(path).map_err(Error::io(path))?;
-    let (fh, size) = vfs.open_entry_blocking(&base.tree, &base.name)?;
+    let (fh, size) = vfs.open_entry_blocking(&base.tree, base.entry)?;
     struct Release<'a>(&'a Vfs, u64);
     impl Drop for Release<'_> {
         fn drop(&mut self) {
@@ -254,7 +266,7 @@ impl Datamon {
             .iter()
             .map(|f| {
                 let Some(b) = &f.base else { return Ok(None) };
-                match loaded.get(&b.tree).and_then(|t| t.get(&b.name)) {
+                match loaded.get(&b.tree).and_then(|t| b.in_tree(t)) {
                     Some(e) => match &e.node {
                         Node::File { size, chunks, .. } if *size == f.size => {
                             Ok(Some(chunks.clone()))
@@ -270,8 +282,8 @@ impl Datamon {
                     None => Err(Error::BadPath {
                         path: f.path.clone(),
                         reason: format!(
-                            "is a placeholder ({XATTR}) of {}/{}, which the store does not have",
-                            b.tree, b.name
+                            "is a placeholder ({XATTR}) of entry {} of tree node {}, which the store does not have",
+                            b.entry, b.tree
                         ),
                     }),
                 }
@@ -288,13 +300,14 @@ mod tests {
     fn base_ref_round_trips_and_rejects_junk() {
         let r = BaseRef {
             tree: Hash::of(b"t"),
-            name: "a b:c.txt".into(),
+            entry: 70_000,
         };
-        assert_eq!(BaseRef::decode(&r.encode()), Some(r));
-        assert_eq!(BaseRef::decode(b"2 x y"), None);
-        assert_eq!(BaseRef::decode(b"1 nothex name"), None);
-        let h = Hash::of(b"t");
-        assert_eq!(BaseRef::decode(format!("1 {h} a/b").as_bytes()), None);
-        assert_eq!(BaseRef::decode(format!("1 {h} ").as_bytes()), None);
+        assert_eq!(r.encode().len(), 37, "fits in an ext4 inode");
+        assert_eq!(BaseRef::decode(&r.encode()), Some(r.clone()));
+        let mut bad = r.encode();
+        bad[0] = 1;
+        assert_eq!(BaseRef::decode(&bad), None);
+        assert_eq!(BaseRef::decode(&r.encode()[..36]), None);
+        assert_eq!(BaseRef::decode(b"probe"), None);
     }
 }

@@ -258,7 +258,7 @@ impl Datamon {
     ) -> Result<()> {
         let (bundle, index) = self.open_bundle(repo, id).await?;
         // (path, the tree node holding the entry, the entry), parents before children.
-        let mut entries: Vec<(String, Hash, TreeEntry)> = Vec::new();
+        let mut entries: Vec<(String, (Hash, u32), TreeEntry)> = Vec::new();
         let mut frontier = vec![(String::new(), bundle.root)];
         while !frontier.is_empty() {
             let trees: Vec<(String, Hash, Tree)> =
@@ -270,7 +270,7 @@ impl Datamon {
                 .try_collect()
                 .await?;
             for (prefix, h, tree) in trees {
-                for e in tree.entries {
+                for (i, e) in tree.entries.into_iter().enumerate() {
                     let path = if prefix.is_empty() {
                         e.name.clone()
                     } else {
@@ -279,14 +279,15 @@ impl Datamon {
                     if let Node::Dir { tree } = &e.node {
                         frontier.push((path.clone(), *tree));
                     }
-                    entries.push((path, h, e));
+                    let i = u32::try_from(i).expect("fewer than 4G entries in a directory");
+                    entries.push((path, (h, i), e));
                 }
             }
         }
         progress.begin("lay out", entries.len() as u64, Unit::Items);
         tokio::task::block_in_place(|| -> Result<()> {
             let mut dirs = Vec::new();
-            for (path, tree, e) in &entries {
+            for (path, (tree, index), e) in &entries {
                 let target = dest.join(path);
                 match &e.node {
                     Node::Dir { .. } => {
@@ -303,7 +304,7 @@ impl Datamon {
                             f.set_len(*size).map_err(Error::io(&target))?;
                             let base = crate::placeholder::BaseRef {
                                 tree: *tree,
-                                name: e.name.clone(),
+                                entry: *index,
                             };
                             crate::placeholder::write(&target, &base)?;
                         }
@@ -559,6 +560,9 @@ mod tests {
 
         // Truncation to zero; then an interrupted one (size 0, attribute still there).
         let other = wt.files().join("other");
+        let other_ref = placeholder::read(&other)
+            .expect("xattr")
+            .expect("a placeholder");
         assert!(placeholder::clear_blocking(&other).expect("clear"));
         assert_eq!(std::fs::metadata(&other).expect("stat").len(), 0);
         let small = wt.files().join("d/small");
@@ -589,14 +593,7 @@ mod tests {
         // A placeholder whose size changed behind the mount's back is refused, not guessed.
         let third = wt.files().join("fresh");
         std::fs::write(&third, b"abc").expect("write");
-        placeholder::write(
-            &third,
-            &placeholder::BaseRef {
-                tree: b.root,
-                name: "other".into(),
-            },
-        )
-        .expect("xattr");
+        placeholder::write(&third, &other_ref).expect("xattr");
         let err = rt
             .block_on(dm.worktree_commit(&wt, None, true, &NoProgress))
             .expect_err("size mismatch");

@@ -562,18 +562,19 @@ impl Vfs {
         Ok(fh)
     }
 
-    /// Opens file `name` of the directory node `tree` (any tree node of the store, such as the
-    /// base entry of a work tree's placeholder) for reading; returns a handle for
+    /// Opens entry number `entry` of the directory node `tree` (any tree node of the store, such
+    /// as the base entry of a work tree's placeholder) for reading; returns a handle for
     /// [`Vfs::read_blocking`] and the file's size.
     ///
     /// # Errors
     /// No such file in that node ([`VfsErrorKind::Stale`]); a store failure or timeout.
-    pub fn open_entry_blocking(&self, tree: &Hash, name: &str) -> Result<(u64, u64)> {
+    pub fn open_entry_blocking(&self, tree: &Hash, entry: u32) -> Result<(u64, u64)> {
         let node = self.tree_blocking(tree)?;
-        let Some(Node::File { chunks, .. }) = node.get(name).map(|e| &e.node) else {
+        let Some(Node::File { chunks, .. }) = node.entries.get(entry as usize).map(|e| &e.node)
+        else {
             return Err(vfs_err(
                 VfsErrorKind::Stale,
-                format!("no file {name:?} in tree node {tree}"),
+                format!("no file at entry {entry} of tree node {tree}"),
             ));
         };
         let chunks: Arc<[ChunkRef]> = Arc::from(chunks.as_slice());
