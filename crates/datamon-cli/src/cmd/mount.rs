@@ -141,10 +141,31 @@ enum MountSub {
 
 /// Checks that `dir` is a directory to mount on.
 pub(crate) fn mount_point(dir: &std::path::Path) -> anyhow::Result<std::fs::Metadata> {
-    let meta = std::fs::metadata(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "mount point {} does not exist: create an empty directory to mount on (mkdir -p)",
+            dir.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("mount point {}", dir.display())),
+    };
     if !meta.is_dir() {
         bail!(
             "mount point {} is not a directory: create an empty directory to mount on",
+            dir.display()
+        );
+    }
+    if std::fs::canonicalize(dir).is_ok_and(|abs| datamon_fuse::is_mounted(&abs)) {
+        bail!(
+            "{} is already a mount point: unmount it first (fusermount3 -u {0}) or choose another directory",
+            dir.display()
+        );
+    }
+    let mut entries =
+        std::fs::read_dir(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    if entries.next().is_some() {
+        bail!(
+            "mount point {} is not empty: mounting would hide its files; choose an empty directory",
             dir.display()
         );
     }

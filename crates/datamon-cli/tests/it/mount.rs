@@ -518,6 +518,32 @@ fn signals_unmount_cleanly_and_daemon_returns_when_ready() {
     assert!(!is_mounted(&mnt), "SIGTERM unmounted the daemon's mount");
     drop(guard);
 
+    // Bad mount points are refused before mounting, naming the problem: missing, not empty
+    // (mounting would hide the files), already a mount point.
+    let full = env.path("full");
+    std::fs::create_dir_all(&full).expect("dir");
+    std::fs::write(full.join("keep.txt"), b"mine").expect("write");
+    let taken = env.path("taken");
+    let mut first = env.mount(&taken, &["--repo", "r", "--label", "l"]);
+    for (dir, why) in [
+        (env.path("missing"), "does not exist"),
+        (full.clone(), "is not empty"),
+        (taken.clone(), "already a mount point"),
+    ] {
+        let o = env
+            .cmd()
+            .args(["bundle", "mount", "--repo", "r", "--label", "l", "--mount"])
+            .arg(&dir)
+            .output()
+            .expect("datamon");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    assert_eq!(std::fs::read(full.join("keep.txt")).expect("kept"), b"mine");
+    assert!(!is_mounted(&full));
+    assert_eq!(first.stop("TERM"), Some(0));
+
     // A missing bundle fails before mounting, with exit code 2.
     let o = env
         .cmd()
