@@ -554,6 +554,33 @@ impl Store {
         with_fallback!(self, "head", key, |s| s.size_primary(key).await)
     }
 
+    /// Makes what was written so far durable. Object stores acknowledge a write once it is
+    /// durable, so this only matters for a local directory, whose writes sit in the page cache:
+    /// there it flushes the whole filesystem (`syncfs`), one flush for every file written, so
+    /// that a power loss cannot keep a record while losing the packs it points to. Callers sync
+    /// before writing a record that makes earlier writes reachable, and after their last write.
+    ///
+    /// # Errors
+    /// The flush fails (a disk error).
+    pub async fn sync(&self) -> Result<()> {
+        if let StoreUrl::Local(dir) = &self.url {
+            let path = dir.display().to_string();
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let d = std::fs::File::open(&dir)?;
+                rustix::fs::syncfs(&d).map_err(std::io::Error::from)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| Error::Io { path, source })?;
+        }
+        if let Some(r) = &self.replica {
+            Box::pin(r.sync()).await?;
+        }
+        Ok(())
+    }
+
     /// Writes an object, replacing any previous one (for content-addressed keys, where a
     /// previous object has the same bytes), to the primary and then the replica.
     ///

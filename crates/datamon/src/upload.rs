@@ -356,6 +356,9 @@ impl Datamon {
             stats,
             meta: opts.meta.clone(),
         };
+        // Packs, index objects and trees are durable before the record that points to them
+        // (a local store's writes sit in the page cache until then).
+        self.store.sync().await?;
         self.store
             .create_json(&keys::bundle(ctx.repo.as_str(), &bundle.id), &bundle)
             .await?;
@@ -363,6 +366,7 @@ impl Datamon {
         if let Some(label) = &opts.label {
             self.set_label(&ctx.repo, label, &bundle.id, None).await?;
         }
+        self.store.sync().await?;
 
         if let Some(path) = cache_file {
             let r = tokio::task::spawn_blocking(move || {
