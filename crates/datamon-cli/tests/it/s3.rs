@@ -217,6 +217,38 @@ fn s3_context_create_checks_the_store_and_commands_round_trip() {
         &dst_s,
     ]));
     same_files(&src, &dst);
+
+    // The read-only mount reads from S3 too (when FUSE can be used here).
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt as _;
+        m.uid() == 0
+    });
+    if root && Path::new("/dev/fuse").exists() {
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir_all(&mnt).expect("mount point");
+        let mnt_s = mnt.display().to_string();
+        let out = run(datamon(&home, &t.env).args([
+            "bundle", "mount", "--repo", "r", "--label", "prod", "--mount", &mnt_s, "--daemon",
+        ]));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        let pid: String = err
+            .split("Serving from process ")
+            .nth(1)
+            .expect("pid on stderr")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let compared = std::panic::catch_unwind(|| same_files(&src, &mnt));
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        compared.expect("the mount shows the bundle");
+    }
     let fsck = run(datamon(&home, &t.env).args(["fsck", "--read-data"]));
     assert!(
         fsck.status.success(),
