@@ -35,7 +35,10 @@ pub enum Node {
     File {
         /// Size in bytes.
         size: u64,
-        /// The file's content hash: see [`Node::file_hash`].
+        /// The file's content hash: see [`Node::file_hash`]. Not stored (it follows from the
+        /// chunks): [`Tree::from_bytes`] computes it, and reads it from nodes written by
+        /// versions that stored it.
+        #[serde(default, skip_serializing)]
         hash: Hash,
         /// Its chunks, in order.
         chunks: Vec<ChunkRef>,
@@ -131,7 +134,15 @@ impl Tree {
     /// # Errors
     /// When `bytes` are not a serialized tree node.
     pub fn from_bytes(bytes: &[u8]) -> serde_json::Result<Tree> {
-        serde_json::from_slice(bytes)
+        let mut t: Tree = serde_json::from_slice(bytes)?;
+        for e in &mut t.entries {
+            if let Node::File { hash, chunks, .. } = &mut e.node {
+                if *hash == Hash::default() {
+                    *hash = Node::file_hash(chunks);
+                }
+            }
+        }
+        Ok(t)
     }
 
     /// Finds an entry by name (entries are sorted).
@@ -175,9 +186,12 @@ mod tests {
         let s = String::from_utf8(t.to_bytes()).unwrap();
         assert_eq!(
             s,
-            r#"{"entries":[{"name":"a.txt","mode":420,"mtime_ns":1700000000000000001,"type":"file","size":3,"hash":"251cf9d2bb8029403972edb4517da0cf1cd08e9afb554d138c443032873f86d3","chunks":[["6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",3]]},{"name":"l","mode":511,"mtime_ns":0,"type":"symlink","target":"a.txt"}]}"#
+            r#"{"entries":[{"name":"a.txt","mode":420,"mtime_ns":1700000000000000001,"type":"file","size":3,"chunks":[["6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",3]]},{"name":"l","mode":511,"mtime_ns":0,"type":"symlink","target":"a.txt"}]}"#
         );
-        assert_eq!(Tree::from_bytes(s.as_bytes()).unwrap(), t);
+        assert_eq!(Tree::from_bytes(s.as_bytes()).unwrap(), t, "the file hash is computed");
+        // Nodes written by earlier versions carry the file hash; they read the same.
+        let old = r#"{"entries":[{"name":"a.txt","mode":420,"mtime_ns":1700000000000000001,"type":"file","size":3,"hash":"251cf9d2bb8029403972edb4517da0cf1cd08e9afb554d138c443032873f86d3","chunks":[["6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",3]]},{"name":"l","mode":511,"mtime_ns":0,"type":"symlink","target":"a.txt"}]}"#;
+        assert_eq!(Tree::from_bytes(old.as_bytes()).unwrap(), t);
         assert_eq!(t.get("l").unwrap().kind(), EntryKind::Symlink);
         assert!(t.get("zz").is_none());
     }
