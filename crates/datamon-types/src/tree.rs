@@ -188,7 +188,11 @@ mod tests {
             s,
             r#"{"entries":[{"name":"a.txt","mode":420,"mtime_ns":1700000000000000001,"type":"file","size":3,"chunks":[["6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",3]]},{"name":"l","mode":511,"mtime_ns":0,"type":"symlink","target":"a.txt"}]}"#
         );
-        assert_eq!(Tree::from_bytes(s.as_bytes()).unwrap(), t, "the file hash is computed");
+        assert_eq!(
+            Tree::from_bytes(s.as_bytes()).unwrap(),
+            t,
+            "the file hash is computed"
+        );
         // Nodes written by earlier versions carry the file hash; they read the same.
         let old = r#"{"entries":[{"name":"a.txt","mode":420,"mtime_ns":1700000000000000001,"type":"file","size":3,"hash":"251cf9d2bb8029403972edb4517da0cf1cd08e9afb554d138c443032873f86d3","chunks":[["6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",3]]},{"name":"l","mode":511,"mtime_ns":0,"type":"symlink","target":"a.txt"}]}"#;
         assert_eq!(Tree::from_bytes(old.as_bytes()).unwrap(), t);

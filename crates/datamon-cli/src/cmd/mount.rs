@@ -82,6 +82,7 @@ impl MountArgs {
         let repo = self.repo.clone().expect("clap requires --repo");
         let mount = self.mount.clone().expect("clap requires --mount");
         let meta = mount_point(&mount)?;
+        raise_fd_limit();
         if self.daemon {
             return daemonize(ctx);
         }
@@ -170,6 +171,19 @@ pub(crate) fn mount_point(dir: &std::path::Path) -> anyhow::Result<std::fs::Meta
         );
     }
     Ok(meta)
+}
+
+/// Raises this process's limit of open files to the hard limit: a mount keeps every segment of
+/// the chunk cache open (160 for a full 10 GiB cache, more for larger ones or shared caches).
+pub(crate) fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::debug!("cannot raise the open files limit: {e}");
+        }
+    }
 }
 
 /// Waits for SIGINT, SIGTERM, or the end of the session (unmounted from outside).

@@ -122,6 +122,7 @@ fn pid_alive(dir: &Path) -> bool {
 
 pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let meta = crate::cmd::mount::mount_point(&a.mount)?;
+    crate::cmd::mount::raise_fd_limit();
     let mount = absolute(&a.mount)?;
     if std::fs::read_dir(&mount).is_ok_and(|mut d| d.next().is_some()) {
         bail!("mount point {} is not empty", mount.display());
