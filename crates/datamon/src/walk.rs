@@ -69,18 +69,36 @@ impl Datamon {
     /// Every entry below `root` (directories too) with its path, sorted by path. Each level's
     /// nodes are fetched concurrently.
     pub(crate) async fn walk(&self, index: &Index, root: Hash) -> Result<Vec<(String, TreeEntry)>> {
+        let mut out: Vec<(String, TreeEntry)> = self
+            .walk_located(index, root)
+            .await?
+            .into_iter()
+            .map(|(path, _, e)| (path, e))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Every entry below `root` (directories too) with its path and where it is (the hash of the
+    /// tree node holding it and its position there), parents before children. Each level's nodes
+    /// are fetched concurrently.
+    pub(crate) async fn walk_located(
+        &self,
+        index: &Index,
+        root: Hash,
+    ) -> Result<Vec<(String, (Hash, u32), TreeEntry)>> {
         let mut out = Vec::new();
         let mut frontier = vec![(String::new(), root)];
         while !frontier.is_empty() {
-            let trees: Vec<(String, Tree)> =
+            let trees: Vec<(String, Hash, Tree)> =
                 futures::stream::iter(frontier.drain(..).map(|(prefix, h)| async move {
-                    Ok::<_, Error>((prefix, self.load_tree(index, &h).await?))
+                    Ok::<_, Error>((prefix, h, self.load_tree(index, &h).await?))
                 }))
                 .buffered(TREE_FETCH_CONCURRENCY)
                 .try_collect()
                 .await?;
-            for (prefix, tree) in trees {
-                for e in tree.entries {
+            for (prefix, h, tree) in trees {
+                for (i, e) in tree.entries.into_iter().enumerate() {
                     let path = if prefix.is_empty() {
                         e.name.clone()
                     } else {
@@ -89,11 +107,11 @@ impl Datamon {
                     if let Node::Dir { tree } = &e.node {
                         frontier.push((path.clone(), *tree));
                     }
-                    out.push((path, e));
+                    let i = u32::try_from(i).expect("fewer than 4G entries in a directory");
+                    out.push((path, (h, i), e));
                 }
             }
         }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use std::os::unix::fs::PermissionsExt;
 
-use datamon_types::{Hash, Node, Tree, TreeEntry};
-use futures::{StreamExt, TryStreamExt};
+use datamon_types::Node;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -257,33 +256,8 @@ impl Datamon {
         progress: &dyn Progress,
     ) -> Result<()> {
         let (bundle, index) = self.open_bundle(repo, id).await?;
-        // (path, the tree node holding the entry, the entry), parents before children.
-        let mut entries: Vec<(String, (Hash, u32), TreeEntry)> = Vec::new();
-        let mut frontier = vec![(String::new(), bundle.root)];
-        while !frontier.is_empty() {
-            let trees: Vec<(String, Hash, Tree)> =
-                futures::stream::iter(frontier.drain(..).map(|(prefix, h)| {
-                    let index = &index;
-                    async move { Ok::<_, Error>((prefix, h, self.load_tree(index, &h).await?)) }
-                }))
-                .buffered(16)
-                .try_collect()
-                .await?;
-            for (prefix, h, tree) in trees {
-                for (i, e) in tree.entries.into_iter().enumerate() {
-                    let path = if prefix.is_empty() {
-                        e.name.clone()
-                    } else {
-                        format!("{prefix}/{}", e.name)
-                    };
-                    if let Node::Dir { tree } = &e.node {
-                        frontier.push((path.clone(), *tree));
-                    }
-                    let i = u32::try_from(i).expect("fewer than 4G entries in a directory");
-                    entries.push((path, (h, i), e));
-                }
-            }
-        }
+        // (path, (the tree node holding the entry, its position), the entry), parents first.
+        let entries = self.walk_located(&index, bundle.root).await?;
         progress.begin("lay out", entries.len() as u64, Unit::Items);
         tokio::task::block_in_place(|| -> Result<()> {
             let mut dirs = Vec::new();

@@ -59,6 +59,19 @@ struct Env {
 }
 
 impl Env {
+    /// `datamon bundle commit --mount DIR [--message M]`; returns the new bundle's id.
+    fn commit(&self, mnt: &Path, message: Option<&str>) -> String {
+        let mut args = vec!["bundle", "commit", "--mount", mnt.to_str().expect("utf-8")];
+        if let Some(m) = message {
+            args.extend(["--message", m]);
+        }
+        let out = self.ok(&args);
+        out.trim()
+            .strip_prefix("Uploaded bundle id:")
+            .unwrap_or_else(|| panic!("no id line in {out:?}"))
+            .to_owned()
+    }
+
     fn new() -> Env {
         Env {
             tmp: tempfile::Builder::new()
@@ -765,19 +778,7 @@ fn mutable_mount_real_programs_then_commit_and_download() {
     }
 
     // Commit without unmounting; the bundle equals the working copy.
-    let out = env.ok(&[
-        "bundle",
-        "commit",
-        "--mount",
-        mnt.to_str().expect("utf-8"),
-        "--message",
-        "c1",
-    ]);
-    let c1 = out
-        .trim()
-        .strip_prefix("Uploaded bundle id:")
-        .expect("id line")
-        .to_owned();
+    let c1 = env.commit(&mnt, Some("c1"));
     let dl = env.path("dl1");
     download(&env, &["--bundle", &c1], &dl);
     assert_same_tree(&mnt, &dl);
@@ -1134,19 +1135,7 @@ fn mutable_mount_is_copy_on_write() {
     assert_eq!(&buf[..n], b"1");
 
     // Commit, download, compare.
-    let out = env.ok(&[
-        "bundle",
-        "commit",
-        "--mount",
-        mnt.to_str().expect("utf-8"),
-        "--message",
-        "changed four",
-    ]);
-    let new = out
-        .trim()
-        .strip_prefix("Uploaded bundle id:")
-        .expect("id line")
-        .to_owned();
+    let new = env.commit(&mnt, Some("changed four"));
     let dl = env.path("dl");
     download(&env, &["--bundle", &new], &dl);
     assert_same_tree(&mnt, &dl);
@@ -1310,12 +1299,7 @@ fn mutable_mount_renames_links_and_readers_of_placeholders() {
     assert_eq!((m.len(), m.mode() & 0o7777, m.mtime()), (10, 0o600, 1_000));
     drop(f);
 
-    let out = env.ok(&["bundle", "commit", "--mount", mnt.to_str().expect("utf-8")]);
-    let id = out
-        .trim()
-        .strip_prefix("Uploaded bundle id:")
-        .expect("id line")
-        .to_owned();
+    let id = env.commit(&mnt, None);
     let dl = env.path("dl");
     download(&env, &["--bundle", &id], &dl);
     assert_same_tree(&mnt, &dl);

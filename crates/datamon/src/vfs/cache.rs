@@ -248,7 +248,8 @@ impl DiskCache {
         if st.chunks.contains_key(&key(hash)) {
             return true;
         }
-        match self.append(dir, &mut st, hash, data) {
+        let chunk = ChunkRef(*hash, data.len() as u32);
+        match self.append_run(dir, &mut st, &[chunk], data) {
             Ok(()) => {
                 if st.total > self.max_bytes {
                     self.evict(dir, &mut st);
@@ -333,41 +334,6 @@ impl DiskCache {
         }
         st.total += len;
         st.chunks.extend(locs);
-        Ok(())
-    }
-
-    fn append(&self, dir: &Path, st: &mut State, hash: &Hash, data: &[u8]) -> std::io::Result<()> {
-        let len = data.len() as u64;
-        let full = st
-            .writer
-            .as_ref()
-            .is_none_or(|w| w.len > 0 && w.len + len > self.segment_bytes);
-        if full {
-            self.start_segment(dir, st)?;
-        }
-        let w = st.writer.as_mut().expect("a segment was just started");
-        let off = u32::try_from(w.len).map_err(|_| std::io::Error::other("segment too large"))?;
-        w.data.write_all_at(data, w.len)?;
-        let mut entry = [0u8; ENTRY];
-        entry[..32].copy_from_slice(hash.as_bytes());
-        entry[32..36].copy_from_slice(&off.to_le_bytes());
-        entry[36..].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        w.idx.write_all(&entry)?;
-        w.len += len;
-        let seg = w.seg;
-        if let Some(s) = st.segments.get_mut(&seg) {
-            s.bytes += len;
-            s.idx_read += ENTRY as u64;
-        }
-        st.total += len;
-        st.chunks.insert(
-            key(hash),
-            Loc {
-                seg,
-                off,
-                len: data.len() as u32,
-            },
-        );
         Ok(())
     }
 

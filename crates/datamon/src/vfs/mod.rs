@@ -543,23 +543,7 @@ impl Vfs {
             }
             None => return Err(vfs_err(VfsErrorKind::Stale, format!("unknown inode {ino}"))),
         };
-        let mut offsets = Vec::with_capacity(chunks.len() + 1);
-        let mut at = 0u64;
-        for c in chunks.iter() {
-            offsets.push(at);
-            at += u64::from(c.1);
-        }
-        offsets.push(at);
-        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.inner.files).insert(
-            fh,
-            Arc::new(OpenFile {
-                chunks,
-                offsets,
-                seq: Mutex::new((0, 0, 0)),
-            }),
-        );
-        Ok(fh)
+        Ok(self.open_chunks(chunks).0)
     }
 
     /// Opens entry number `entry` of the directory node `tree` (any tree node of the store, such
@@ -577,7 +561,11 @@ impl Vfs {
                 format!("no file at entry {entry} of tree node {tree}"),
             ));
         };
-        let chunks: Arc<[ChunkRef]> = Arc::from(chunks.as_slice());
+        Ok(self.open_chunks(Arc::from(chunks.as_slice())))
+    }
+
+    /// A handle reading a file made of `chunks`, and the file's size.
+    fn open_chunks(&self, chunks: Arc<[ChunkRef]>) -> (u64, u64) {
         let mut offsets = Vec::with_capacity(chunks.len() + 1);
         let mut at = 0u64;
         for c in chunks.iter() {
@@ -594,7 +582,7 @@ impl Vfs {
                 seq: Mutex::new((0, 0, 0)),
             }),
         );
-        Ok((fh, at))
+        (fh, at)
     }
 
     /// Closes a handle.
