@@ -61,6 +61,11 @@ impl Index {
         Self::default()
     }
 
+    /// Makes room for `n` more blobs.
+    pub fn reserve(&mut self, n: usize) {
+        self.blobs.reserve(n);
+    }
+
     /// Adds the entries of one pack. A blob stored in several packs keeps its first location.
     pub fn add_pack(&mut self, pack: Hash, entries: &[PackEntry]) {
         let next = u32::try_from(self.packs.len()).expect("fewer than 4G packs");

@@ -685,12 +685,11 @@ impl Store {
     /// # Errors
     /// A backend error or a damaged index object.
     pub async fn load_index(&self) -> Result<Index> {
-        let keys: Vec<String> = self
-            .list(keys::INDEX)
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let listed = self.list(keys::INDEX).await?;
+        // Room for every entry at once: growing the map while loading would leave up to half of
+        // it empty (a mount keeps the index for its lifetime).
+        let bytes: u64 = listed.iter().map(|(_, size)| *size).sum();
+        let keys: Vec<String> = listed.into_iter().map(|(k, _)| k).collect();
         let mut objects = futures::stream::iter(keys.into_iter().map(|k| async move {
             let b = self.get(&k).await?;
             let (pack, entries) = Index::decode_object(&b, &k)?;
@@ -704,6 +703,7 @@ impl Store {
         }))
         .buffer_unordered(LIST_FETCH_CONCURRENCY);
         let mut index = Index::new();
+        index.reserve((bytes / crate::pack::ENTRY_LEN as u64) as usize);
         while let Some(r) = objects.next().await {
             let (pack, entries) = r?;
             index.add_pack(pack, &entries);
