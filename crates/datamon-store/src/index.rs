@@ -47,12 +47,36 @@ struct Slot {
     raw_len: u32,
 }
 
+impl Slot {
+    fn new(pack: u32, e: &PackEntry) -> Slot {
+        Slot {
+            pack,
+            kind: e.kind,
+            compression: e.compression,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+        }
+    }
+}
+
+/// Below this many recent blobs, they stay in the hash map (see [`Index`]).
+const MIN_MERGE: usize = 1 << 16;
+
 /// The union of index objects: blob hash -> location.
+///
+/// Most blobs sit in a vector sorted by hash (52 bytes each, binary search); blobs added since
+/// the last merge sit in a hash map, merged into the vector once they pass a quarter of it. A
+/// hash map alone would cost about twice the memory (its buckets round up to a power of two),
+/// and a mount or download keeps the index for its whole life: 50 MiB per million blobs instead
+/// of 110.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     packs: Vec<Hash>,
     pack_slots: HashMap<Hash, u32>,
-    blobs: HashMap<Hash, Slot>,
+    /// Sorted by hash, unique, none of them in `recent`.
+    sorted: Vec<(Hash, Slot)>,
+    recent: HashMap<Hash, Slot>,
 }
 
 impl Index {
@@ -61,39 +85,79 @@ impl Index {
         Self::default()
     }
 
-    /// Makes room for `n` more blobs.
-    pub fn reserve(&mut self, n: usize) {
-        self.blobs.reserve(n);
+    /// The number of `pack` in `packs`, adding it.
+    fn pack_slot(&mut self, pack: Hash) -> u32 {
+        let next = u32::try_from(self.packs.len()).expect("fewer than 4G packs");
+        *self.pack_slots.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            next
+        })
+    }
+
+    /// Builds the index of many packs at once (loading a store's index): every entry is
+    /// appended, then sorted once, which is faster and smaller than adding them pack by pack.
+    /// A blob stored in several packs keeps the location of the first pack given.
+    pub fn from_packs(packs: impl IntoIterator<Item = (Hash, Vec<PackEntry>)>) -> Index {
+        let mut idx = Index::new();
+        for (pack, entries) in packs {
+            let slot = idx.pack_slot(pack);
+            idx.sorted
+                .extend(entries.iter().map(|e| (e.hash, Slot::new(slot, e))));
+        }
+        idx.sorted.sort_by_key(|e| e.0); // stable: the first pack's entry comes first
+        idx.sorted.dedup_by_key(|e| e.0);
+        idx.sorted.shrink_to_fit();
+        idx
     }
 
     /// Adds the entries of one pack. A blob stored in several packs keeps its first location.
     pub fn add_pack(&mut self, pack: Hash, entries: &[PackEntry]) {
-        let next = u32::try_from(self.packs.len()).expect("fewer than 4G packs");
-        let slot = *self.pack_slots.entry(pack).or_insert_with(|| {
-            self.packs.push(pack);
-            next
-        });
-        self.blobs.reserve(entries.len());
+        let slot = self.pack_slot(pack);
         for e in entries {
-            self.blobs.entry(e.hash).or_insert(Slot {
-                pack: slot,
-                kind: e.kind,
-                compression: e.compression,
-                offset: e.offset,
-                stored_len: e.stored_len,
-                raw_len: e.raw_len,
-            });
+            if self.find(&e.hash).is_none() {
+                self.recent.insert(e.hash, Slot::new(slot, e));
+            }
+        }
+        if self.recent.len() > MIN_MERGE.max(self.sorted.len() / 4) {
+            self.merge();
+        }
+    }
+
+    /// Moves the recent blobs into the sorted vector.
+    fn merge(&mut self) {
+        let mut recent: Vec<(Hash, Slot)> = self.recent.drain().collect();
+        recent.sort_unstable_by_key(|e| e.0);
+        let old = std::mem::take(&mut self.sorted);
+        let mut merged = Vec::with_capacity(old.len() + recent.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), recent.into_iter().peekable());
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0 < y.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_a { a.next() } else { b.next() };
+            merged.extend(next);
+        }
+        self.sorted = merged;
+    }
+
+    fn find(&self, hash: &Hash) -> Option<&Slot> {
+        match self.sorted.binary_search_by(|(h, _)| h.cmp(hash)) {
+            Ok(i) => Some(&self.sorted[i].1),
+            Err(_) => self.recent.get(hash),
         }
     }
 
     /// Whether the index knows the blob.
     pub fn contains(&self, hash: &Hash) -> bool {
-        self.blobs.contains_key(hash)
+        self.find(hash).is_some()
     }
 
     /// Where the blob is.
     pub fn get(&self, hash: &Hash) -> Option<BlobRef> {
-        self.blobs.get(hash).map(|s| BlobRef {
+        self.find(hash).map(|s| BlobRef {
             pack: self.packs[s.pack as usize],
             kind: s.kind,
             compression: s.compression,
@@ -115,12 +179,12 @@ impl Index {
 
     /// Number of blobs.
     pub fn len(&self) -> usize {
-        self.blobs.len()
+        self.sorted.len() + self.recent.len()
     }
 
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.len() == 0
     }
 
     /// Encodes the index object of one pack.
@@ -195,6 +259,47 @@ mod tests {
         let mut bad = obj.clone();
         bad[50] ^= 1;
         assert!(Index::decode_object(&bad, "t").is_err());
+    }
+
+    #[test]
+    fn lookups_survive_merges_and_keep_the_first_location() {
+        let entry = |i: u32| PackEntry {
+            hash: Hash::of(&i.to_le_bytes()),
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset: i,
+            stored_len: 1,
+            raw_len: 1,
+        };
+        let mut idx = Index::new();
+        let packs: Vec<Hash> = (0..4u32).map(|p| Hash::of(&[p as u8; 3])).collect();
+        // Pack p holds blobs p*40k .. p*40k+50k: 10k of each pack's blobs are also in the next.
+        for (p, id) in packs.iter().enumerate() {
+            let from = p as u32 * 40_000;
+            let entries: Vec<PackEntry> = (from..from + 50_000).map(entry).collect();
+            idx.add_pack(*id, &entries);
+        }
+        assert_eq!(idx.len(), 170_000);
+        assert!(!idx.sorted.is_empty(), "merged at least once");
+        for i in (0..170_000u32).step_by(997) {
+            let r = idx.get(&Hash::of(&i.to_le_bytes())).expect("known");
+            assert_eq!(r.offset, i);
+            let first = if i < 50_000 { 0 } else { (i - 50_000) / 40_000 + 1 };
+            assert_eq!(r.pack, packs[first as usize], "the first pack wins: {i}");
+        }
+        assert!(idx.sorted.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(!idx.contains(&Hash::of(b"nope")));
+
+        // Built at once: the same answers.
+        let bulk = Index::from_packs(packs.iter().enumerate().map(|(p, id)| {
+            let from = p as u32 * 40_000;
+            (*id, (from..from + 50_000).map(entry).collect())
+        }));
+        assert_eq!(bulk.len(), 170_000);
+        for i in (0..170_000u32).step_by(997) {
+            let h = Hash::of(&i.to_le_bytes());
+            assert_eq!(bulk.get(&h), idx.get(&h));
+        }
     }
 }
 

@@ -685,11 +685,12 @@ impl Store {
     /// # Errors
     /// A backend error or a damaged index object.
     pub async fn load_index(&self) -> Result<Index> {
-        let listed = self.list(keys::INDEX).await?;
-        // Room for every entry at once: growing the map while loading would leave up to half of
-        // it empty (a mount keeps the index for its lifetime).
-        let bytes: u64 = listed.iter().map(|(_, size)| *size).sum();
-        let keys: Vec<String> = listed.into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = self
+            .list(keys::INDEX)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let mut objects = futures::stream::iter(keys.into_iter().map(|k| async move {
             let b = self.get(&k).await?;
             let (pack, entries) = Index::decode_object(&b, &k)?;
@@ -702,13 +703,11 @@ impl Store {
             Ok::<_, Error>((pack, entries))
         }))
         .buffer_unordered(LIST_FETCH_CONCURRENCY);
-        let mut index = Index::new();
-        index.reserve((bytes / crate::pack::ENTRY_LEN as u64) as usize);
+        let mut loaded = Vec::new();
         while let Some(r) = objects.next().await {
-            let (pack, entries) = r?;
-            index.add_pack(pack, &entries);
+            loaded.push(r?);
         }
-        Ok(index)
+        Ok(Index::from_packs(loaded))
     }
 
     /// Finds packs that have no index object (left by an interrupted upload), checks them, writes
