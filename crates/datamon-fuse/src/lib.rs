@@ -114,9 +114,9 @@ impl Mount {
         if self.own_mount {
             use nix::mount::{umount2, MntFlags};
             return match umount2(&self.mountpoint, MntFlags::empty()) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {
-                    self.session.join()
-                }
+                Ok(()) => self.session.join(),
+                // Already detached from outside: the session ends when its last file closes.
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()),
                 Err(nix::errno::Errno::EBUSY) => {
                     // The session ends when the last open file is closed; do not wait for it.
                     tracing::info!("{} is busy: detaching it", self.mountpoint.display());
