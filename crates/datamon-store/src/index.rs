@@ -284,7 +284,11 @@ mod tests {
         for i in (0..170_000u32).step_by(997) {
             let r = idx.get(&Hash::of(&i.to_le_bytes())).expect("known");
             assert_eq!(r.offset, i);
-            let first = if i < 50_000 { 0 } else { (i - 50_000) / 40_000 + 1 };
+            let first = if i < 50_000 {
+                0
+            } else {
+                (i - 50_000) / 40_000 + 1
+            };
             assert_eq!(r.pack, packs[first as usize], "the first pack wins: {i}");
         }
         assert!(idx.sorted.windows(2).all(|w| w[0].0 < w[1].0));
