@@ -238,7 +238,8 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Prints an error and picks the exit code: 2 for "not found", 0 for a closed stdout pipe, else 1.
+/// Prints an error and picks the exit code: 2 for "not found", 128 + the signal for an
+/// interrupted `run exec`, 0 for a closed stdout pipe, else 1.
 fn report(e: &anyhow::Error) -> ExitCode {
     for cause in e.chain() {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
@@ -257,6 +258,12 @@ fn report(e: &anyhow::Error) -> ExitCode {
         None => format!("{e}"),
     };
     eprintln!("error: {msg}");
+    if let Some(i) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<cmd::run::Interrupted>())
+    {
+        return ExitCode::from(u8::try_from(128 + i.0).unwrap_or(1));
+    }
     if not_found {
         ExitCode::from(EXIT_NOT_FOUND)
     } else {

@@ -403,6 +403,128 @@ fn child_stdout() -> std::process::Stdio {
     std::process::Stdio::inherit()
 }
 
+/// SIGINT and SIGTERM while `run exec` works: caught (so the work folder is cleaned up and the
+/// outcome recorded) instead of killing datamon outright.
+struct Interrupts {
+    rx: tokio::sync::watch::Receiver<Option<i32>>,
+}
+
+impl Interrupts {
+    fn install() -> anyhow::Result<Interrupts> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let sig = tokio::select! {
+                    Some(()) = int.recv() => libc_signal::INT,
+                    Some(()) = term.recv() => libc_signal::TERM,
+                    else => return,
+                };
+                if tx.send(Some(sig)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Interrupts { rx })
+    }
+
+    /// The last signal received, if any.
+    fn received(&self) -> Option<i32> {
+        *self.rx.borrow()
+    }
+
+    /// Waits for the next signal.
+    async fn next(&mut self) -> i32 {
+        loop {
+            if self.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if let Some(s) = *self.rx.borrow_and_update() {
+                return s;
+            }
+        }
+    }
+
+    /// Runs `fut` unless a signal comes first: then fails saying what was left undone.
+    async fn guard<T>(
+        &mut self,
+        what: &str,
+        fut: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let stopped = |s: i32| {
+            Err(anyhow::Error::new(Interrupted(s))
+                .context(format!("stopped while {what}; nothing was recorded")))
+        };
+        if let Some(s) = self.received() {
+            return stopped(s);
+        }
+        tokio::select! {
+            r = fut => r,
+            s = self.next() => stopped(s),
+        }
+    }
+}
+
+/// A `run exec` stopped by a signal (the CLI exits with 128 + the signal).
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Signal numbers (Linux).
+mod libc_signal {
+    pub const INT: i32 = 2;
+    pub const TERM: i32 = 15;
+}
+
+/// Waits for the child, passing on signals datamon receives: SIGTERM at once; SIGINT only if
+/// the child is still running 2 s later (a Ctrl-C in the terminal reaches the child directly,
+/// and a second SIGINT could cut its cleanup short).
+async fn wait_child(
+    mut child: std::process::Child,
+    interrupts: &mut Interrupts,
+) -> std::io::Result<std::process::ExitStatus> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let waiter = tokio::task::spawn_blocking(move || child.wait());
+    tokio::pin!(waiter);
+    let mut pending_int: Option<tokio::time::Instant> = None;
+    loop {
+        let int_due = async {
+            match pending_int {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut waiter => return r.map_err(std::io::Error::other)?,
+            s = interrupts.next() => {
+                if s == libc_signal::TERM {
+                    if let Some(pid) = pid {
+                        let _ = kill_process(pid, Signal::TERM);
+                    }
+                } else {
+                    pending_int = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(2));
+                }
+            }
+            () = int_due => {
+                pending_int = None;
+                if let Some(pid) = pid {
+                    let _ = kill_process(pid, Signal::INT);
+                }
+            }
+        }
+    }
+}
+
 struct Workdir {
     path: PathBuf,
     remove: bool,
@@ -506,6 +628,7 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let id = RunId::generate();
     let code = code_version();
     let started_at = Utc::now();
+    let mut interrupts = Interrupts::install()?;
     let work = match &a.workdir {
         Some(w) => Workdir {
             path: absolute(w)?,
@@ -536,24 +659,30 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let dest = work.path.join("inputs").join(&name);
         let path = match &i.path {
             Some(p) => {
-                dm.download_file(&i.repo, &i.bundle, p, &dest, true, &bar)
-                    .await
-                    .with_context(|| format!("cannot download input {}:{p}", i.repo))?;
+                let fut = async {
+                    dm.download_file(&i.repo, &i.bundle, p, &dest, true, &bar)
+                        .await
+                        .with_context(|| format!("cannot download input {}:{p}", i.repo))
+                };
+                interrupts.guard("downloading the inputs", fut).await?;
                 dest.join(p)
             }
             None => {
-                dm.download(
-                    &i.repo,
-                    &i.bundle,
-                    &dest,
-                    &DownloadOptions {
-                        name_filter: None,
-                        force: true,
-                    },
-                    &bar,
-                )
-                .await
-                .with_context(|| format!("cannot download input {}", i.repo))?;
+                let fut = async {
+                    dm.download(
+                        &i.repo,
+                        &i.bundle,
+                        &dest,
+                        &DownloadOptions {
+                            name_filter: None,
+                            force: true,
+                        },
+                        &bar,
+                    )
+                    .await
+                    .with_context(|| format!("cannot download input {}", i.repo))
+                };
+                interrupts.guard("downloading the inputs", fut).await?;
                 dest
             }
         };
@@ -605,17 +734,29 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).envs(vars).stdout(child_stdout());
-    let status = tokio::task::spawn_blocking(move || cmd.status())
-        .await?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                anyhow::anyhow!("command not found: {program:?}; nothing was recorded")
-            }
-            _ => anyhow::Error::from(e)
-                .context(format!("cannot run {program:?}; nothing was recorded")),
-        })?;
+    let cannot_run = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("command not found: {program:?}; nothing was recorded")
+        }
+        _ => {
+            anyhow::Error::from(e).context(format!("cannot run {program:?}; nothing was recorded"))
+        }
+    };
+    if let Some(s) = interrupts.received() {
+        return Err(anyhow::Error::new(Interrupted(s))
+            .context("stopped before running the command; nothing was recorded"));
+    }
+    let child = cmd.spawn().map_err(cannot_run)?;
+    let status = wait_child(child, &mut interrupts)
+        .await
+        .map_err(cannot_run)?;
     let finished_at = Utc::now();
-    let exit_code = exit_code_of(status);
+    // Interrupted: the run failed, whatever the command's status (128 + the signal).
+    let exit_code = match interrupts.received() {
+        Some(s) if status.success() => 128 + s,
+        _ => exit_code_of(status),
+    };
+    let interrupted = interrupts.received().is_some();
 
     let mut run = Run {
         id,
@@ -641,9 +782,15 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
 
-    if !status.success() {
+    if !status.success() || interrupted {
         dm.record_run(&run).await?;
-        eprintln!("command failed with exit status {exit_code}; recorded failed run {id}, uploaded nothing");
+        if interrupted {
+            eprintln!(
+                "interrupted: recorded failed run {id} (exit status {exit_code}), uploaded nothing"
+            );
+        } else {
+            eprintln!("command failed with exit status {exit_code}; recorded failed run {id}, uploaded nothing");
+        }
         if ctx.global.json {
             output::json(&RunView::from(&run))?;
         }
@@ -666,8 +813,8 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let mut bundle_meta = meta.clone();
         bundle_meta.insert(datamon::META_RUN.into(), id.to_string());
         bundle_meta.insert(datamon::META_STEP.into(), a.common.step.clone());
-        let r = dm
-            .upload(
+        let fut = async {
+            dm.upload(
                 datamon::UploadContext {
                     repo: repo.clone(),
                     path: dir.clone(),
@@ -682,7 +829,9 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 &bar,
             )
             .await
-            .with_context(|| format!("cannot upload output {repo} from {}", dir.display()))?;
+            .with_context(|| format!("cannot upload output {repo} from {}", dir.display()))
+        };
+        let r = interrupts.guard("uploading the outputs", fut).await?;
         if !quiet {
             eprintln!(
                 "output {repo}: bundle {} ({} files, {})",

@@ -777,3 +777,69 @@ fn outputs_go_to_the_named_branch_or_label() {
     ]);
     assert_eq!(team.len(), 4);
 }
+
+#[test]
+fn signals_during_run_exec_record_a_failed_run_and_clean_up() {
+    let env = Env::new();
+    setup(&env);
+    let tmp = env.work.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let marker = env.work.join(format!("started-{sig}"));
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("datamon"));
+        c.env_remove("DATAMON_STORE")
+            .env_remove("DATAMON_CONTEXT")
+            .env("DATAMON_HOME", &env.home)
+            .env("TMPDIR", &tmp)
+            .current_dir(&env.work)
+            .args([
+                "-q",
+                "run",
+                "exec",
+                "--step",
+                "long",
+                "--output",
+                "model:out/m",
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg(format!("touch {}; exec sleep 30", marker.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !marker.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(marker.exists(), "the command started");
+        // To datamon only (not its process group): it passes the signal on to the command.
+        let started = std::time::Instant::now();
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{sig}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "stopped in {:?}",
+            started.elapsed()
+        );
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+        assert!(left.is_empty(), "the work folder is removed: {left:?}");
+    }
+    let runs = env.runs(&["--step", "long"]);
+    assert_eq!(runs.len(), 2, "both interrupted runs are recorded");
+    assert!(runs.iter().all(|r| r["status"] == "failed"));
+    let mut codes: Vec<i64> = runs
+        .iter()
+        .map(|r| r["exit_code"].as_i64().unwrap())
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [130, 143]);
+    assert!(env.ok(&["bundle", "list", "--repo", "model"]).is_empty());
+}
