@@ -511,3 +511,91 @@ fn context_with_a_replica_writes_to_both() {
     ]));
     same_files(&src, &dst);
 }
+
+#[test]
+fn s3_settings_from_an_aws_profile() {
+    let Some(t) = Target::s3() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let get = |k: &str| {
+        t.env
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .expect("set")
+    };
+    // Keys, region and endpoint only in the profile's files; the environment names the profile.
+    let creds = tmp.path().join("credentials");
+    let config = tmp.path().join("config");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[ci]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            get("AWS_ACCESS_KEY_ID"),
+            get("AWS_SECRET_ACCESS_KEY")
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {0}\n\n[profile ci]\nregion = us-east-1\nendpoint_url = {0}\n",
+            get("AWS_ENDPOINT_URL")
+        ),
+    )
+    .expect("write");
+    let env: Vec<(String, String)> = vec![
+        ("AWS_PROFILE".into(), "ci".into()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".into(),
+            creds.display().to_string(),
+        ),
+        ("AWS_CONFIG_FILE".into(), config.display().to_string()),
+    ];
+    let url = t.fresh_url("profile");
+    let dm = |args: &[&str]| {
+        let mut c = datamon(&home, &env);
+        c.arg("--store").arg(&url).args(args);
+        c
+    };
+    let src = tmp.path().join("src");
+    write_files(&src, 7, 5);
+    ok(&mut dm(&[
+        "repo",
+        "create",
+        "--repo",
+        "r",
+        "--description",
+        "d",
+    ]));
+    let src_s = src.display().to_string();
+    ok(&mut dm(&[
+        "bundle",
+        "upload",
+        "--repo",
+        "r",
+        "--path",
+        &src_s,
+        "--message",
+        "m",
+    ]));
+    let dst = tmp.path().join("dst");
+    let dst_s = dst.display().to_string();
+    ok(&mut dm(&[
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--branch",
+        "main",
+        "--destination",
+        &dst_s,
+    ]));
+    same_files(&src, &dst);
+    // The default profile's wrong keys are refused: the profile is really what is used.
+    let mut wrong = env.clone();
+    wrong[0].1 = "default".into();
+    let mut c = datamon(&home, &wrong);
+    c.args(["--store", &url, "bundle", "list", "--repo", "r"]);
+    fail(&mut c);
+}
