@@ -12,8 +12,9 @@
 //! Every process writes only to segments it created, and learns about the others' when it starts
 //! and whenever it starts a new segment (a rescan of the directory), so mounts of one store share
 //! what they fetched. The size is bounded: past the limit, whole segments are removed, oldest
-//! first (FIFO by segment; a removed segment still open in another process stays readable there
-//! until it moves on). Every chunk read back is verified against its hash by the caller; an entry
+//! first (a removed segment still open in another process stays readable there until it moves
+//! on); chunks read from the oldest segments are first copied to the newest one, so what is in use
+//! stays (a second-chance FIFO). Every chunk read back is verified against its hash by the caller; an entry
 //! that does not verify is dropped and the chunk fetched anew, so a torn write (a crash, a power
 //! loss: nothing here is fsynced) only costs a refetch.
 
@@ -151,6 +152,8 @@ struct State {
     next_seg: u32,
     total: u64,
     writer: Option<Writer>,
+    /// Segments named before this are next in line for eviction (see [`DiskCache::is_old`]).
+    old_before: Option<String>,
 }
 
 /// The bounded on-disk chunk cache (see the module docs). `None` directory: memory only.
@@ -376,6 +379,7 @@ impl DiskCache {
             idx,
             len: 0,
         });
+        self.refresh_old(st);
         Ok(())
     }
 
@@ -466,6 +470,50 @@ impl DiskCache {
             let _ = std::fs::remove_file(dir.join(format!("{name}.idx")));
             let _ = std::fs::remove_file(dir.join(format!("{name}.seg")));
             forget_segment(st, seg);
+        }
+        self.refresh_old(st);
+    }
+
+    /// Marks as old the oldest segments that the next quarter of the bound written would evict.
+    fn refresh_old(&self, st: &mut State) {
+        let limit = st.total.saturating_sub(self.max_bytes / 4 * 3);
+        let mut acc = 0;
+        st.old_before = None;
+        for (name, seg) in &st.by_name {
+            let bytes = st.segments.get(seg).map_or(0, |s| s.bytes);
+            if acc + bytes > limit {
+                st.old_before = Some(name.clone());
+                break;
+            }
+            acc += bytes;
+        }
+    }
+
+    /// Whether segment `seg` is among those to be evicted soon: chunks read from it are
+    /// [promoted](DiskCache::promote), which makes eviction a second-chance FIFO: data in use
+    /// stays, data not read again goes.
+    pub(crate) fn is_old(&self, seg: u32) -> bool {
+        let st = self.lock();
+        match (&st.old_before, st.segments.get(&seg)) {
+            (Some(before), Some(s)) => s.name < *before,
+            _ => false,
+        }
+    }
+
+    /// Copies verified chunks (`data` holds them back to back) to this process's newest
+    /// segment, where they are found from now on.
+    pub(crate) fn promote(&self, chunks: &[ChunkRef], data: &[u8]) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let mut st = self.lock();
+        if let Err(e) = self.append_run(dir, &mut st, chunks, data) {
+            tracing::debug!(error = %e, "cannot write to the chunk cache");
+            st.writer = None;
+            return;
+        }
+        if st.total > self.max_bytes {
+            self.evict(dir, &mut st);
         }
     }
 
@@ -587,6 +635,42 @@ mod tests {
         let mut four = [0u8; 4];
         run.read_at(l.seg, l.off, &mut four).unwrap();
         assert_eq!(&four, b"ghij");
+    }
+
+    #[test]
+    fn chunks_read_from_old_segments_are_promoted_and_survive_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        // 16 KiB bound: 1 KiB segments.
+        let c = DiskCache::open(Some(dir.path().to_owned()), 16 << 10).unwrap();
+        let chunk = |i: u32| {
+            let d = vec![i as u8; 1000];
+            (ChunkRef(Hash::of(&d), 1000), d)
+        };
+        let (hot, hot_data) = chunk(0);
+        c.put(&hot.0, &hot_data);
+        let seg = c.locate(&[hot])[0].unwrap().seg;
+        let mut i = 1;
+        while !c.is_old(seg) {
+            let (r, d) = chunk(i);
+            c.put(&r.0, &d);
+            i += 1;
+            assert!(i < 100, "the first segment becomes old");
+        }
+        c.promote(&[hot], &hot_data);
+        let moved = c.locate(&[hot])[0].unwrap();
+        assert_ne!(moved.seg, seg);
+        // Write until the chunks written right after it are evicted: the promoted one is kept.
+        let mut k = i;
+        while c.locate(&[chunk(1).0])[0].is_some() {
+            let (r, d) = chunk(k);
+            c.put(&r.0, &d);
+            k += 1;
+            assert!(k < i + 100, "eviction happens");
+        }
+        let l = c.locate(&[hot])[0].expect("promoted, so kept");
+        let mut buf = vec![0u8; 1000];
+        c.read_at(l.seg, l.off, &mut buf).unwrap();
+        assert_eq!(buf, hot_data);
     }
 
     #[test]

@@ -659,12 +659,17 @@ impl Vfs {
             let run = &mut buf[starts[i]..starts[j]];
             match disk.read_at(loc.seg, loc.off, run) {
                 Ok(()) => {
+                    let before = missing.len();
                     for k in i..j {
                         let bytes = &buf[starts[k]..starts[k + 1]];
                         if Hash::of(bytes) != chunks[k].0 {
                             disk.invalidate(&chunks[k].0);
                             missing.push(k);
                         }
+                    }
+                    // Read again while about to be evicted: keep it (second chance).
+                    if missing.len() == before && disk.is_old(loc.seg) {
+                        disk.promote(&chunks[i..j], &buf[starts[i]..starts[j]]);
                     }
                 }
                 Err(e) => {
