@@ -113,7 +113,7 @@ log "datamon mount: warm chunk cache (page cache dropped)"
 drop_caches; mount_dm --cache "$CACHE"
 DM_WARM=$(read_files "$MNT")
 umount_dm
-log "datamon mount: warm chunk cache, chunk files in the page cache"
+log "datamon mount: warm chunk cache, cache files in the page cache"
 mount_dm --cache "$CACHE"
 DM_WARM2=$(read_files "$MNT")
 umount_dm
@@ -167,7 +167,7 @@ row() { # name seconds
   row "local disk, page cache warm" "$LOCAL_WARM"
   row "datamon mount, cold chunk cache" "$DM_COLD"
   row "datamon mount, warm chunk cache, page cache dropped" "$DM_WARM"
-  row "datamon mount, warm chunk cache, chunk files in page cache" "$DM_WARM2"
+  row "datamon mount, warm chunk cache, cache files in page cache" "$DM_WARM2"
   row "restic mount (cold)" "$RESTIC_COLD"
   echo
   echo "## Metadata: \`find -printf '%s %T@ %m'\` of every entry ($NFILES files)"
