@@ -25,6 +25,19 @@ pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One result: a JSON line with `--json` (`json`), else the line `text` makes.
+pub fn result<T: Serialize>(
+    json: bool,
+    v: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        self::json(v)
+    } else {
+        line(text())
+    }
+}
+
 pub fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

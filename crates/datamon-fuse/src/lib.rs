@@ -89,11 +89,6 @@ impl Mount {
         self.session.guard.is_finished()
     }
 
-    /// Where it is mounted.
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
-    }
-
     /// Unmounts and waits for the session to end.
     ///
     /// A busy mount (a file still open) is detached lazily: it disappears from the namespace at

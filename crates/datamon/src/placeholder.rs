@@ -131,6 +131,16 @@ pub fn supported(dir: &Path) -> Result<bool> {
     }
 }
 
+/// Ends a hydration or truncation: the mode a read-only file had back, then the attribute gone
+/// (last, so that a crash before leaves a placeholder).
+fn finish(path: &Path, restore: Option<u32>) -> Result<()> {
+    if let Some(mode) = restore {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(Error::io(path))?;
+    }
+    remove_attr(path)
+}
+
 fn remove_attr(path: &Path) -> Result<()> {
     match rustix::fs::lremovexattr(path, XATTR) {
         Ok(()) => Ok(()),
@@ -208,11 +218,7 @@ pub fn hydrate_blocking(vfs: &Vfs, path: &Path) -> Result<bool> {
     let mtime = filetime::FileTime::from_last_modification_time(&meta);
     filetime::set_file_handle_times(&f, None, Some(mtime)).map_err(Error::io(path))?;
     drop(f);
-    if let Some(mode) = restore {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(Error::io(path))?;
-    }
-    remove_attr(path)?;
+    finish(path, restore)?;
     Ok(true)
 }
 
@@ -230,11 +236,7 @@ pub fn clear_blocking(path: &Path) -> Result<bool> {
     // never lets the zeros of a sparse placeholder stand for content.
     f.set_len(0).map_err(Error::io(path))?;
     drop(f);
-    if let Some(mode) = restore {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(Error::io(path))?;
-    }
-    remove_attr(path)?;
+    finish(path, restore)?;
     Ok(true)
 }
 

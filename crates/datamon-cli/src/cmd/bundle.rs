@@ -291,11 +291,9 @@ impl BundleCmd {
                         ByteSize(s.stored_bytes)
                     );
                 }
-                if json {
-                    output::json(&BundleView::from(&r.bundle))?;
-                } else {
-                    output::line(format!("Uploaded bundle id:{}", r.bundle.id))?;
-                }
+                output::result(json, &BundleView::from(&r.bundle), || {
+                    format!("Uploaded bundle id:{}", r.bundle.id)
+                })?;
             }
             BundleCmd::List(a) => match a.sub {
                 Some(ListSub::Files(f)) => {
@@ -339,11 +337,7 @@ impl BundleCmd {
                         dm.find_bundles(&repo, &query).await?
                     };
                     for b in bundles {
-                        if json {
-                            output::json(&BundleView::from(&b))?;
-                        } else {
-                            output::line(output::bundle_line(&b))?;
-                        }
+                        output::result(json, &BundleView::from(&b), || output::bundle_line(&b))?;
                     }
                 }
             },
@@ -351,11 +345,7 @@ impl BundleCmd {
                 let dm = ctx.open().await?;
                 let id = a.sel.resolve(&dm, &a.repo, true).await?;
                 let b = dm.get_bundle(&a.repo, &id).await?;
-                if json {
-                    output::json(&BundleView::from(&b))?;
-                } else {
-                    output::line(output::bundle_line(&b))?;
-                }
+                output::result(json, &BundleView::from(&b), || output::bundle_line(&b))?;
             }
             BundleCmd::Download(a) => {
                 let dm = ctx.open().await?;

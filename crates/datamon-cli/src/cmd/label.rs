@@ -58,11 +58,9 @@ impl LabelCmd {
                     Some(id) => Some(Some(id.parse::<BundleId>()?)),
                 };
                 let r = dm.set_label(&a.repo, &a.label, &a.bundle, expect).await?;
-                if json {
-                    output::json(&LabelView::new(a.label.as_str(), &r))?;
-                } else {
-                    output::line(format!("Label {} set to {}", a.label, r.bundle))?;
-                }
+                output::result(json, &LabelView::new(a.label.as_str(), &r), || {
+                    format!("Label {} set to {}", a.label, r.bundle)
+                })?;
             }
             LabelCmd::Get(a) => {
                 let records = if a.history {
@@ -71,20 +69,16 @@ impl LabelCmd {
                     vec![dm.get_label(&a.repo, &a.label).await?]
                 };
                 for r in &records {
-                    if json {
-                        output::json(&LabelView::new(a.label.as_str(), r))?;
-                    } else {
-                        output::line(output::label_line(a.label.as_str(), r))?;
-                    }
+                    output::result(json, &LabelView::new(a.label.as_str(), r), || {
+                        output::label_line(a.label.as_str(), r)
+                    })?;
                 }
             }
             LabelCmd::List(a) => {
                 for (name, r) in dm.list_labels(&a.repo).await? {
-                    if json {
-                        output::json(&LabelView::new(name.as_str(), &r))?;
-                    } else {
-                        output::line(output::label_line(name.as_str(), &r))?;
-                    }
+                    output::result(json, &LabelView::new(name.as_str(), &r), || {
+                        output::label_line(name.as_str(), &r)
+                    })?;
                 }
             }
         }

@@ -38,28 +38,22 @@ impl RepoCmd {
         match self {
             RepoCmd::Create(a) => {
                 let r = dm.create_repo(&a.repo, &a.description).await?;
-                if ctx.global.json {
-                    output::json(&RepoView::from(&r))?;
-                } else {
-                    output::line(format!("Created repo {}", r.name))?;
-                }
+                output::result(ctx.global.json, &RepoView::from(&r), || {
+                    format!("Created repo {}", r.name)
+                })?;
             }
             RepoCmd::List => {
                 for r in dm.list_repos().await? {
-                    if ctx.global.json {
-                        output::json(&RepoView::from(&r))?;
-                    } else {
-                        output::line(output::repo_line(&r))?;
-                    }
+                    output::result(ctx.global.json, &RepoView::from(&r), || {
+                        output::repo_line(&r)
+                    })?;
                 }
             }
             RepoCmd::Get(a) => {
                 let r = dm.get_repo(&a.repo).await?;
-                if ctx.global.json {
-                    output::json(&RepoView::from(&r))?;
-                } else {
-                    output::line(output::repo_line(&r))?;
-                }
+                output::result(ctx.global.json, &RepoView::from(&r), || {
+                    output::repo_line(&r)
+                })?;
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -551,32 +551,20 @@ impl RunCmd {
                 };
                 let dm = ctx.open().await?;
                 for r in dm.list_runs(&query).await? {
-                    if ctx.global.json {
-                        output::json(&RunView::from(&r))?;
-                    } else {
-                        output::line(run_line(&r))?;
-                    }
+                    output::result(ctx.global.json, &RunView::from(&r), || run_line(&r))?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
             RunCmd::Get(a) => {
                 let dm = ctx.open().await?;
                 let r = dm.get_run(&a.id).await?;
-                if ctx.global.json {
-                    output::json(&RunView::from(&r))?;
-                } else {
-                    output::line(show_run(&r))?;
-                }
+                output::result(ctx.global.json, &RunView::from(&r), || show_run(&r))?;
                 Ok(ExitCode::SUCCESS)
             }
             RunCmd::Diff(a) => {
                 let dm = ctx.open().await?;
                 let d = dm.diff_runs(&a.a, &a.b).await?;
-                if ctx.global.json {
-                    output::json(&RunDiffView::from(&d))?;
-                } else {
-                    output::line(show_diff(&d))?;
-                }
+                output::result(ctx.global.json, &RunDiffView::from(&d), || show_diff(&d))?;
                 let differ = d.causes_changed()
                     || d.outputs.iter().any(BundleDiff::changed)
                     || d.metrics.iter().any(ValueDiff::changed);
@@ -847,11 +835,9 @@ async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     run.status = RunStatus::Succeeded;
     dm.record_run(&run).await?;
-    if ctx.global.json {
-        output::json(&RunView::from(&run))?;
-    } else {
-        output::line(format!("Recorded run id:{id}"))?;
-    }
+    output::result(ctx.global.json, &RunView::from(&run), || {
+        format!("Recorded run id:{id}")
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -919,11 +905,9 @@ async fn record(a: RecordArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         meta,
     };
     dm.record_run(&run).await?;
-    if ctx.global.json {
-        output::json(&RunView::from(&run))?;
-    } else {
-        output::line(format!("Recorded run id:{}", run.id))?;
-    }
+    output::result(ctx.global.json, &RunView::from(&run), || {
+        format!("Recorded run id:{}", run.id)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

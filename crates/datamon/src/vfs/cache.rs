@@ -251,19 +251,20 @@ impl DiskCache {
         if st.chunks.contains_key(&key(hash)) {
             return true;
         }
-        let chunk = ChunkRef(*hash, data.len() as u32);
-        match self.append_run(dir, &mut st, &[chunk], data) {
-            Ok(()) => {
-                if st.total > self.max_bytes {
-                    self.evict(dir, &mut st);
-                }
-                st.chunks.contains_key(&key(hash))
-            }
-            Err(e) => {
-                tracing::debug!(chunk = %hash, error = %e, "cannot write to the chunk cache");
-                st.writer = None;
-                false
-            }
+        self.store_run(dir, &mut st, &[ChunkRef(*hash, data.len() as u32)], data);
+        st.chunks.contains_key(&key(hash))
+    }
+
+    /// Appends a run to this process's segment and keeps the bound. A failure only costs a
+    /// refetch (and a new segment next time).
+    fn store_run(&self, dir: &Path, st: &mut State, chunks: &[ChunkRef], data: &[u8]) {
+        if let Err(e) = self.append_run(dir, st, chunks, data) {
+            tracing::debug!(error = %e, "cannot write to the chunk cache");
+            st.writer = None;
+            return;
+        }
+        if st.total > self.max_bytes {
+            self.evict(dir, st);
         }
     }
 
@@ -283,14 +284,7 @@ impl DiskCache {
             }
             return;
         }
-        if let Err(e) = self.append_run(dir, &mut st, chunks, data) {
-            tracing::debug!(error = %e, "cannot write to the chunk cache");
-            st.writer = None;
-            return;
-        }
-        if st.total > self.max_bytes {
-            self.evict(dir, &mut st);
-        }
+        self.store_run(dir, &mut st, chunks, data);
     }
 
     fn append_run(
@@ -507,14 +501,7 @@ impl DiskCache {
             return;
         };
         let mut st = self.lock();
-        if let Err(e) = self.append_run(dir, &mut st, chunks, data) {
-            tracing::debug!(error = %e, "cannot write to the chunk cache");
-            st.writer = None;
-            return;
-        }
-        if st.total > self.max_bytes {
-            self.evict(dir, &mut st);
-        }
+        self.store_run(dir, &mut st, chunks, data);
     }
 
     /// Bytes this process accounts for.
