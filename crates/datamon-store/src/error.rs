@@ -3,25 +3,7 @@
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What kind of failure an [`Error`] is; retry logic and front ends match on this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The object does not exist.
-    NotFound,
-    /// A create-if-absent write found the object already there.
-    AlreadyExists,
-    /// A conditional update lost its race too many times.
-    Precondition,
-    /// Stored bytes are damaged or are not what their name says.
-    Corrupt,
-    /// The input (a URL, a name) is not valid.
-    InvalidInput,
-    /// A failure that may pass: a timeout, a 5xx, throttling.
-    Transient,
-    /// A failure that will not pass by retrying.
-    Permanent,
-}
+pub use datamon_types::ErrorKind;
 
 /// One of the checks of [`crate::Store::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,17 +121,17 @@ impl Error {
             Error::InvalidUrl { .. } => ErrorKind::InvalidInput,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::Precondition { .. } => ErrorKind::Precondition,
+            Error::Precondition { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } | Error::Json { .. } => ErrorKind::Corrupt,
             Error::UnsupportedVersion { .. } => ErrorKind::Permanent,
             Error::Backend { error, .. } => match error {
                 object_store::Error::NotFound { .. } => ErrorKind::NotFound,
                 object_store::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-                object_store::Error::Precondition { .. } => ErrorKind::Precondition,
+                object_store::Error::Precondition { .. } => ErrorKind::Conflict,
                 object_store::Error::Generic { .. } => ErrorKind::Transient,
                 _ => ErrorKind::Permanent,
             },
-            Error::Io { .. } => ErrorKind::Permanent,
+            Error::Io { source, .. } => ErrorKind::of_io(source),
             Error::Check { source, .. } => source.kind(),
         }
     }

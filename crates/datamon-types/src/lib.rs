@@ -21,7 +21,7 @@ mod name;
 mod run;
 mod tree;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use hash::Hash;
 pub use id::BundleId;
 pub use model::{Branch, BranchRecord, Bundle, BundleStats, LabelRecord, Repo, StoreConfig};

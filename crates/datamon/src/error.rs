@@ -7,25 +7,7 @@ use datamon_types::BundleId;
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What kind of failure an [`Error`] is. Front ends map these to exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A repo, bundle, label, branch or file does not exist.
-    NotFound,
-    /// Something to create already exists.
-    AlreadyExists,
-    /// A compare-and-set lost: the value changed meanwhile.
-    Precondition,
-    /// The input is not valid (names, ids, paths, patterns, URLs).
-    InvalidInput,
-    /// Stored data is damaged.
-    Corrupt,
-    /// A failure that may pass if retried.
-    Transient,
-    /// Anything else.
-    Other,
-}
+pub use datamon_types::ErrorKind;
 
 /// An error of the datamon library.
 #[derive(Debug, thiserror::Error)]
@@ -200,17 +182,8 @@ pub enum VfsErrorKind {
 impl Error {
     /// Classifies the error.
     pub fn kind(&self) -> ErrorKind {
-        use datamon_store::ErrorKind as S;
         match self {
-            Error::Store(e) => match e.kind() {
-                S::NotFound => ErrorKind::NotFound,
-                S::AlreadyExists => ErrorKind::AlreadyExists,
-                S::Precondition => ErrorKind::Precondition,
-                S::Corrupt => ErrorKind::Corrupt,
-                S::InvalidInput => ErrorKind::InvalidInput,
-                S::Transient => ErrorKind::Transient,
-                _ => ErrorKind::Other,
-            },
+            Error::Store(e) => e.kind(),
             Error::Invalid(_) | Error::BadPath { .. } | Error::InvalidInput(_) => {
                 ErrorKind::InvalidInput
             }
@@ -226,9 +199,10 @@ impl Error {
             | Error::BranchExists { .. }
             | Error::DestinationNotEmpty { .. }
             | Error::RunExists { .. } => ErrorKind::AlreadyExists,
-            Error::LabelConflict { .. } => ErrorKind::Precondition,
+            Error::LabelConflict { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
-            Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
+            Error::Io { source, .. } => ErrorKind::of_io(source),
+            Error::Task(_) => ErrorKind::Internal,
             Error::Timeout { .. } => ErrorKind::Transient,
             Error::Vfs { .. } => ErrorKind::InvalidInput,
         }

@@ -155,7 +155,7 @@ fn round_trip_diff_and_labels_on_memory_store() {
             .set_label(&"r".parse().unwrap(), &label, &b2.id, Some(None))
             .await
             .unwrap_err();
-        assert_eq!(conflict.kind(), datamon::ErrorKind::Precondition);
+        assert_eq!(conflict.kind(), datamon::ErrorKind::Conflict);
         dm.set_label(&"r".parse().unwrap(), &label, &b2.id, Some(Some(b1.id)))
             .await
             .unwrap();
