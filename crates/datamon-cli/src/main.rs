@@ -7,6 +7,7 @@
 mod aws_profile;
 mod cmd;
 mod config;
+mod hints;
 mod output;
 mod progress;
 
@@ -97,7 +98,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Run(Box<cmd::run::RunCmd>),
     /// The history of a branch: bundles with messages, authors, stats and producing runs
-    Log(cmd::run::LogArgs),
+    Log(cmd::lineage::LogArgs),
     /// Check the store: every referenced object exists; --read-data re-hashes every chunk
     Fsck(cmd::misc::FsckArgs),
     /// Print the version
@@ -167,9 +168,10 @@ impl Ctx {
         if let Ok(Some(a)) = self.home.load().map(|c| c.author) {
             return a;
         }
-        let user = std::env::var("USER")
+        let login = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok();
+        let user = datamon::exec::capture_user(login);
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_default();
@@ -259,10 +261,14 @@ fn report(e: &anyhow::Error) -> ExitCode {
             .is_some_and(|d| d.kind() == datamon::ErrorKind::NotFound)
     });
     // The library's messages already say what to do; show the outermost context and the cause.
-    let msg = match e.chain().nth(1) {
+    let mut msg = match e.chain().nth(1) {
         Some(_) => format!("{e:#}"),
         None => format!("{e}"),
     };
+    // What to do next, in this CLI's terms (the library's messages name no commands or flags).
+    if let Some(h) = hints::hint_for(e) {
+        msg.push_str(&h);
+    }
     eprintln!("error: {msg}");
     if let Some(i) = e
         .chain()

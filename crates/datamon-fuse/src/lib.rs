@@ -298,13 +298,15 @@ fn set_readahead(mountpoint: &Path, kb: u32) {
     let Ok(m) = std::fs::metadata(mountpoint) else {
         return;
     };
-    let dev = m.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let path = format!("/sys/class/bdi/{}/read_ahead_kb", device_name(m.dev()));
     if let Err(e) = std::fs::write(&path, kb.to_string()) {
         tracing::debug!("cannot set {path}: {e}");
     }
+}
+
+/// A device number as the kernel names it in sysfs: `major:minor`.
+fn device_name(dev: u64) -> String {
+    format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev))
 }
 
 /// Unmounts whatever is mounted at `target`; a busy mount is detached lazily. Not being mounted
@@ -604,5 +606,20 @@ impl Filesystem for ReadOnlyFs {
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         reply.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_major_colon_minor() {
+        use std::os::unix::fs::MetadataExt as _;
+        let null = std::fs::metadata("/dev/null").expect("/dev/null exists");
+        assert_eq!(device_name(null.rdev()), "1:3");
+        // Numbers past the 8-bit fields of the old encoding.
+        assert_eq!(device_name(rustix::fs::makedev(259, 74_565)), "259:74565");
+        assert_eq!(device_name(rustix::fs::makedev(4_660, 5)), "4660:5");
     }
 }

@@ -115,7 +115,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies the error.
+    /// Classifies the error. A backend error is classified by its cause (see
+    /// [`Error::Backend`]): a timeout, a refused, reset or cut connection, an HTTP 5xx, 408 or
+    /// 429 is [`ErrorKind::Transient`]; an HTTP 401 or 403 is [`ErrorKind::PermissionDenied`];
+    /// any other HTTP status, an operation the backend does not support, and a failure whose
+    /// cause is not known are [`ErrorKind::Permanent`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidUrl { .. } => ErrorKind::InvalidInput,
@@ -124,19 +128,13 @@ impl Error {
             Error::Precondition { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } | Error::Json { .. } => ErrorKind::Corrupt,
             Error::UnsupportedVersion { .. } => ErrorKind::Permanent,
-            Error::Backend { error, .. } => match error {
-                object_store::Error::NotFound { .. } => ErrorKind::NotFound,
-                object_store::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-                object_store::Error::Precondition { .. } => ErrorKind::Conflict,
-                object_store::Error::Generic { .. } => ErrorKind::Transient,
-                _ => ErrorKind::Permanent,
-            },
+            Error::Backend { error, .. } => backend_kind(error),
             Error::Io { source, .. } => ErrorKind::of_io(source),
             Error::Check { source, .. } => source.kind(),
         }
     }
 
-    /// Whether retrying may help.
+    /// Whether retrying may help (the kind is [`ErrorKind::Transient`]).
     pub fn is_transient(&self) -> bool {
         self.kind() == ErrorKind::Transient
     }
@@ -158,6 +156,126 @@ impl Error {
     }
 }
 
+/// Classifies an `object_store` error: by its variant, and a generic one by its cause.
+pub(crate) fn backend_kind(e: &object_store::Error) -> ErrorKind {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => ErrorKind::NotFound,
+        E::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        E::Precondition { .. } => ErrorKind::Conflict,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::PermissionDenied,
+        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorKind::InvalidInput,
+        E::JoinError { .. } => ErrorKind::Internal,
+        E::Generic { source, .. } => cause_kind(source.as_ref()).unwrap_or(ErrorKind::Permanent),
+        // NotSupported, NotImplemented, NotModified (datamon sends no conditional reads).
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// The kind told by the first error in the chain from `e` (itself included) whose type or
+/// status says what happened, if any does.
+fn cause_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(kind) = one_cause_kind(c) {
+            return Some(kind);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// What `c` alone tells, or `None` when its own causes have to tell.
+fn one_cause_kind(c: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    use object_store::client::{HttpError, HttpErrorKind};
+    if let Some(e) = c.downcast_ref::<object_store::Error>() {
+        return Some(backend_kind(e));
+    }
+    if let Some(e) = c.downcast_ref::<crate::gcs::HttpStatus>() {
+        return Some(status_kind(e.status));
+    }
+    if let Some(e) = c.downcast_ref::<HttpError>() {
+        return match e.kind() {
+            HttpErrorKind::Connect
+            | HttpErrorKind::Request
+            | HttpErrorKind::Timeout
+            | HttpErrorKind::Interrupted => Some(ErrorKind::Transient),
+            // Decode, Unknown: the causes below may tell more.
+            _ => None,
+        };
+    }
+    if let Some(e) = c.downcast_ref::<reqwest::Error>() {
+        if let Some(status) = e.status() {
+            return Some(status_kind(status.as_u16()));
+        }
+        if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
+            return Some(ErrorKind::Transient);
+        }
+        return None;
+    }
+    if let Some(e) = c.downcast_ref::<std::io::Error>() {
+        return Some(io_kind(e));
+    }
+    request_error_kind(&c.to_string())
+}
+
+/// The kind of an HTTP status that is not one of the statuses `object_store` maps to its own
+/// variants (404, 409, 412...).
+fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        401 | 403 => ErrorKind::PermissionDenied,
+        408 | 429 | 500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// An I/O error met by a backend: by [`ErrorKind::of_io`], except that the failures of a
+/// network connection are transient; an error that only wraps another is classified by it.
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::NotConnected
+        | K::BrokenPipe
+        | K::TimedOut
+        | K::AddrNotAvailable
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::NetworkDown => ErrorKind::Transient,
+        K::Other => match e.get_ref() {
+            Some(inner) => {
+                let inner: &(dyn std::error::Error + 'static) = inner;
+                cause_kind(inner).unwrap_or(ErrorKind::Io)
+            }
+            None => ErrorKind::Io,
+        },
+        _ => ErrorKind::of_io(e),
+    }
+}
+
+/// The kind of one of `object_store`'s HTTP request errors, from its message: that type (its
+/// `client::retry::RequestError`, inside a `RetryError`) is not public in object_store 0.14,
+/// so its status can only be read from the text it formats. The unit tests pin that text
+/// against real answers of a loopback server, so an upgrade that changes it fails them.
+fn request_error_kind(message: &str) -> Option<ErrorKind> {
+    if let Some(rest) = message.strip_prefix("Server returned non-2xx status code: ") {
+        let status: u16 = rest.get(..3)?.parse().ok()?;
+        return Some(status_kind(status));
+    }
+    if message.starts_with("Server returned error response: ") {
+        // A success status whose body holds an error (S3's InternalError, SlowDown), which
+        // object_store retries as a 5xx.
+        return Some(ErrorKind::Transient);
+    }
+    if message.starts_with("Received redirect without LOCATION") {
+        // A bucket in another region than the one configured.
+        return Some(ErrorKind::Permanent);
+    }
+    None
+}
+
 /// The message of `e`, followed by each cause in its chain that the message does not already
 /// contain.
 fn condense(e: &object_store::Error) -> String {
@@ -176,32 +294,41 @@ fn condense(e: &object_store::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn backend_errors_are_one_line_and_classified() {
-        let e = Error::backend(
+    use object_store::client::{HttpError, HttpErrorKind};
+    use object_store::path::Path;
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    use super::*;
+    use crate::testing::{refusing_endpoint, Answer, FakeHttp};
+
+    fn generic(source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::backend(
             "get",
             "k",
             object_store::Error::Generic {
                 store: "S3",
-                source: "connection reset".into(),
+                source: Box::new(source),
             },
-        );
+        )
+    }
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
+
+    #[test]
+    fn backend_errors_are_one_line_and_classified() {
+        let e = generic(HttpError::new(
+            HttpErrorKind::Interrupted,
+            io(std::io::ErrorKind::ConnectionReset),
+        ));
         assert_eq!(e.kind(), ErrorKind::Transient);
         assert_eq!(
             e.to_string(),
-            "store get of k failed: Generic S3 error: connection reset"
+            "store get of k failed: Generic S3 error: HTTP error: connection reset"
         );
-        let denied = Error::backend(
-            "put",
-            "k",
-            object_store::Error::PermissionDenied {
-                path: "k".into(),
-                source: "403".into(),
-            },
-        );
-        assert_eq!(denied.kind(), ErrorKind::Permanent);
         let check = Error::Check {
             check: StoreCheck::CreateIfAbsent,
             source: Box::new(e),
@@ -211,5 +338,220 @@ mod tests {
             check.to_string(),
             "the store does not honour create-if-absent"
         );
+    }
+
+    #[test]
+    fn object_store_variants_are_classified() {
+        let denied = |e| Error::backend("put", "k", e).kind();
+        assert_eq!(
+            denied(object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "403".into(),
+            }),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            denied(object_store::Error::Unauthenticated {
+                path: "k".into(),
+                source: "401".into(),
+            }),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            denied(object_store::Error::NotImplemented {
+                operation: "copy".into(),
+                implementer: "GCS".into(),
+            }),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            denied(object_store::Error::NotSupported {
+                source: "no versions".into(),
+            }),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            denied(object_store::Error::UnknownConfigurationKey {
+                store: "S3",
+                key: "aws_nonsense".into(),
+            }),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            denied(object_store::Error::Precondition {
+                path: "k".into(),
+                source: "412".into(),
+            }),
+            ErrorKind::Conflict
+        );
+    }
+
+    #[test]
+    fn generic_errors_are_classified_by_their_cause() {
+        use std::io::ErrorKind as K;
+        // Transport failures, as object_store's HTTP client reports them.
+        for kind in [
+            HttpErrorKind::Connect,
+            HttpErrorKind::Request,
+            HttpErrorKind::Timeout,
+            HttpErrorKind::Interrupted,
+        ] {
+            let e = generic(HttpError::new(kind, io(K::Other)));
+            assert_eq!(e.kind(), ErrorKind::Transient, "{kind:?}");
+        }
+        // Io errors: a broken connection is transient, the rest as local io errors.
+        for kind in [
+            K::ConnectionRefused,
+            K::ConnectionReset,
+            K::TimedOut,
+            K::BrokenPipe,
+        ] {
+            assert_eq!(generic(io(kind)).kind(), ErrorKind::Transient, "{kind:?}");
+        }
+        assert_eq!(
+            generic(io(K::PermissionDenied)).kind(),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(generic(io(K::StorageFull)).kind(), ErrorKind::Io);
+        // An undecided transport error is classified by what it wraps.
+        let e = generic(HttpError::new(
+            HttpErrorKind::Unknown,
+            io(K::ConnectionReset),
+        ));
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        // A cause that tells nothing is not retried: permanent failures must not be.
+        assert_eq!(
+            generic(io(K::Other)).kind(),
+            ErrorKind::Io,
+            "an io error of no known kind"
+        );
+        let opaque = Error::backend(
+            "get",
+            "k",
+            object_store::Error::Generic {
+                store: "S3",
+                source: "something failed".into(),
+            },
+        );
+        assert_eq!(opaque.kind(), ErrorKind::Permanent);
+        assert!(!opaque.is_transient());
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        for (status, kind) in [
+            (500, ErrorKind::Transient),
+            (503, ErrorKind::Transient),
+            (429, ErrorKind::Transient),
+            (408, ErrorKind::Transient),
+            (401, ErrorKind::PermissionDenied),
+            (403, ErrorKind::PermissionDenied),
+            (400, ErrorKind::Permanent),
+            (404, ErrorKind::Permanent),
+            (405, ErrorKind::Permanent),
+            (416, ErrorKind::Permanent),
+        ] {
+            assert_eq!(status_kind(status), kind, "{status}");
+        }
+        assert_eq!(
+            request_error_kind("Server returned non-2xx status code: 503 Service Unavailable: "),
+            Some(ErrorKind::Transient)
+        );
+        assert_eq!(request_error_kind("Generic S3 error"), None);
+    }
+
+    /// An S3 client of object_store against `endpoint`, without retries and with a short
+    /// timeout, so that each error is the one of a single request.
+    fn s3(endpoint: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("bucket")
+            .with_region("us-east-1")
+            .with_endpoint(endpoint)
+            .with_skip_signature(true)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_timeout(Duration::from_millis(500)),
+            )
+            .build()
+            .expect("an S3 client")
+    }
+
+    /// The kind of the error of a get of `k` (or a list) from an S3 server answering `answer`.
+    async fn s3_kind(answer: Answer, list: bool) -> (ErrorKind, String) {
+        let server = FakeHttp::start(vec![answer]).await;
+        let os = s3(&server.endpoint());
+        let e = if list {
+            use futures::TryStreamExt;
+            let r: object_store::Result<Vec<_>> =
+                os.list(Some(&Path::from("p"))).try_collect().await;
+            Error::backend("list", "p", r.expect_err("a failing list"))
+        } else {
+            let r = os.get(&Path::from("k")).await;
+            Error::backend("get", "k", r.expect_err("a failing get"))
+        };
+        (e.kind(), e.to_string())
+    }
+
+    /// Real errors of object_store's S3 client, answered by a loopback server: this pins how
+    /// object_store 0.14 reports statuses (see `request_error_kind`).
+    #[tokio::test]
+    async fn s3_errors_are_classified_by_status_and_transport() {
+        let cases = [
+            (
+                Answer::Status(500, "<Error><Code>InternalError</Code></Error>"),
+                false,
+                ErrorKind::Transient,
+            ),
+            (
+                Answer::Status(503, "<Error><Code>SlowDown</Code></Error>"),
+                true,
+                ErrorKind::Transient,
+            ),
+            (Answer::Status(429, ""), false, ErrorKind::Transient),
+            (
+                Answer::Status(403, "<Error><Code>AccessDenied</Code></Error>"),
+                false,
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                Answer::Status(403, "<Error><Code>AccessDenied</Code></Error>"),
+                true,
+                ErrorKind::PermissionDenied,
+            ),
+            (Answer::Status(401, ""), true, ErrorKind::PermissionDenied),
+            (
+                Answer::Status(400, "<Error><Code>InvalidRequest</Code></Error>"),
+                false,
+                ErrorKind::Permanent,
+            ),
+            // A missing bucket: a 404 that is not a missing object.
+            (
+                Answer::Status(404, "<Error><Code>NoSuchBucket</Code></Error>"),
+                true,
+                ErrorKind::Permanent,
+            ),
+            (
+                Answer::Status(404, "<Error><Code>NoSuchKey</Code></Error>"),
+                false,
+                ErrorKind::NotFound,
+            ),
+            (Answer::Silence, false, ErrorKind::Transient),
+        ];
+        for (answer, list, want) in cases {
+            let (kind, msg) = s3_kind(answer, list).await;
+            assert_eq!(kind, want, "{answer:?} (list: {list}): {msg}");
+        }
+        let os = s3(&refusing_endpoint());
+        let e = Error::backend(
+            "get",
+            "k",
+            os.get(&Path::from("k")).await.expect_err("refused"),
+        );
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     }
 }

@@ -14,13 +14,14 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use object_store::client::{HttpError, HttpErrorKind};
 use object_store::gcp::GcpCredentialProvider;
 use object_store::path::Path;
 use object_store::{
@@ -28,12 +29,14 @@ use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     PutResult, UploadPart,
 };
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
+
+use crate::error::backend_kind;
+use crate::retry::RetryPolicy;
 
 const STORE: &str = "GCS";
 const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
-/// Retries of one request.
-const RETRIES: u32 = 4;
 
 /// A GCS bucket reached through the JSON API.
 #[derive(Clone)]
@@ -46,6 +49,8 @@ struct Inner {
     endpoint: String,
     bucket: String,
     auth: Option<GcpCredentialProvider>,
+    /// How one request is retried.
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for GcsJson {
@@ -70,27 +75,121 @@ fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::E
     }
 }
 
-/// An HTTP answer that was not a success.
+/// A request that failed before an answer came, or whose answer was cut: as object_store's
+/// own clients report it (an [`HttpError`] of the same kinds), so that it is classified and
+/// retried the same way.
+fn transport(e: reqwest::Error) -> object_store::Error {
+    generic(HttpError::new(transport_kind(&e), e))
+}
+
+/// What kind of transport failure `e` is, as object_store tells them apart.
+fn transport_kind(e: &reqwest::Error) -> HttpErrorKind {
+    if e.is_timeout() {
+        return HttpErrorKind::Timeout;
+    }
+    if e.is_connect() {
+        return HttpErrorKind::Connect;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::TimedOut => return HttpErrorKind::Timeout,
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    return HttpErrorKind::Interrupted
+                }
+                _ => {}
+            }
+        }
+        if c.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_body)
+        {
+            return HttpErrorKind::Interrupted;
+        }
+        cause = c.source();
+    }
+    if e.is_body() {
+        HttpErrorKind::Interrupted
+    } else if e.is_request() {
+        HttpErrorKind::Request
+    } else if e.is_decode() {
+        HttpErrorKind::Decode
+    } else {
+        HttpErrorKind::Unknown
+    }
+}
+
+/// An HTTP answer that was not a success (classified by its status, see
+/// [`crate::Error::kind`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{method} {url}: HTTP {status}: {body}")]
-struct HttpStatus {
+pub(crate) struct HttpStatus {
     method: &'static str,
     url: String,
-    status: u16,
+    /// The status code.
+    pub(crate) status: u16,
     body: String,
 }
 
-/// `%`-encodes everything but unreserved characters (so `/` in object names is encoded).
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// What a 404 answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On404 {
+    /// The object named in the URL does not exist.
+    NoObject,
+    /// The bucket does not exist (a listing, an upload): a misconfiguration, not a missing key.
+    NoBucket,
+}
+
+/// The error of a request answered with a status that is not a success.
+fn status_error(path: &str, on_404: On404, answer: HttpStatus) -> object_store::Error {
+    let path = path.to_owned();
+    let source = Box::new(answer);
+    match source.status {
+        404 if on_404 == On404::NoObject => object_store::Error::NotFound { path, source },
+        412 => object_store::Error::Precondition { path, source },
+        304 => object_store::Error::NotModified { path, source },
+        401 => object_store::Error::Unauthenticated { path, source },
+        403 => object_store::Error::PermissionDenied { path, source },
+        _ => object_store::Error::Generic {
+            store: STORE,
+            source,
+        },
     }
-    out
+}
+
+/// Whether a request that failed with `e` may be sent again: the failure is transient, and the
+/// request is idempotent or cannot have been carried out (it was never sent, or the server
+/// answered with an error status).
+fn may_resend(e: &object_store::Error, idempotent: bool) -> bool {
+    if !RetryPolicy::retries(backend_kind(e)) {
+        return false;
+    }
+    let maybe_done = match e {
+        object_store::Error::Generic { source, .. } => {
+            source.downcast_ref::<HttpError>().is_some_and(|h| {
+                matches!(
+                    h.kind(),
+                    HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+                )
+            })
+        }
+        _ => false,
+    };
+    idempotent || !maybe_done
+}
+
+/// What `%`-encoding leaves as it is in a path segment or a query value: the unreserved
+/// characters of RFC 3986 (so `/` in object names is encoded).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `%`-encodes everything but unreserved characters.
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 #[derive(Deserialize)]
@@ -135,6 +234,16 @@ impl GcsJson {
         bucket: &str,
         options: &[(String, String)],
     ) -> object_store::Result<GcsJson> {
+        GcsJson::with_retry(url, bucket, options, RetryPolicy::REQUEST)
+    }
+
+    /// As [`GcsJson::new`], with requests retried by `retry`.
+    fn with_retry(
+        url: &url::Url,
+        bucket: &str,
+        options: &[(String, String)],
+        retry: RetryPolicy,
+    ) -> object_store::Result<GcsJson> {
         let get = |k: &str| {
             options
                 .iter()
@@ -173,89 +282,66 @@ impl GcsJson {
             .read_timeout(secs("google_read_timeout", 15))
             .timeout(secs("google_timeout", 300))
             .build()
-            .map_err(generic)?;
+            .map_err(transport)?;
         Ok(GcsJson {
             inner: Arc::new(Inner {
                 client,
                 endpoint,
                 bucket: bucket.to_owned(),
                 auth,
+                retry,
             }),
         })
     }
 }
 
 impl Inner {
-    /// Sends a request, retrying (exponential backoff with jitter, at most [`RETRIES`] times)
-    /// when it was never sent (connect errors), on 5xx and 429, and on other transport errors
-    /// when `idempotent`. The body is in memory, so every retry sends it whole.
+    /// Sends a request, retrying it by the store's request policy ([`RetryPolicy::REQUEST`])
+    /// while it fails transiently: always when it was never sent (a failed connect) or was
+    /// answered with a 5xx, 408 or 429; after a timeout or a cut connection only when
+    /// `idempotent`. The body is in memory, so every retry sends it whole.
     async fn send(
         &self,
         method: &'static str,
         url: String,
         req: reqwest::RequestBuilder,
         path: &str,
+        on_404: On404,
         idempotent: bool,
     ) -> object_store::Result<reqwest::Response> {
-        let mut attempt = 0u32;
-        let resp = loop {
-            let this = req.try_clone().ok_or_else(|| {
-                generic(HttpStatus {
-                    method,
-                    url: url.clone(),
-                    status: 0,
-                    body: "a request body that cannot be re-sent".into(),
-                })
-            })?;
+        let started = Instant::now();
+        let mut retry = 0;
+        loop {
+            let this = req
+                .try_clone()
+                .expect("request bodies are in memory, so a request can be sent again");
             let this = match &self.auth {
                 Some(a) => this.bearer_auth(&a.get_credential().await?.bearer),
                 None => this,
             };
-            let retry = match this.send().await {
-                Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
-                    if attempt >= RETRIES {
-                        break r;
-                    }
-                    true
+            let e = match this.send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    let answer = HttpStatus {
+                        method,
+                        url: url.clone(),
+                        status,
+                        body,
+                    };
+                    status_error(path, on_404, answer)
                 }
-                Ok(r) => break r,
-                Err(e) => {
-                    if attempt >= RETRIES || !(e.is_connect() || idempotent) {
-                        return Err(generic(e));
-                    }
-                    true
-                }
+                Err(e) => transport(e),
             };
-            if retry {
-                let base = 100u64 << attempt.min(6);
-                let jitter = crate::store::random_u64() % base;
-                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-                attempt += 1;
+            if !(may_resend(&e, idempotent) && self.retry.may_retry(retry, started)) {
+                return Err(e);
             }
-        };
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
-            return Ok(resp);
+            let wait = self.retry.delay(retry);
+            tracing::debug!(method, url, retry, ?wait, error = %e, "retrying a GCS request");
+            tokio::time::sleep(wait).await;
+            retry += 1;
         }
-        let body = resp.text().await.unwrap_or_default();
-        let source = Box::new(HttpStatus {
-            method,
-            url,
-            status,
-            body,
-        });
-        let path = path.to_owned();
-        Err(match status {
-            404 => object_store::Error::NotFound { path, source },
-            412 => object_store::Error::Precondition { path, source },
-            304 => object_store::Error::NotModified { path, source },
-            401 => object_store::Error::Unauthenticated { path, source },
-            403 => object_store::Error::PermissionDenied { path, source },
-            _ => object_store::Error::Generic {
-                store: STORE,
-                source,
-            },
-        })
     }
 
     fn object_url(&self, path: &str) -> String {
@@ -273,7 +359,7 @@ impl Inner {
         body: Bytes,
         create: bool,
     ) -> object_store::Result<PutResult> {
-        let boundary = format!("datamon-{:016x}", crate::store::random_u64());
+        let boundary = format!("datamon-{:016x}", rand::random::<u64>());
         let meta = serde_json::json!({ "name": path }).to_string();
         let mut b = Vec::with_capacity(body.len() + meta.len() + 256);
         b.extend_from_slice(
@@ -297,13 +383,16 @@ impl Inner {
                 format!("multipart/related; boundary={boundary}"),
             )
             .body(b);
-        let resp = match self.send("POST", url, req, path, !create).await {
+        let resp = match self
+            .send("POST", url, req, path, On404::NoBucket, !create)
+            .await
+        {
             Err(object_store::Error::Precondition { path, source }) if create => {
                 return Err(object_store::Error::AlreadyExists { path, source })
             }
             r => r?,
         };
-        let o: Object = resp.json().await.map_err(generic)?;
+        let o: Object = resp.json().await.map_err(transport)?;
         Ok(PutResult {
             e_tag: o.etag,
             version: o.generation,
@@ -337,11 +426,11 @@ impl Inner {
             }
             let req = self.client.get(&url);
             let page: Listing = self
-                .send("GET", url, req, &prefix, true)
+                .send("GET", url, req, &prefix, On404::NoBucket, true)
                 .await?
                 .json()
                 .await
-                .map_err(generic)?;
+                .map_err(transport)?;
             objects.extend(page.items.into_iter().map(Object::meta));
             prefixes.extend(
                 page.prefixes
@@ -411,11 +500,11 @@ impl ObjectStore for GcsJson {
             let req = self.inner.client.get(&base);
             let o: Object = self
                 .inner
-                .send("GET", base, req, path, true)
+                .send("GET", base, req, path, On404::NoObject, true)
                 .await?
                 .json()
                 .await
-                .map_err(generic)?;
+                .map_err(transport)?;
             let meta = o.meta();
             return Ok(GetResult {
                 payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
@@ -448,7 +537,10 @@ impl ObjectStore for GcsJson {
             };
             req = req.header("Range", h);
         }
-        let resp = self.inner.send("GET", url, req, path, true).await?;
+        let resp = self
+            .inner
+            .send("GET", url, req, path, On404::NoObject, true)
+            .await?;
         let header = |n: &str| {
             resp.headers()
                 .get(n)
@@ -462,7 +554,7 @@ impl ObjectStore for GcsJson {
         let e_tag = header("etag");
         let version = header("x-goog-generation");
         let crange = header("content-range").and_then(|v| content_range(&v));
-        let body = resp.bytes().await.map_err(generic)?;
+        let body = resp.bytes().await.map_err(transport)?;
         let (range, size) = match crange {
             Some((r, total)) => (r, total),
             None => (0..body.len() as u64, body.len() as u64),
@@ -494,7 +586,9 @@ impl ObjectStore for GcsJson {
                 async move {
                     let url = inner.object_url(p.as_ref());
                     let req = inner.client.delete(&url);
-                    inner.send("DELETE", url, req, p.as_ref(), true).await?;
+                    inner
+                        .send("DELETE", url, req, p.as_ref(), On404::NoObject, true)
+                        .await?;
                     Ok(p)
                 }
             })
@@ -569,12 +663,120 @@ impl MultipartUpload for BufferedUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{refusing_endpoint, Answer, FakeHttp};
+    use crate::{Error, ErrorKind};
 
     #[test]
     fn encodes_names_and_parses_content_ranges() {
         assert_eq!(enc("a/b c+d~e.f-g_h"), "a%2Fb%20c%2Bd~e.f-g_h");
+        assert_eq!(enc("é?&=%"), "%C3%A9%3F%26%3D%25");
         assert_eq!(content_range("bytes 1-3/5"), Some((1..4, 5)));
         assert_eq!(content_range("bytes */5"), None);
         assert_eq!(content_range("nonsense"), None);
+    }
+
+    /// A fast policy for tests: `attempts` attempts, a few milliseconds apart.
+    fn quick(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(4),
+            budget: Duration::from_secs(30),
+        }
+    }
+
+    fn client(endpoint: &str, retry: RetryPolicy) -> GcsJson {
+        let url = url::Url::parse("gs://bucket").expect("a URL");
+        let options = [
+            ("google_storage_endpoint".to_owned(), endpoint.to_owned()),
+            ("google_skip_signature".to_owned(), "true".to_owned()),
+            ("google_timeout".to_owned(), "1".to_owned()),
+        ];
+        GcsJson::with_retry(&url, "bucket", &options, retry).expect("a GCS client")
+    }
+
+    /// A GCS answer classifies as object_store's clients' answers do (see `crate::error`).
+    #[tokio::test]
+    async fn errors_are_classified_like_the_other_backends() {
+        let cases = [
+            (Answer::Status(500, "{}"), false, ErrorKind::Transient),
+            (Answer::Status(503, "{}"), true, ErrorKind::Transient),
+            (Answer::Status(429, "{}"), false, ErrorKind::Transient),
+            (
+                Answer::Status(403, "{}"),
+                false,
+                ErrorKind::PermissionDenied,
+            ),
+            (Answer::Status(401, "{}"), true, ErrorKind::PermissionDenied),
+            (Answer::Status(400, "{}"), false, ErrorKind::Permanent),
+            // A missing bucket: a 404 that is not a missing object.
+            (Answer::Status(404, "{}"), true, ErrorKind::Permanent),
+            (Answer::Status(404, "{}"), false, ErrorKind::NotFound),
+            // An answer that is not the JSON asked for.
+            (Answer::Status(200, "<html>"), true, ErrorKind::Permanent),
+            (Answer::Silence, false, ErrorKind::Transient),
+        ];
+        for (answer, list, want) in cases {
+            let server = FakeHttp::start(vec![answer]).await;
+            let gcs = client(&server.endpoint(), quick(1));
+            let e = if list {
+                let r = gcs.list_with_delimiter(Some(&Path::from("p"))).await;
+                Error::backend("list", "p", r.expect_err("a failing list"))
+            } else {
+                let r = gcs.get(&Path::from("k")).await;
+                Error::backend("get", "k", r.expect_err("a failing get"))
+            };
+            assert_eq!(e.kind(), want, "{answer:?} (list: {list}): {e}");
+        }
+        let gcs = client(&refusing_endpoint(), quick(1));
+        let e = Error::backend(
+            "get",
+            "k",
+            gcs.get(&Path::from("k")).await.expect_err("refused"),
+        );
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    }
+
+    /// Requests are retried by the shared policy, on transient failures only.
+    #[tokio::test]
+    async fn requests_are_retried_by_the_store_policy() {
+        let object = r#"{"name": "k", "size": "3"}"#;
+        let server = FakeHttp::start(vec![
+            Answer::Status(503, "{}"),
+            Answer::Status(429, "{}"),
+            Answer::Status(200, object),
+        ])
+        .await;
+        let gcs = client(&server.endpoint(), quick(5));
+        let meta = gcs.head(&Path::from("k")).await.expect("the third attempt");
+        assert_eq!(meta.size, 3);
+        assert_eq!(server.requests(), 3);
+
+        // A create is retried on a 5xx (the server answered: it did not take the write).
+        let server =
+            FakeHttp::start(vec![Answer::Status(500, "{}"), Answer::Status(200, object)]).await;
+        let gcs = client(&server.endpoint(), quick(5));
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        gcs.put_opts(&Path::from("k"), PutPayload::from_static(b"abc"), opts)
+            .await
+            .expect("the second attempt");
+        assert_eq!(server.requests(), 2);
+
+        // The policy's attempts bound the retries.
+        let server = FakeHttp::start(vec![Answer::Status(500, "{}")]).await;
+        let gcs = client(&server.endpoint(), quick(3));
+        gcs.head(&Path::from("k")).await.expect_err("always 500");
+        assert_eq!(server.requests(), 3);
+
+        // Permanent failures are not retried.
+        for status in [400, 403, 404] {
+            let server = FakeHttp::start(vec![Answer::Status(status, "{}")]).await;
+            let gcs = client(&server.endpoint(), quick(5));
+            gcs.head(&Path::from("k")).await.expect_err("refused");
+            assert_eq!(server.requests(), 1, "{status}");
+        }
     }
 }

@@ -45,6 +45,12 @@ pub fn bundle(repo: &str, id: &BundleId) -> String {
     format!("repos/{repo}/bundles/{id}.json")
 }
 
+/// `repos/<repo>/staged/<id>.json`: a bundle record written before its branch append, whose
+/// parent is not known yet (see `docs/format/layout.md`, "Commit"). Never listed as a bundle.
+pub fn staged_bundle(repo: &str, id: &BundleId) -> String {
+    format!("repos/{repo}/staged/{id}.json")
+}
+
 /// `repos/<repo>/labels/`.
 pub fn labels(repo: &str) -> String {
     format!("repos/{repo}/labels/")

@@ -10,6 +10,12 @@
 //! - [`PackWriter`] / [`FinishedPack`]: building a pack of compressed blobs with its footer.
 //! - [`Index`]: the map from blob hash to its place in a pack, rebuilt from index objects.
 //!
+//! Where things are: `store.rs` (the [`Store`] type and its object operations), `replica.rs`
+//! (a store with a replica: dual writes, fallback reads), `sequence.rs` (append-only
+//! sequences), `retry.rs` (the one retry policy of every backend and layer), `error.rs` (errors
+//! and their [`ErrorKind`], backend errors classified by cause), `url.rs` (store URLs and the
+//! backends they open), `gcs.rs` (GCS over its JSON API), `sync.rs` (copying a store).
+//!
 //! ```no_run
 //! # async fn demo() -> datamon_store::Result<()> {
 //! let store = datamon_store::Store::open("memory://", &[]).await?;
@@ -23,8 +29,13 @@ mod gcs;
 mod index;
 pub mod keys;
 mod pack;
+mod replica;
+mod retry;
+mod sequence;
 mod store;
 mod sync;
+#[cfg(test)]
+mod testing;
 mod url;
 
 pub use error::{Error, ErrorKind, Result, StoreCheck};

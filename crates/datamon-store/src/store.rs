@@ -1,8 +1,10 @@
-//! An opened store: raw objects, JSON records, packs, the index and append-only sequences.
+//! An opened store: the [`Store`] type and its object operations (raw objects, JSON records,
+//! packs, the index, blobs), each on one backend (the `*_primary` methods) and, through
+//! `replica.rs`, on a store with a replica. Append-only sequences are in `sequence.rs`; how
+//! failed operations are retried is in `retry.rs`.
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -15,6 +17,8 @@ use serde::Serialize;
 
 use crate::error::StoreCheck;
 use crate::pack::parse_footer;
+use crate::replica::Replica;
+use crate::retry::RetryPolicy;
 use crate::{keys, Error, FinishedPack, Index, Result, StoreUrl};
 
 /// How many object reads run at once when loading many small objects.
@@ -26,104 +30,16 @@ pub const MULTIPART_THRESHOLD: usize = 20 << 20;
 pub const MULTIPART_PART: usize = 8 << 20;
 /// Parts of one multipart upload in flight at once.
 const MULTIPART_CONCURRENCY: usize = 4;
-/// How many times this layer tries an operation that failed transiently (on top of the
-/// per-request retries of `object_store`).
-const STORE_ATTEMPTS: u32 = 3;
-
-/// Retries `op` while it fails with a transient error, with exponential backoff and jitter.
-async fn retry<T, F, Fut>(mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() && attempt + 1 < STORE_ATTEMPTS => {
-                tracing::debug!(attempt, error = %e, "retrying a store operation");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// 250 ms, 500 ms, 1 s... plus up to 100% random jitter.
-fn backoff(attempt: u32) -> Duration {
-    let base = 250u64 << attempt.min(5);
-    Duration::from_millis(base + random_u64() % base)
-}
-
-/// A random number from the standard library's per-process random hasher keys.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
-/// How long reads skip a primary that failed transiently, going to the replica first.
-const PRIMARY_SUSPEND: Duration = Duration::from_secs(30);
-
-/// Runs a read on the primary and, when it fails, on the replica (first on the replica while
-/// the primary is suspended after a transient failure).
-macro_rules! with_fallback {
-    ($self:ident, $op:expr, $key:expr, |$s:ident| $call:expr) => {{
-        match $self.replica.as_deref() {
-            None => {
-                let $s = $self;
-                $call
-            }
-            Some(rep) => {
-                let mut early = None;
-                if $self.primary_suspended() {
-                    let $s = rep;
-                    match $call {
-                        Ok(v) => early = Some(v),
-                        Err(_) => {}
-                    }
-                }
-                match early {
-                    Some(v) => Ok(v),
-                    None => {
-                        let first = {
-                            let $s = $self;
-                            $call
-                        };
-                        match first {
-                            Ok(v) => Ok(v),
-                            Err(e) => {
-                                if e.is_transient() {
-                                    $self.suspend_primary();
-                                }
-                                tracing::warn!(op = $op, key = %$key, error = %e, replica = %rep.url, "reading from the replica");
-                                let $s = rep;
-                                $call.map_err(|_| e)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }};
-}
 
 /// An opened store.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// Where every write also goes, and reads fall back to (see [`Store::open_with_replica`]).
-    replica: Option<Arc<Store>>,
-    /// Until when reads go to the replica first (after a transient failure of the primary).
-    suspended: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    pub(crate) replica: Option<Arc<Replica>>,
     os: Arc<dyn ObjectStore>,
     root: Path,
-    url: StoreUrl,
-    config: StoreConfig,
+    pub(crate) url: StoreUrl,
+    pub(crate) config: StoreConfig,
 }
 
 impl Store {
@@ -141,17 +57,21 @@ impl Store {
     pub(crate) fn open_raw(url: &str, options: &[(String, String)]) -> Result<Store> {
         let url = StoreUrl::parse(url)?;
         let (os, root) = url.connect(options)?;
-        Ok(Store {
+        Ok(Store::on_backend(url, os, root))
+    }
+
+    /// A store over an already built backend, without a config read or a replica.
+    pub(crate) fn on_backend(url: StoreUrl, os: Arc<dyn ObjectStore>, root: Path) -> Store {
+        Store {
             replica: None,
-            suspended: Arc::default(),
             os,
             root,
             url,
             config: default_config(),
-        })
+        }
     }
 
-    async fn load_or_create_config(&self) -> Result<StoreConfig> {
+    pub(crate) async fn load_or_create_config(&self) -> Result<StoreConfig> {
         let config: StoreConfig = match self.get_json(keys::CONFIG).await {
             Ok(c) => c,
             Err(Error::NotFound { .. }) => {
@@ -216,38 +136,42 @@ impl Store {
         }
     }
 
-    /// Reads a whole object. A read interrupted after the response began is retried (see
-    /// [`retry`]).
+    // Operations on this store's own backend, retried by `RetryPolicy::OPERATION`; the public
+    // operations below add the replica.
+
+    /// Reads a whole object. A read interrupted after the response began is retried.
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
-    async fn get_primary(&self, key: &str) -> Result<Bytes> {
+    pub(crate) async fn get_primary(&self, key: &str) -> Result<Bytes> {
         let path = &self.path(key);
-        retry(|| async move {
-            let r = self
-                .os
-                .get(path)
-                .await
-                .map_err(|e| Error::backend("get", key, e))?;
-            r.bytes().await.map_err(|e| Error::backend("get", key, e))
-        })
-        .await
+        RetryPolicy::OPERATION
+            .run("get", key, || async move {
+                let r = self
+                    .os
+                    .get(path)
+                    .await
+                    .map_err(|e| Error::backend("get", key, e))?;
+                r.bytes().await.map_err(|e| Error::backend("get", key, e))
+            })
+            .await
     }
 
     /// Reads a byte range of an object.
     ///
     /// # Errors
-    /// [`Error::NotFound`] or a backend error.
+    /// [`Error::NotFound`], [`Error::Corrupt`] for a short read, or a backend error.
     async fn get_range_primary(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
         let (path, range) = (&self.path(key), &range);
-        let b = retry(|| async move {
-            self.os
-                .get_range(path, range.clone())
-                .await
-                .map_err(|e| Error::backend("get", key, e))
-        })
-        .await?;
+        let b = RetryPolicy::OPERATION
+            .run("get", key, || async move {
+                self.os
+                    .get_range(path, range.clone())
+                    .await
+                    .map_err(|e| Error::backend("get", key, e))
+            })
+            .await?;
         if b.len() as u64 != want {
             return Err(Error::Corrupt {
                 what: key.to_owned(),
@@ -262,12 +186,29 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
     async fn size_primary(&self, key: &str) -> Result<u64> {
-        let m = self
-            .os
-            .head(&self.path(key))
+        let path = &self.path(key);
+        RetryPolicy::OPERATION
+            .run("head", key, || async move {
+                let m = self
+                    .os
+                    .head(path)
+                    .await
+                    .map_err(|e| Error::backend("head", key, e))?;
+                Ok(m.size)
+            })
             .await
-            .map_err(|e| Error::backend("head", key, e))?;
-        Ok(m.size)
+    }
+
+    /// Reads a JSON record.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Json`] or a backend error.
+    async fn get_json_primary<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let b = self.get_primary(key).await?;
+        serde_json::from_slice(&b).map_err(|source| Error::Json {
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// Writes an object, replacing any previous one (for content-addressed keys, where a
@@ -277,22 +218,23 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    async fn put_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
+    pub(crate) async fn put_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
         let (path, bytes) = (&self.path(key), &bytes);
-        retry(|| async move {
-            if bytes.len() > MULTIPART_THRESHOLD {
-                self.put_multipart(path, bytes.clone())
-                    .await
-                    .map_err(|e| Error::backend("put", key, e))
-            } else {
-                self.os
-                    .put(path, PutPayload::from(bytes.clone()))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| Error::backend("put", key, e))
-            }
-        })
-        .await
+        RetryPolicy::OPERATION
+            .run("put", key, || async move {
+                if bytes.len() > MULTIPART_THRESHOLD {
+                    self.put_multipart(path, bytes.clone())
+                        .await
+                        .map_err(|e| Error::backend("put", key, e))
+                } else {
+                    self.os
+                        .put(path, PutPayload::from(bytes.clone()))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| Error::backend("put", key, e))
+                }
+            })
+            .await
     }
 
     async fn put_multipart(&self, path: &Path, bytes: Bytes) -> object_store::Result<()> {
@@ -320,106 +262,27 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] when one does; a backend error.
-    async fn create_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let path = self.path(key);
-        let mut attempt = 0u32;
-        loop {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            let r = self
-                .os
-                .put_opts(&path, PutPayload::from(bytes.clone()), opts)
-                .await
-                .map_err(|e| Error::backend("create", key, e));
-            match r {
-                Ok(_) => return Ok(()),
-                Err(e @ Error::AlreadyExists { .. }) => {
-                    return match self.get_primary(key).await {
-                        Ok(existing) if existing == bytes => Ok(()),
-                        _ => Err(e),
-                    };
-                }
-                Err(e) if e.is_transient() && attempt + 1 < STORE_ATTEMPTS => {
-                    tracing::debug!(key, attempt, error = %e, "retrying a create");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Checks that the store at `url` can be used: reachable (a list and a read answer),
-    /// writable (an object written under `tmp/` reads back the same and is deleted), and
-    /// honouring create-if-absent (a second create of one key fails). It writes no config.
-    ///
-    /// # Errors
-    /// [`Error::Check`] naming the first check that failed, with its cause.
-    pub async fn check(url: &str, options: &[(String, String)]) -> Result<()> {
-        let store = Store::open_raw(url, options)?;
-        let fail = |check: StoreCheck, e: Error| Error::Check {
-            check,
-            source: Box::new(e),
-        };
-        store
-            .list(keys::INDEX)
-            .await
-            .map_err(|e| fail(StoreCheck::Reachable, e))?;
-        match store.get(keys::CONFIG).await {
-            Ok(_) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(fail(StoreCheck::Reachable, e)),
-        }
-        let nonce = format!("{:016x}", random_u64());
-        let probe = format!("tmp/check-{nonce}");
-        let body = Bytes::from(format!("datamon store check {nonce}"));
-        store
-            .put(&probe, body.clone())
-            .await
-            .map_err(|e| fail(StoreCheck::Writable, e))?;
-        let back = store
-            .get(&probe)
-            .await
-            .map_err(|e| fail(StoreCheck::Writable, e))?;
-        if back != body {
-            return Err(fail(
-                StoreCheck::Writable,
-                Error::Corrupt {
-                    what: probe,
-                    detail: "read back different bytes than written".into(),
-                },
-            ));
-        }
-        store
-            .delete(&probe)
-            .await
-            .map_err(|e| fail(StoreCheck::Writable, e))?;
-        let once = format!("tmp/check-{nonce}-create");
-        store
-            .create(&once, Bytes::from_static(b"first"))
-            .await
-            .map_err(|e| fail(StoreCheck::CreateIfAbsent, e))?;
-        let second = store.create(&once, Bytes::from_static(b"second")).await;
-        let kept = store.get(&once).await;
-        store.delete(&once).await.ok();
-        match (second, kept) {
-            (Err(Error::AlreadyExists { .. }), Ok(b)) if b.as_ref() == b"first" => Ok(()),
-            (Err(Error::AlreadyExists { .. }), Ok(_)) => Err(fail(
-                StoreCheck::CreateIfAbsent,
-                Error::Corrupt {
-                    what: once,
-                    detail: "a refused create still replaced the object".into(),
-                },
-            )),
-            (Ok(()), _) => Err(fail(
-                StoreCheck::CreateIfAbsent,
-                Error::Corrupt {
-                    what: once,
-                    detail: "a second create-if-absent of the same key succeeded: this store would lose concurrent ref updates (on S3-compatible stores, check that the server supports If-None-Match: *)".into(),
-                },
-            )),
-            (Err(e), _) => Err(fail(StoreCheck::CreateIfAbsent, e)),
+    pub(crate) async fn create_primary(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let (path, body) = (&self.path(key), &bytes);
+        let created = RetryPolicy::OPERATION
+            .run("create", key, || async move {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                self.os
+                    .put_opts(path, PutPayload::from(body.clone()), opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::backend("create", key, e))
+            })
+            .await;
+        match created {
+            Err(e @ Error::AlreadyExists { .. }) => match self.get_primary(key).await {
+                Ok(existing) if existing == bytes => Ok(()),
+                _ => Err(e),
+            },
+            r => r,
         }
     }
 
@@ -427,7 +290,7 @@ impl Store {
     ///
     /// # Errors
     /// A backend error.
-    async fn delete_primary(&self, key: &str) -> Result<()> {
+    pub(crate) async fn delete_primary(&self, key: &str) -> Result<()> {
         self.os
             .delete(&self.path(key))
             .await
@@ -440,15 +303,16 @@ impl Store {
     /// A backend error.
     async fn list_primary(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let p = &self.path(prefix.trim_end_matches('/'));
-        let mut out: Vec<(String, u64)> = retry(|| async move {
-            self.os
-                .list(Some(p))
-                .map_ok(|m| (self.key_of(&m.location), m.size))
-                .try_collect()
-                .await
-                .map_err(|e| Error::backend("list", prefix, e))
-        })
-        .await?;
+        let mut out: Vec<(String, u64)> = RetryPolicy::OPERATION
+            .run("list", prefix, || async move {
+                self.os
+                    .list(Some(p))
+                    .map_ok(|m| (self.key_of(&m.location), m.size))
+                    .try_collect()
+                    .await
+                    .map_err(|e| Error::backend("list", prefix, e))
+            })
+            .await?;
         out.sort();
         Ok(out)
     }
@@ -458,12 +322,15 @@ impl Store {
     /// # Errors
     /// A backend error.
     async fn list_dirs_primary(&self, prefix: &str) -> Result<Vec<String>> {
-        let p = self.path(prefix.trim_end_matches('/'));
-        let r = self
-            .os
-            .list_with_delimiter(Some(&p))
-            .await
-            .map_err(|e| Error::backend("list", prefix, e))?;
+        let p = &self.path(prefix.trim_end_matches('/'));
+        let r = RetryPolicy::OPERATION
+            .run("list", prefix, || async move {
+                self.os
+                    .list_with_delimiter(Some(p))
+                    .await
+                    .map_err(|e| Error::backend("list", prefix, e))
+            })
+            .await?;
         let mut out: Vec<String> = r
             .common_prefixes
             .iter()
@@ -473,112 +340,94 @@ impl Store {
         Ok(out)
     }
 
-    /// Opens the store at `url` with a replica at `replica`: every write goes to both (the
-    /// primary first; a create-if-absent is decided by the primary), and a read that fails on the
-    /// primary (an error, a missing object, or a tree node that fails verification) is served by
-    /// the replica. The replica gets the primary's config when it has none. When the primary
-    /// cannot be reached at all, the store opens on the replica's config and reads from it.
+    /// Reads and verifies one blob.
     ///
     /// # Errors
-    /// As [`Store::open`], for either store.
-    pub async fn open_with_replica(
-        url: &str,
-        replica: &str,
-        options: &[(String, String)],
-    ) -> Result<Store> {
-        let mut rep = Store::open_raw(replica, options)?;
-        let mut primary = match Store::open(url, options).await {
-            Ok(p) => p,
-            Err(e) if e.is_transient() => {
-                // The primary is unreachable: read through the replica (which must exist).
-                tracing::warn!(error = %e, replica = %rep.url, "the primary store fails; using the replica");
-                rep.config = rep.get_json(keys::CONFIG).await.map_err(|_| e)?;
-                let mut p = Store::open_raw(url, options)?;
-                p.config = rep.config.clone();
-                p.replica = Some(Arc::new(rep));
-                p.suspend_primary();
-                return Ok(p);
-            }
-            Err(e) => return Err(e),
-        };
-        let config = Bytes::from(
-            serde_json::to_vec_pretty(&primary.config).expect("records always serialize"),
-        );
-        match rep.create_primary(keys::CONFIG, config).await {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        rep.config = rep.load_or_create_config().await?;
-        primary.replica = Some(Arc::new(rep));
-        Ok(primary)
+    /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
+    /// damaged, or a backend error.
+    async fn read_blob_primary(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
+        let r = index.get(hash).ok_or_else(|| Error::NotFound {
+            key: format!("blob {hash}"),
+        })?;
+        let key = keys::pack(&r.pack);
+        let start = u64::from(r.offset);
+        let stored = self
+            .get_range_primary(&key, start..start + u64::from(r.stored_len))
+            .await?;
+        let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)
+            .map_err(|e| Error::Corrupt {
+                what: format!("blob {hash} in {key}"),
+                detail: e.to_string(),
+            })?;
+        Ok(data.into_owned())
     }
 
-    /// The replica, if this store has one.
-    pub fn replica(&self) -> Option<&Store> {
-        self.replica.as_deref()
-    }
+    // The public operations: reads fall back to the replica (see `Store::read`), writes go to
+    // both.
 
-    fn primary_suspended(&self) -> bool {
-        let until = *self.suspended.lock().expect("not poisoned");
-        until.is_some_and(|t| std::time::Instant::now() < t)
-    }
-
-    fn suspend_primary(&self) {
-        *self.suspended.lock().expect("not poisoned") =
-            Some(std::time::Instant::now() + PRIMARY_SUSPEND);
-    }
-
-    /// Reads a whole object (from the replica when the primary fails).
+    /// Reads a whole object (from the replica when the primary fails transiently).
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        with_fallback!(self, "get", key, |s| s.get_primary(key).await)
+        self.read("get", key, |s| s.get_primary(key)).await
     }
 
-    /// Reads a byte range of an object (from the replica when the primary fails).
+    /// Reads a byte range of an object (from the replica when the primary fails transiently or
+    /// returns fewer bytes).
     ///
     /// # Errors
-    /// [`Error::NotFound`] or a backend error.
+    /// [`Error::NotFound`], [`Error::Corrupt`] for a short read, or a backend error.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        with_fallback!(self, "get", key, |s| s
-            .get_range_primary(key, range.clone())
-            .await)
+        self.read("get", key, |s| s.get_range_primary(key, range.clone()))
+            .await
     }
 
-    /// The size of an object.
+    /// The size of an object (from the replica when the primary fails transiently).
     ///
     /// # Errors
     /// [`Error::NotFound`] or a backend error.
     pub async fn size(&self, key: &str) -> Result<u64> {
-        with_fallback!(self, "head", key, |s| s.size_primary(key).await)
+        self.read("head", key, |s| s.size_primary(key)).await
     }
 
-    /// Makes what was written so far durable. Object stores acknowledge a write once it is
-    /// durable, so this only matters for a local directory, whose writes sit in the page cache:
-    /// there it flushes the whole filesystem (`syncfs`), one flush for every file written, so
-    /// that a power loss cannot keep a record while losing the packs it points to. Callers sync
-    /// before writing a record that makes earlier writes reachable, and after their last write.
+    /// Lists the keys (and sizes) under a prefix, recursively, sorted (from the replica when the
+    /// primary fails transiently).
     ///
     /// # Errors
-    /// The flush fails (a disk error).
-    pub async fn sync(&self) -> Result<()> {
-        if let StoreUrl::Local(dir) = &self.url {
-            let path = dir.display().to_string();
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || {
-                let d = std::fs::File::open(&dir)?;
-                rustix::fs::syncfs(&d).map_err(std::io::Error::from)
-            })
+    /// A backend error.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.read("list", prefix, |s| s.list_primary(prefix)).await
+    }
+
+    /// Lists the names of the "directories" directly under a prefix, sorted (from the replica
+    /// when the primary fails transiently).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        self.read("list", prefix, |s| s.list_dirs_primary(prefix))
             .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|source| Error::Io { path, source })?;
-        }
-        if let Some(r) = &self.replica {
-            Box::pin(r.sync()).await?;
-        }
-        Ok(())
+    }
+
+    /// Reads a JSON record (from the replica when the primary fails transiently or holds a
+    /// record that does not decode).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Json`] or a backend error.
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        self.read("get", key, |s| s.get_json_primary(key)).await
+    }
+
+    /// Reads and verifies one blob (from the replica when the primary fails transiently or its
+    /// copy does not verify).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
+    /// damaged, or a backend error.
+    pub async fn read_blob(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
+        self.read("read blob", hash, |s| s.read_blob_primary(index, hash))
+            .await
     }
 
     /// Writes an object, replacing any previous one (for content-addressed keys, where a
@@ -588,10 +437,7 @@ impl Store {
     /// A backend error of either.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.put_primary(key, bytes.clone()).await?;
-        if let Some(r) = &self.replica {
-            r.put_primary(key, bytes).await?;
-        }
-        Ok(())
+        self.put_replica(key, bytes).await
     }
 
     /// Writes an object only if none exists under `key` in the primary, then copies it to the
@@ -601,18 +447,7 @@ impl Store {
     /// [`Error::AlreadyExists`] when the primary has one; a backend error.
     pub async fn create(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.create_primary(key, bytes.clone()).await?;
-        if let Some(r) = &self.replica {
-            match r.create_primary(key, bytes.clone()).await {
-                Ok(()) => {}
-                Err(Error::AlreadyExists { .. }) => {
-                    if r.get_primary(key).await? != bytes {
-                        tracing::warn!(key, replica = %r.url, "the replica holds other bytes under this key; left as it is");
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.create_replica(key, bytes).await
     }
 
     /// Deletes an object (used only by tests and repair tools; datamon never rewrites objects),
@@ -622,42 +457,7 @@ impl Store {
     /// A backend error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.delete_primary(key).await?;
-        if let Some(r) = &self.replica {
-            match r.delete_primary(key).await {
-                Ok(()) | Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Lists the keys (and sizes) under a prefix, recursively, sorted (from the replica when the
-    /// primary fails).
-    ///
-    /// # Errors
-    /// A backend error.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        with_fallback!(self, "list", prefix, |s| s.list_primary(prefix).await)
-    }
-
-    /// Lists the names of the "directories" directly under a prefix, sorted.
-    ///
-    /// # Errors
-    /// A backend error.
-    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
-        with_fallback!(self, "list", prefix, |s| s.list_dirs_primary(prefix).await)
-    }
-
-    /// Reads a JSON record.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::Json`] or a backend error.
-    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
-        let b = self.get(key).await?;
-        serde_json::from_slice(&b).map_err(|source| Error::Json {
-            key: key.to_owned(),
-            source,
-        })
+        self.delete_replica(key).await
     }
 
     /// Writes a JSON record only if none exists under `key`.
@@ -745,112 +545,103 @@ impl Store {
         Ok(recovered)
     }
 
-    /// Reads and verifies one blob.
+    /// Checks that the store at `url` can be used: reachable (a list and a read answer),
+    /// writable (an object written under `tmp/` reads back the same and is deleted), and
+    /// honouring create-if-absent (a second create of one key fails). It writes no config.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the index does not know it, [`Error::Corrupt`] when its bytes are
-    /// damaged, or a backend error.
-    pub async fn read_blob(&self, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
-        match (self.read_blob_from(self, index, hash).await, self.replica()) {
-            (Err(e @ Error::Corrupt { .. }), Some(r)) => {
-                tracing::warn!(blob = %hash, error = %e, replica = %r.url, "reading a damaged blob from the replica");
-                self.read_blob_from(r, index, hash).await.map_err(|_| e)
-            }
-            (other, _) => other,
+    /// [`Error::Check`] naming the first check that failed, with its cause.
+    pub async fn check(url: &str, options: &[(String, String)]) -> Result<()> {
+        let store = Store::open_raw(url, options)?;
+        let fail = |check: StoreCheck, e: Error| Error::Check {
+            check,
+            source: Box::new(e),
+        };
+        store
+            .list(keys::INDEX)
+            .await
+            .map_err(|e| fail(StoreCheck::Reachable, e))?;
+        match store.get(keys::CONFIG).await {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(fail(StoreCheck::Reachable, e)),
+        }
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let probe = format!("tmp/check-{nonce}");
+        let body = Bytes::from(format!("datamon store check {nonce}"));
+        store
+            .put(&probe, body.clone())
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        let back = store
+            .get(&probe)
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        if back != body {
+            return Err(fail(
+                StoreCheck::Writable,
+                Error::Corrupt {
+                    what: probe,
+                    detail: "read back different bytes than written".into(),
+                },
+            ));
+        }
+        store
+            .delete(&probe)
+            .await
+            .map_err(|e| fail(StoreCheck::Writable, e))?;
+        let once = format!("tmp/check-{nonce}-create");
+        store
+            .create(&once, Bytes::from_static(b"first"))
+            .await
+            .map_err(|e| fail(StoreCheck::CreateIfAbsent, e))?;
+        let second = store.create(&once, Bytes::from_static(b"second")).await;
+        let kept = store.get(&once).await;
+        store.delete(&once).await.ok();
+        match (second, kept) {
+            (Err(Error::AlreadyExists { .. }), Ok(b)) if b.as_ref() == b"first" => Ok(()),
+            (Err(Error::AlreadyExists { .. }), Ok(_)) => Err(fail(
+                StoreCheck::CreateIfAbsent,
+                Error::Corrupt {
+                    what: once,
+                    detail: "a refused create still replaced the object".into(),
+                },
+            )),
+            (Ok(()), _) => Err(fail(
+                StoreCheck::CreateIfAbsent,
+                Error::Corrupt {
+                    what: once,
+                    detail: "a second create-if-absent of the same key succeeded: this store would lose concurrent ref updates (on S3-compatible stores, check that the server supports If-None-Match: *)".into(),
+                },
+            )),
+            (Err(e), _) => Err(fail(StoreCheck::CreateIfAbsent, e)),
         }
     }
 
-    async fn read_blob_from(&self, from: &Store, index: &Index, hash: &Hash) -> Result<Vec<u8>> {
-        let r = index.get(hash).ok_or_else(|| Error::NotFound {
-            key: format!("blob {hash}"),
-        })?;
-        let key = keys::pack(&r.pack);
-        let start = u64::from(r.offset);
-        let stored = from
-            .get_range(&key, start..start + u64::from(r.stored_len))
-            .await?;
-        let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)
-            .map_err(|e| Error::Corrupt {
-                what: format!("blob {hash} in {key}"),
-                detail: e.to_string(),
-            })?;
-        Ok(data.into_owned())
-    }
-
-    /// All records of an append-only sequence, in order.
+    /// Makes what was written so far durable. Object stores acknowledge a write once it is
+    /// durable, so this only matters for a local directory, whose writes sit in the page cache:
+    /// there it flushes the whole filesystem (`syncfs`), one flush for every file written, so
+    /// that a power loss cannot keep a record while losing the packs it points to. Callers sync
+    /// before writing a record that makes earlier writes reachable, and after their last write.
     ///
     /// # Errors
-    /// A backend error or a damaged record.
-    pub async fn read_sequence<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(u64, T)>> {
-        let mut out = Vec::new();
-        for (key, _) in self.list(prefix).await? {
-            if let Some(seq) = parse_seq(prefix, &key) {
-                out.push((seq, self.get_json(&key).await?));
-            }
+    /// The flush fails (a disk error).
+    pub async fn sync(&self) -> Result<()> {
+        if let StoreUrl::Local(dir) = &self.url {
+            let path = dir.display().to_string();
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let d = std::fs::File::open(&dir)?;
+                rustix::fs::syncfs(&d).map_err(std::io::Error::from)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| Error::Io { path, source })?;
         }
-        Ok(out)
-    }
-
-    /// The last record of an append-only sequence, if any.
-    ///
-    /// # Errors
-    /// A backend error or a damaged record.
-    pub async fn last_record<T: DeserializeOwned>(&self, prefix: &str) -> Result<Option<(u64, T)>> {
-        let last = self
-            .list(prefix)
-            .await?
-            .iter()
-            .filter_map(|(k, _)| parse_seq(prefix, k))
-            .max();
-        match last {
-            Some(seq) => Ok(Some((seq, self.get_json(&keys::seq(prefix, seq)).await?))),
-            None => Ok(None),
+        if let Some(r) = &self.replica {
+            Box::pin(r.store.sync()).await?;
         }
-    }
-
-    /// Appends a record to a sequence: `make` gets the current last record and returns the new
-    /// one, which is written with create-if-absent at the next number. When another writer took
-    /// that number first, `make` is called again with the new last record. `make` may refuse by
-    /// returning an error (e.g. a compare-and-set that no longer holds).
-    ///
-    /// # Errors
-    /// What `make` returns, [`Error::Precondition`] after too many lost races, or a backend
-    /// error.
-    pub async fn append<T, E>(
-        &self,
-        prefix: &str,
-        mut make: impl FnMut(Option<&T>) -> std::result::Result<T, E>,
-    ) -> std::result::Result<(u64, T), E>
-    where
-        T: Serialize + DeserializeOwned,
-        E: From<Error>,
-    {
-        for attempt in 0..200u32 {
-            let last = self.last_record::<T>(prefix).await?;
-            let next = last.as_ref().map_or(1, |(s, _)| s + 1);
-            let record = make(last.as_ref().map(|(_, r)| r))?;
-            match self.create_json(&keys::seq(prefix, next), &record).await {
-                Ok(()) => return Ok((next, record)),
-                Err(Error::AlreadyExists { .. }) => {
-                    let jitter = u64::from(std::process::id() % 7 + attempt.min(20));
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Precondition {
-            key: prefix.to_owned(),
-        }
-        .into())
-    }
-}
-
-fn parse_seq(prefix: &str, key: &str) -> Option<u64> {
-    let rest = key.strip_prefix(prefix)?;
-    if rest.len() == 10 && rest.bytes().all(|c| c.is_ascii_digit()) {
-        rest.parse().ok()
-    } else {
-        None
+        Ok(())
     }
 }
 

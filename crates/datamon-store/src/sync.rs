@@ -31,7 +31,7 @@ fn phase(key: &str) -> u8 {
         1
     } else if key.ends_with("/repo.json") {
         2
-    } else if key.contains("/bundles/") {
+    } else if key.contains("/bundles/") || key.contains("/staged/") {
         3
     } else if key.contains("/branches/") {
         4

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
+use crate::retry::RetryPolicy;
 use crate::{Error, Result};
 
 /// A parsed store URL.
@@ -148,21 +149,13 @@ impl StoreUrl {
     }
 }
 
-/// How `object_store` retries one HTTP request: exponential backoff with jitter from 100 ms,
-/// at most 4 retries and 30 s, so that an unreachable store fails within seconds. Timeouts,
-/// 5xx and throttling (429) are retried; a request body is always re-sent whole (payloads are
-/// in memory, never half-consumed streams). [`crate::Store`] adds a second, coarser retry for
-/// what this one does not cover (interrupted bodies, non-idempotent creates).
+/// How `object_store` retries one HTTP request: [`RetryPolicy::REQUEST`], so that an
+/// unreachable store fails within seconds. Timeouts, 5xx and throttling (429) are retried; a
+/// request body is always re-sent whole (payloads are in memory, never half-consumed streams).
+/// [`crate::Store`] adds a second, coarser retry for what this one does not cover (interrupted
+/// bodies, non-idempotent creates).
 fn retry_config() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(4),
-            base: 2.0,
-        },
-        max_retries: 4,
-        retry_timeout: Duration::from_secs(30),
-    }
+    RetryPolicy::REQUEST.object_store_config()
 }
 
 /// HTTP client defaults: connect within 5 s; a response that stalls for 15 s between reads is

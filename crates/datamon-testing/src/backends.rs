@@ -10,6 +10,8 @@
 //! A backend whose variable is absent is skipped with a message on stderr, unless
 //! `DATAMON_TEST_REQUIRE` lists it (comma-separated, e.g. `s3,azure`; CI sets it), in which case
 //! the test fails.
+//! The same variable names the tools of the CLI's end-to-end tests (`fuse`, `git`, `sqlite`:
+//! `crates/datamon-cli/tests/it/util.rs`), with the same rule; `all` names everything.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::{Datamon, Error, Progress, Result, Unit};
+use crate::{Datamon, Error, PathRole, Progress, Result, Unit};
 
 /// The most bytes one range read fetches.
 pub(crate) const MAX_RUN: u64 = 4 << 20;
@@ -144,7 +144,7 @@ impl Datamon {
     /// Downloads one file (or directory) of a bundle to `dest/<path>`.
     ///
     /// # Errors
-    /// [`Error::PathNotInBundle`]; [`Error::BadPath`] when the target exists and `force` is not
+    /// [`Error::PathNotInBundle`]; [`Error::DestinationExists`] or [`Error::DestinationConflict`] when the target exists and `force` is not
     /// set; as [`Datamon::download`].
     pub async fn download_file(
         &self,
@@ -175,10 +175,7 @@ impl Datamon {
         if !force {
             check_parents(dest, &clean)?;
             if std::fs::symlink_metadata(&target).is_ok() {
-                return Err(Error::BadPath {
-                    path: target,
-                    reason: "already exists: remove it or pass --force to overwrite it".into(),
-                });
+                return Err(Error::DestinationExists { path: target });
             }
         }
         let mut entries = Vec::new();
@@ -333,12 +330,7 @@ fn check_parents(dest: &Path, rel: &str) -> Result<()> {
     for part in &parts[..parts.len().saturating_sub(1)] {
         p.push(part);
         match std::fs::symlink_metadata(&p) {
-            Ok(m) if !m.is_dir() => {
-                return Err(Error::BadPath {
-                    path: p,
-                    reason: "is a symlink or a file where the bundle has a directory: pass --force to replace it".into(),
-                })
-            }
+            Ok(m) if !m.is_dir() => return Err(Error::DestinationConflict { path: p }),
             _ => {}
         }
     }
@@ -471,9 +463,10 @@ fn check_destination(dest: &Path, force: bool) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if dest.exists() && !dest.is_dir() => Err(Error::BadPath {
+        Err(e) if dest.exists() && !dest.is_dir() => Err(Error::NotADirectory {
             path: dest.to_owned(),
-            reason: format!("is not a directory ({e}): --destination takes a folder"),
+            role: PathRole::DownloadDestination,
+            detail: format!(" ({e})"),
         }),
         Err(e) => Err(Error::Io {
             path: dest.to_owned(),

@@ -20,19 +20,19 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] datamon_types::Error),
     /// No such repo.
-    #[error("repo {repo:?} not found: create it with `datamon repo create --repo {repo} --description ...` or see `datamon repo list`")]
+    #[error("repo {repo:?} not found")]
     RepoNotFound {
         /// The repo.
         repo: String,
     },
     /// The repo exists already.
-    #[error("repo {repo:?} already exists: pick another name, or see it with `datamon repo get --repo {repo}`")]
+    #[error("repo {repo:?} already exists")]
     RepoExists {
         /// The repo.
         repo: String,
     },
     /// No such bundle.
-    #[error("bundle {id} not found in repo {repo:?}: see `datamon bundle list --repo {repo}`")]
+    #[error("bundle {id} not found in repo {repo:?}")]
     BundleNotFound {
         /// The repo.
         repo: String,
@@ -40,13 +40,13 @@ pub enum Error {
         id: BundleId,
     },
     /// The repo has no bundle yet.
-    #[error("repo {repo:?} has no bundles yet: upload one with `datamon bundle upload --repo {repo} --path DIR --message ...`")]
+    #[error("repo {repo:?} has no bundles yet")]
     NoBundles {
         /// The repo.
         repo: String,
     },
     /// No such label.
-    #[error("label {label:?} not found in repo {repo:?}: see `datamon label list --repo {repo}`")]
+    #[error("label {label:?} not found in repo {repo:?}")]
     LabelNotFound {
         /// The repo.
         repo: String,
@@ -54,7 +54,7 @@ pub enum Error {
         label: String,
     },
     /// No such branch, or a branch with no bundle.
-    #[error("branch {branch:?} not found in repo {repo:?} (or it has no bundle yet): see `datamon branch list --repo {repo}`")]
+    #[error("branch {branch:?} not found in repo {repo:?} (or it has no bundle yet)")]
     BranchNotFound {
         /// The repo.
         repo: String,
@@ -70,7 +70,7 @@ pub enum Error {
         branch: String,
     },
     /// A compare-and-set of a label found another value.
-    #[error("label {label:?} points at {actual} but {expected} was expected: someone moved it; check with `datamon label get --history` and retry")]
+    #[error("label {label:?} points at {actual} but {expected} was expected: someone moved it")]
     LabelConflict {
         /// The label.
         label: String,
@@ -80,13 +80,13 @@ pub enum Error {
         actual: String,
     },
     /// No such run.
-    #[error("run {id} not found: see `datamon run list`")]
+    #[error("run {id} not found")]
     RunNotFound {
         /// The run id.
         id: String,
     },
     /// A selector names neither a label nor a branch of the repo.
-    #[error("repo {repo:?} has no label or branch named {name:?}: see `datamon label list --repo {repo}` and `datamon branch list --repo {repo}`")]
+    #[error("repo {repo:?} has no label or branch named {name:?}")]
     SelectorNotFound {
         /// The repo.
         repo: String,
@@ -100,7 +100,7 @@ pub enum Error {
         id: String,
     },
     /// A file or directory named in a bundle does not exist there.
-    #[error("{path:?} is not in bundle {id}: see `datamon bundle list files --repo {repo} --bundle {id}`")]
+    #[error("{path:?} is not in bundle {id}")]
     PathNotInBundle {
         /// The repo.
         repo: String,
@@ -118,10 +118,80 @@ pub enum Error {
         reason: String,
     },
     /// A download destination that would be overwritten.
-    #[error("destination {path} is not empty: choose an empty or new directory, or pass --force to overwrite its files")]
+    #[error("destination {path} is not empty")]
     DestinationNotEmpty {
         /// The destination.
         path: PathBuf,
+    },
+    /// The folder to upload cannot be read.
+    #[error("{path}: cannot read the folder to upload ({source})")]
+    UnreadableSource {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file or folder inside the folder to upload cannot be read or stored (the caller did not
+    /// ask to skip such entries).
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A path that must be a directory is not.
+    #[error("{path}: is not a directory{detail}")]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+        /// What the path was given as.
+        role: PathRole,
+        /// More about it (empty, or ` (the OS error)`).
+        detail: String,
+    },
+    /// A local file that a download would overwrite (the caller did not allow it).
+    #[error("{path} already exists")]
+    DestinationExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A symlink or a file where a bundle has a directory (restoring through it could write
+    /// outside the destination).
+    #[error("{path} is a symlink or a file where the bundle has a directory")]
+    DestinationConflict {
+        /// The symlink or file.
+        path: PathBuf,
+    },
+    /// An error of one part of a larger operation (an input of a run, say): `what` names the
+    /// part, the source says what went wrong.
+    #[error("{what}")]
+    Context {
+        /// The part (`input raw@latest`, `cannot upload output model from /out`...).
+        what: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The command of a run step does not exist.
+    #[error("command not found: {program:?}")]
+    CommandNotFound {
+        /// The program.
+        program: String,
+    },
+    /// The caller cancelled the operation (its cancellation token); nothing was committed.
+    #[error("{what} was cancelled")]
+    Cancelled {
+        /// What was stopped.
+        what: String,
+    },
+    /// Someone else holds what is needed (a commit in progress on the same work tree).
+    #[error("{path}: {what}")]
+    Busy {
+        /// The lock or resource.
+        path: PathBuf,
+        /// Who holds it.
+        what: String,
     },
     /// A local I/O failure.
     #[error("{path}: {source}")]
@@ -133,7 +203,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Data read back does not match its hash.
-    #[error("corrupt data for {path}: {detail}; nothing was written under that name (run `datamon fsck --read-data`)")]
+    #[error("corrupt data for {path}: {detail}; nothing was written under that name")]
     Corrupt {
         /// The file being restored, or the object.
         path: String,
@@ -165,6 +235,16 @@ pub enum Error {
     },
 }
 
+/// What a local path was given as, so front ends can say which of their arguments is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathRole {
+    /// The folder whose content becomes a bundle.
+    UploadSource,
+    /// The folder a bundle is downloaded into.
+    DownloadDestination,
+}
+
 /// Why a [`crate::vfs::Vfs`] request failed (front ends map it to an errno).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -184,6 +264,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Store(e) => e.kind(),
+            Error::Context { source, .. } => source.kind(),
             Error::Invalid(_) | Error::BadPath { .. } | Error::InvalidInput(_) => {
                 ErrorKind::InvalidInput
             }
@@ -198,7 +279,15 @@ impl Error {
             Error::RepoExists { .. }
             | Error::BranchExists { .. }
             | Error::DestinationNotEmpty { .. }
+            | Error::DestinationExists { .. }
             | Error::RunExists { .. } => ErrorKind::AlreadyExists,
+            Error::DestinationConflict { .. }
+            | Error::NotADirectory { .. }
+            | Error::CommandNotFound { .. } => ErrorKind::InvalidInput,
+            Error::UnreadableSource { source, .. } => ErrorKind::of_io(source),
+            Error::Unreadable { .. } => ErrorKind::Io,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::Busy { .. } => ErrorKind::Busy,
             Error::LabelConflict { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Io { source, .. } => ErrorKind::of_io(source),
@@ -212,20 +301,31 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { path, source }
     }
+
+    /// Wraps `self` with what was being done.
+    pub(crate) fn context(self, what: impl Into<String>) -> Error {
+        Error::Context {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost error: the cause under any [`Error::Context`].
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// A cancellation of `what`.
+    pub(crate) fn cancelled(what: impl Into<String>) -> Error {
+        Error::Cancelled { what: what.into() }
+    }
 }
 
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::Task(e.to_string())
-    }
-}
-
-/// For readers that report plain I/O errors; callers replace the empty path with the file's.
-impl From<std::io::Error> for Error {
-    fn from(source: std::io::Error) -> Self {
-        Error::Io {
-            path: PathBuf::new(),
-            source,
-        }
     }
 }

@@ -34,6 +34,7 @@ mod catalog;
 mod diff;
 mod download;
 mod error;
+pub mod exec;
 mod fsck;
 mod lineage;
 pub mod placeholder;
@@ -58,7 +59,8 @@ pub use datamon_types::{
 };
 pub use diff::{Change, ChangeKind};
 pub use download::{DownloadOptions, DownloadReport};
-pub use error::{Error, ErrorKind, Result, VfsErrorKind};
+pub use exec::{InputMounter, MaterializedInput, PlannedOutput, RunPlan, RunResult, RunSpec};
+pub use error::{Error, ErrorKind, PathRole, Result, VfsErrorKind};
 pub use fsck::FsckReport;
 pub use lineage::{
     BundleQuery, EdgeKind, Lineage, LineageBundle, LineageDirection, LineageEdge, LineageOptions,
@@ -68,6 +70,7 @@ pub use progress::{NoProgress, Progress, Unit};
 pub use refs::BundleSelector;
 pub use run::{BundleDiff, InputSpec, OutputSpec, RunDiff, RunQuery, ValueDiff};
 pub use upload::{UploadContext, UploadOptions, UploadReport};
+pub use tokio_util::sync::CancellationToken;
 pub use walk::FileInfo;
 
 /// Settings for opening a store.

@@ -57,11 +57,18 @@ impl Datamon {
 
     /// Reads a bundle record.
     ///
+    /// A bundle whose branch append landed but whose record was not written yet (its writer is
+    /// between the two steps, or was killed there) is completed here from its staged record:
+    /// see [`Datamon::commit_bundle`].
+    ///
     /// # Errors
     /// [`Error::BundleNotFound`]; a store error.
     pub async fn get_bundle(&self, repo: &RepoName, id: &BundleId) -> Result<Bundle> {
         match self.store.get_json(&keys::bundle(repo.as_str(), id)).await {
             Err(datamon_store::Error::NotFound { .. }) => {
+                if let Some(b) = self.roll_forward(repo, id).await? {
+                    return Ok(b);
+                }
                 // Say which is missing: the repo or the bundle.
                 self.get_repo(repo).await?;
                 Err(Error::BundleNotFound {
@@ -71,6 +78,92 @@ impl Datamon {
             }
             r => Ok(r?),
         }
+    }
+
+    /// Commits a bundle whose packs and trees are stored: advances `branch` to it and writes its
+    /// record, with the head it was appended after as its parent. Returns the record written.
+    ///
+    /// The parent is only known once the branch append has won its place in the branch's
+    /// sequence (many writers may append to one branch at once), so the commit is three writes:
+    /// 1. the record without parents under `staged/` (never listed);
+    /// 2. the branch record (create-if-absent at the next sequence number, retried until won),
+    ///    whose `previous` is the head it follows;
+    /// 3. the bundle record, its parent that `previous`.
+    ///
+    /// Between 2 and 3 the branch names a bundle that is not listed yet; a reader that asks for
+    /// it ([`Datamon::get_bundle`]) writes step 3 itself from the staged record and the branch
+    /// record (the bytes are the same whoever writes them), so a writer killed there leaves a
+    /// complete bundle, never a dangling branch.
+    pub(crate) async fn commit_bundle(
+        &self,
+        mut bundle: Bundle,
+        branch: &BranchName,
+    ) -> Result<Bundle> {
+        let repo = bundle.repo.clone();
+        bundle.parents.clear();
+        bundle.branch = Some(branch.clone());
+        self.store
+            .create_json(&keys::staged_bundle(repo.as_str(), &bundle.id), &bundle)
+            .await?;
+        let previous = self.advance_branch(&repo, branch, bundle.id).await?;
+        bundle.parents = previous.into_iter().collect();
+        self.write_bundle_record(&bundle).await?;
+        Ok(bundle)
+    }
+
+    /// Writes a bundle's final record; one written already with the same bytes (by a reader
+    /// that completed the commit) is accepted.
+    async fn write_bundle_record(&self, bundle: &Bundle) -> Result<()> {
+        let key = keys::bundle(bundle.repo.as_str(), &bundle.id);
+        match self.store.create_json(&key, bundle).await {
+            Err(datamon_store::Error::AlreadyExists { .. }) => {
+                let there: Bundle = self.store.get_json(&key).await?;
+                if &there == bundle {
+                    Ok(())
+                } else {
+                    Err(Error::Corrupt {
+                        path: key,
+                        detail: "another bundle record holds this id".into(),
+                    })
+                }
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Completes the commit of a bundle whose branch append landed but whose record is missing
+    /// (see [`Datamon::commit_bundle`]); `None` when there is no such bundle (no staged record,
+    /// or its branch append never happened).
+    async fn roll_forward(&self, repo: &RepoName, id: &BundleId) -> Result<Option<Bundle>> {
+        let mut bundle: Bundle = match self
+            .store
+            .get_json(&keys::staged_bundle(repo.as_str(), id))
+            .await
+        {
+            Ok(b) => b,
+            Err(datamon_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(branch) = bundle.branch.clone() else {
+            return Ok(None);
+        };
+        let history: Vec<(u64, BranchRecord)> = self
+            .store
+            .read_sequence(&keys::branch(repo.as_str(), branch.as_str()))
+            .await?;
+        let Some((_, rec)) = history.iter().find(|(_, r)| r.head == Some(*id)) else {
+            // Staged but never appended: the upload did not commit.
+            return Ok(None);
+        };
+        bundle.parents = rec.previous.into_iter().collect();
+        // A read-only reader still gets the bundle; the next writer completes it.
+        match self.write_bundle_record(&bundle).await {
+            Ok(()) => {}
+            Err(e @ Error::Corrupt { .. }) => return Err(e),
+            Err(e) => tracing::debug!("could not complete the commit of bundle {id}: {e}"),
+        }
+        // What is stored wins (a concurrent completion wrote the same bytes).
+        Ok(Some(bundle))
     }
 
     /// The ids of a repo's committed bundles, oldest first.
@@ -344,5 +437,66 @@ impl Datamon {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datamon_types::{BundleStats, Hash};
+
+    use super::*;
+    use crate::OpenOptions;
+
+    /// A writer killed between its branch append and its bundle record leaves a bundle that
+    /// readers complete; one killed before its append leaves nothing visible.
+    #[tokio::test]
+    async fn a_commit_cut_after_the_branch_append_is_completed_by_readers() {
+        let dm = Datamon::open("memory://refs-roll-forward", OpenOptions::default())
+            .await
+            .expect("open");
+        let repo: RepoName = "r".parse().expect("name");
+        let branch: BranchName = "main".parse().expect("name");
+        dm.create_repo(&repo, "d").await.expect("repo");
+        let record = |id: BundleId| Bundle {
+            id,
+            repo: repo.clone(),
+            parents: Vec::new(),
+            branch: Some(branch.clone()),
+            message: "m".into(),
+            author: "a".into(),
+            created_at: Utc::now(),
+            root: Hash::of(b"root"),
+            stats: BundleStats::default(),
+            meta: BTreeMap::new(),
+        };
+        let first = dm
+            .commit_bundle(record(BundleId::generate()), &branch)
+            .await
+            .expect("commit");
+        // Killed after step 2: staged record and branch append, no bundle record.
+        let cut = record(BundleId::generate());
+        dm.store
+            .create_json(&keys::staged_bundle(repo.as_str(), &cut.id), &cut)
+            .await
+            .expect("stage");
+        dm.advance_branch(&repo, &branch, cut.id)
+            .await
+            .expect("append");
+        assert_eq!(dm.bundle_ids(&repo).await.expect("ids"), vec![first.id]);
+        let got = dm.get_bundle(&repo, &cut.id).await.expect("completed");
+        assert_eq!(got.parents, vec![first.id]);
+        assert_eq!(dm.bundle_ids(&repo).await.expect("ids").len(), 2);
+        let log = dm.log(&repo, Some(&branch), None).await.expect("log");
+        assert_eq!(log.len(), 2);
+        // Killed after step 1: staged only; the bundle does not exist.
+        let staged = record(BundleId::generate());
+        dm.store
+            .create_json(&keys::staged_bundle(repo.as_str(), &staged.id), &staged)
+            .await
+            .expect("stage");
+        let err = dm.get_bundle(&repo, &staged.id).await.expect_err("absent");
+        assert!(matches!(err, Error::BundleNotFound { .. }), "{err}");
     }
 }

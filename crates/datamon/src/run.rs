@@ -72,6 +72,20 @@ impl FromStr for InputSpec {
     }
 }
 
+impl std::fmt::Display for InputSpec {
+    /// As written: `REPO[@SELECTOR][:PATH]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.repo)?;
+        if let Some(sel) = &self.selector {
+            write!(f, "@{sel}")?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What a selector's text says, before looking at the store.
 enum SelectorText {
     Id(BundleId),

@@ -6,7 +6,7 @@ use std::fs::Metadata;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{Error, PathRole, Result};
 
 /// One directory's entries, sorted by name.
 #[derive(Debug, Default)]
@@ -89,15 +89,15 @@ fn ctime_ns(m: &Metadata) -> i64 {
 /// With `skip_on_error`, unreadable or unsupported entries are recorded in `skipped` instead of
 /// failing.
 pub(crate) fn scan(root: &Path, only: Option<&[String]>, skip_on_error: bool) -> Result<Scan> {
-    let meta = std::fs::metadata(root).map_err(|e| Error::BadPath {
+    let meta = std::fs::metadata(root).map_err(|source| Error::UnreadableSource {
         path: root.to_owned(),
-        reason: format!("cannot read the folder to upload ({e}); check --path"),
+        source,
     })?;
     if !meta.is_dir() {
-        return Err(Error::BadPath {
+        return Err(Error::NotADirectory {
             path: root.to_owned(),
-            reason: "is not a directory: --path takes the folder whose content becomes the bundle"
-                .into(),
+            role: PathRole::UploadSource,
+            detail: String::new(),
         });
     }
     let filter = match only {
@@ -153,9 +153,9 @@ impl Ctx<'_> {
             });
             Ok(())
         } else {
-            Err(Error::BadPath {
+            Err(Error::Unreadable {
                 path: path.to_owned(),
-                reason: format!("{reason} (pass --skip-on-error to upload without it)"),
+                reason,
             })
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use chrono::Utc;
 use datamon_chunk::{Chunker, ChunkerParams};
-use datamon_store::{keys, BlobKind, FinishedPack, Index, PackWriter, Store};
+use datamon_store::{BlobKind, FinishedPack, Index, PackWriter, Store};
 use datamon_types::{
     BranchName, Bundle, BundleId, BundleStats, ChunkRef, Hash, LabelName, Node, RepoName, Tree,
     TreeEntry, DEFAULT_BRANCH,
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::scan::{scan, FileJob, Scan, ScanDir, ScanKind};
 use crate::statcache::{cache_path, StatCache};
-use crate::{Datamon, Error, Progress, Result, Unit};
+use crate::{CancellationToken, Datamon, Error, Progress, Result, Unit};
 
 /// What to upload, where.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub struct UploadOptions {
     pub skip_on_error: bool,
     /// User metadata recorded in the bundle.
     pub meta: BTreeMap<String, String>,
+    /// Stops the upload when cancelled (seen between chunks, so within a chunk of every
+    /// reader); nothing is committed, and what was stored is reused by the next attempt.
+    pub cancel: CancellationToken,
 }
 
 /// What an upload did.
@@ -111,6 +114,7 @@ struct Shared<'a> {
     params: ChunkerParams,
     pack_size: usize,
     progress: &'a dyn Progress,
+    cancel: &'a CancellationToken,
     failed: AtomicBool,
     new_chunks: AtomicU64,
     new_bytes: AtomicU64,
@@ -183,22 +187,26 @@ impl Shared<'_> {
         let f = std::fs::File::open(&job.path).map_err(Error::io(&job.path))?;
         let mut chunks = Vec::with_capacity((job.size / u64::from(self.params.avg)) as usize + 1);
         let mut probe = CompressProbe::default();
-        let read = chunker.chunk_reader(f, |data: &[u8]| -> Result<()> {
+        let read = chunker.chunk_reader(f, |data: &[u8]| -> Result<(), ReadError> {
             if self.failed.load(Ordering::Relaxed) {
-                return Err(Error::Task("upload aborted".into()));
+                return Err(ReadError::Other(Error::Task("upload aborted".into())));
+            }
+            if self.cancel.is_cancelled() {
+                return Err(ReadError::Other(Error::cancelled("the upload")));
             }
             let hash = Hash::of(data);
             chunks.push(ChunkRef(hash, data.len() as u32));
-            self.store_blob(pack, hash, BlobKind::Data, data, Some(&mut probe))?;
+            self.store_blob(pack, hash, BlobKind::Data, data, Some(&mut probe))
+                .map_err(ReadError::Other)?;
             self.progress.advance(data.len() as u64);
             Ok(())
         });
         let read = read.map_err(|e| match e {
-            Error::Io { source, .. } => Error::Io {
+            ReadError::Io(source) => Error::Io {
                 path: job.path.clone(),
                 source,
             },
-            e => e,
+            ReadError::Other(e) => e,
         })?;
         if read != job.size {
             tracing::warn!(path = %job.rel, "file changed size while it was read; stored what was read");
@@ -237,6 +245,9 @@ impl Datamon {
         let (only, skip) = (opts.files.clone(), opts.skip_on_error);
         let scanned: Scan =
             tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await??;
+        if opts.cancel.is_cancelled() {
+            return Err(Error::cancelled("the upload"));
+        }
 
         let mut index = self.store.load_index().await?;
         let recovered_packs = self.store.recover_packs(&mut index).await?;
@@ -294,6 +305,7 @@ impl Datamon {
             // readers, smaller packs keep peak memory well under 256 MiB.
             pack_size: (config.pack_size as usize).min(MAX_PACK_IN_MEMORY),
             progress,
+            cancel: &opts.cancel,
             failed: AtomicBool::new(false),
             new_chunks: AtomicU64::new(0),
             new_bytes: AtomicU64::new(0),
@@ -342,12 +354,14 @@ impl Datamon {
                 .map(|s| (s.rel.clone(), s.reason.clone())),
         );
 
-        // Commit: the bundle record, then the refs.
-        let parent = self.branch_head(&ctx.repo, &branch).await?;
+        if opts.cancel.is_cancelled() {
+            return Err(Error::cancelled("the upload"));
+        }
+        // Commit: the bundle record and the branch (see `commit_bundle`), then the label.
         let bundle = Bundle {
             id: BundleId::generate(),
             repo: ctx.repo.clone(),
-            parents: parent.into_iter().collect(),
+            parents: Vec::new(),
             branch: Some(branch.clone()),
             message: ctx.message.clone(),
             author: self.author.clone(),
@@ -359,10 +373,7 @@ impl Datamon {
         // Packs, index objects and trees are durable before the record that points to them
         // (a local store's writes sit in the page cache until then).
         self.store.sync().await?;
-        self.store
-            .create_json(&keys::bundle(ctx.repo.as_str(), &bundle.id), &bundle)
-            .await?;
-        self.advance_branch(&ctx.repo, &branch, bundle.id).await?;
+        let bundle = self.commit_bundle(bundle, &branch).await?;
         if let Some(label) = &opts.label {
             self.set_label(&ctx.repo, label, &bundle.id, None).await?;
         }
@@ -387,6 +398,18 @@ impl Datamon {
 }
 
 type FileChunks = Vec<Option<Vec<ChunkRef>>>;
+
+/// A failure while chunking one file: reading it (the path is added by the caller) or storing.
+enum ReadError {
+    Io(std::io::Error),
+    Other(Error),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
 
 /// What the reader threads produced.
 struct ReadOutcome {
@@ -424,6 +447,10 @@ fn read_files(
             };
             if shared.failed.load(Ordering::Relaxed) {
                 break;
+            }
+            if shared.cancel.is_cancelled() {
+                shared.failed.store(true, Ordering::Relaxed);
+                return Err(Error::cancelled("the upload"));
             }
             if let Some(chunks) = &known[idx] {
                 // A placeholder is never read: its bytes on disk are not its content.

@@ -9,8 +9,10 @@
 //! work is finished, so a failed commit (an unreachable store) loses nothing: a later commit, or
 //! a recovery that reopens the scratch area, finishes it.
 //!
-//! Commits of one work tree are serialized with a lock file (`commit.lock`, holding the pid of
-//! its owner; a lock whose owner is dead is taken over).
+//! Commits of one work tree are serialized with a kernel lock (`flock`) on `commit.lock`: the
+//! kernel releases it when its holder exits, however it exits, so a dead committer never blocks
+//! the next one and two committers never both hold it. The file holds the holder's pid, for
+//! messages only.
 //!
 //! ```no_run
 //! use datamon::{Datamon, NoProgress, OpenOptions};
@@ -19,7 +21,7 @@
 //! let dm = Datamon::open("file:///tmp/datamon-store", OpenOptions::default()).await?;
 //! let state = WorkTreeState::new("notebooks".parse()?, "work in progress");
 //! let wt = dm.worktree_create("/tmp/scratch-1".as_ref(), state, &NoProgress).await?;
-//! std::fs::write(wt.files().join("hello.txt"), b"hi").map_err(datamon::Error::from)?;
+//! std::fs::write(wt.files().join("hello.txt"), b"hi").expect("write");
 //! let bundle = dm.worktree_commit(&wt, None, false, &NoProgress).await?;
 //! assert!(bundle.is_some());
 //! # Ok(()) }
@@ -149,49 +151,50 @@ impl WorkTree {
 
     /// Takes the commit lock, waiting up to `wait` for another committer.
     fn lock(&self, wait: Duration) -> Result<LockGuard> {
+        use rustix::fs::{flock, FlockOperation};
+        use std::io::{Read as _, Seek as _, Write as _};
         let p = self.dir.join(LOCK);
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(Error::io(&p))?;
         let deadline = std::time::Instant::now() + wait;
         loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-            {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    let _ = write!(f, "{}", std::process::id());
-                    return Ok(LockGuard(p));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&p).unwrap_or_default();
-                    let alive = owner
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                    if !alive {
-                        let _ = std::fs::remove_file(&p);
-                        continue;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(Error::BadPath {
+            match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    if std::time::Instant::now() >= deadline {
+                        let mut owner = String::new();
+                        let _ = f.read_to_string(&mut owner);
+                        let owner = owner.trim();
+                        let who = if owner.is_empty() {
+                            "another process".to_owned()
+                        } else {
+                            format!("process {owner}")
+                        };
+                        return Err(Error::Busy {
                             path: p,
-                            reason: format!("another commit (process {}) is running", owner.trim()),
+                            what: format!("another commit ({who}) is running"),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(Error::io(&p)(e)),
+                Err(e) => return Err(Error::io(&p)(e.into())),
             }
         }
+        // The pid is for messages; the kernel lock is what excludes.
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = write!(f, "{}", std::process::id());
+        Ok(LockGuard(f))
     }
 }
 
-struct LockGuard(PathBuf);
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+/// Holds the commit lock; closing the file releases it.
+struct LockGuard(#[allow(dead_code)] std::fs::File);
 
 impl Datamon {
     /// Creates a work tree in `dir` (which must not exist or be empty), starting from
@@ -572,5 +575,29 @@ mod tests {
             .block_on(dm.worktree_commit(&wt, None, true, &NoProgress))
             .expect_err("size mismatch");
         assert!(matches!(err, Error::BadPath { .. }), "{err}");
+    }
+
+    /// The commit lock is the kernel's: what the lock file says about its owner does not
+    /// matter. A pid file check would take over a lock whose file names a dead process while
+    /// its real holder is still committing.
+    #[test]
+    fn commit_lock_excludes_whatever_the_lock_file_says() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let wt = WorkTree {
+            dir: dir.path().to_owned(),
+        };
+        let held = wt.lock(Duration::ZERO).expect("first lock");
+        // The file now names a process that does not exist (pid reuse, a copied scratch area).
+        std::fs::write(dir.path().join(LOCK), "999999999").expect("write");
+        let err = wt
+            .lock(Duration::from_millis(200))
+            .err()
+            .expect("a second committer must wait while the lock is held");
+        assert_eq!(err.kind(), crate::ErrorKind::Busy, "{err}");
+        assert!(err.to_string().contains("another commit"), "{err}");
+        drop(held);
+        // Released with its holder: the next committer takes it at once.
+        let again = wt.lock(Duration::ZERO).expect("lock after release");
+        drop(again);
     }
 }

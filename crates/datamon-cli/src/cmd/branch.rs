@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use datamon::{BranchName, BundleId, RepoName};
 use serde::Serialize;
 
-use crate::output;
+use crate::output::{self, BranchView, FormatArg};
 use crate::Ctx;
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +32,8 @@ pub struct CreateArgs {
 pub struct ListArgs {
     #[arg(long)]
     repo: RepoName,
+    #[command(flatten)]
+    format: FormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -42,13 +44,6 @@ pub struct GetArgs {
     branch: BranchName,
     #[arg(long)]
     history: bool,
-}
-
-#[derive(Serialize)]
-struct BranchView {
-    name: String,
-    head: Option<String>,
-    updates: u64,
 }
 
 #[derive(Serialize)]
@@ -65,32 +60,26 @@ fn opt(id: Option<BundleId>) -> Option<String> {
 
 impl BranchCmd {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        let dm = ctx.open().await?;
         let json = ctx.global.json;
-        let show = |b: &datamon::Branch| -> anyhow::Result<()> {
-            if json {
-                output::json(&BranchView {
-                    name: b.name.to_string(),
-                    head: opt(b.head),
-                    updates: b.updates,
-                })
-            } else {
-                output::line(format!(
-                    "{} , {} , {}",
-                    b.name,
-                    opt(b.head).unwrap_or_else(|| "-".into()),
-                    b.updates
-                ))
-            }
+        let show = |out: &output::Printer, b: &datamon::Branch| -> anyhow::Result<()> {
+            let v = BranchView::from(b);
+            out.item(&v, || output::branch_line(&v))
         };
         match self {
-            BranchCmd::Create(a) => show(&dm.create_branch(&a.repo, &a.branch, a.bundle).await?)?,
+            BranchCmd::Create(a) => {
+                let out = FormatArg::default().printer(json, &output::BRANCH_FIELDS)?;
+                let dm = ctx.open().await?;
+                show(&out, &dm.create_branch(&a.repo, &a.branch, a.bundle).await?)?;
+            }
             BranchCmd::List(a) => {
+                let out = a.format.printer(json, &output::BRANCH_FIELDS)?;
+                let dm = ctx.open().await?;
                 for b in dm.list_branches(&a.repo).await? {
-                    show(&b)?;
+                    show(&out, &b)?;
                 }
             }
             BranchCmd::Get(a) => {
+                let dm = ctx.open().await?;
                 dm.get_repo(&a.repo).await?;
                 let history = dm.branch_history(&a.repo, &a.branch).await?;
                 let shown = if a.history {

@@ -10,7 +10,7 @@ use datamon::{
 };
 use serde::Serialize;
 
-use crate::output::{self, BundleView};
+use crate::output::{self, BundleView, FileView, FormatArg};
 use crate::Ctx;
 
 #[derive(Debug, Subcommand)]
@@ -23,12 +23,13 @@ pub enum BundleCmd {
     Get(GetArgs),
     /// Download a bundle into a folder (`download file`: one file)
     Download(DownloadArgs),
-    /// Compare two bundles, or a bundle and a folder: `A path`, `D path`, `M path`; exit 1 if they differ
+    /// Compare two bundles, or a bundle (default: the latest) and a folder: `A path`, `D path`,
+    /// `M path`; exit 1 if they differ
     Diff(DiffArgs),
     /// Bring a folder to exactly a bundle's content, rewriting only what differs
     Update(UpdateArgs),
     /// Which runs produced a bundle and from which inputs (upstream), which runs read it (downstream)
-    Lineage(crate::cmd::run::LineageArgs),
+    Lineage(crate::cmd::lineage::LineageArgs),
     /// Mount a bundle as a read-only filesystem (FUSE) until SIGINT/SIGTERM or unmount
     Mount(Box<crate::cmd::mount::MountArgs>),
     /// Commit a mutable mount's current state as a new bundle, without unmounting
@@ -60,13 +61,19 @@ impl Selector {
         })
     }
 
+    /// The bundle id; says `Using bundle: <ID>` on stderr when a name (latest, label, branch)
+    /// was resolved, unless `quiet`.
     async fn resolve(
         &self,
         dm: &Datamon,
         repo: &RepoName,
         default_latest: bool,
+        quiet: bool,
     ) -> anyhow::Result<BundleId> {
-        Ok(dm.resolve(repo, &self.get(default_latest)?).await?)
+        let sel = self.get(default_latest)?;
+        let id = dm.resolve(repo, &sel).await?;
+        output::using_bundle(quiet, &sel, &id);
+        Ok(id)
     }
 }
 
@@ -110,6 +117,8 @@ pub struct ListArgs {
     /// Only bundles committed at or after this time (RFC 3339, YYYY-MM-DD, or 30m/12h/7d ago)
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
+    #[command(flatten)]
+    format: FormatArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +133,8 @@ struct ListFilesArgs {
     repo: RepoName,
     #[command(flatten)]
     sel: Selector,
+    #[command(flatten)]
+    format: FormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +143,8 @@ pub struct GetArgs {
     repo: RepoName,
     #[command(flatten)]
     sel: Selector,
+    #[command(flatten)]
+    format: FormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -150,7 +163,7 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "REGEX")]
     name_filter: Option<String>,
     /// Download into a non-empty folder, replacing files that are in the bundle
-    #[arg(long)]
+    #[arg(long, visible_alias = "force-dest")]
     force: bool,
 }
 
@@ -172,7 +185,7 @@ struct DownloadFileArgs {
     #[command(flatten)]
     sel: Selector,
     /// Overwrite DESTINATION/FILE if it exists
-    #[arg(long)]
+    #[arg(long, visible_alias = "force-dest")]
     force: bool,
 }
 
@@ -180,9 +193,9 @@ struct DownloadFileArgs {
 pub struct DiffArgs {
     #[arg(long)]
     repo: RepoName,
-    /// The bundle to compare (the old side)
-    #[arg(long)]
-    bundle: BundleId,
+    /// The bundle to compare (the old side): --bundle, --label or --branch; default: the latest
+    #[command(flatten)]
+    sel: Selector,
     /// The other bundle (the new side)
     #[arg(
         long,
@@ -204,17 +217,6 @@ pub struct UpdateArgs {
     /// The folder to bring up to date
     #[arg(long)]
     destination: PathBuf,
-}
-
-#[derive(Serialize)]
-struct FileView<'a> {
-    path: &'a str,
-    #[serde(rename = "type")]
-    kind: datamon::types::EntryKind,
-    size: u64,
-    hash: Option<String>,
-    mode: String,
-    mtime: String,
 }
 
 #[derive(Serialize)]
@@ -275,6 +277,7 @@ impl BundleCmd {
                     files,
                     skip_on_error: a.skip_on_error,
                     meta,
+                    ..Default::default()
                 };
                 let r = dm.upload(up, opts, &bar).await?;
                 for (path, why) in &r.skipped {
@@ -297,37 +300,23 @@ impl BundleCmd {
             }
             BundleCmd::List(a) => match a.sub {
                 Some(ListSub::Files(f)) => {
+                    let out = f.format.printer(json, &output::FILE_FIELDS)?;
                     let dm = ctx.open().await?;
-                    let id = f.sel.resolve(&dm, &f.repo, true).await?;
+                    let id = f.sel.resolve(&dm, &f.repo, true, quiet).await?;
                     for file in dm.list_files(&f.repo, &id).await? {
-                        let hash = file.hash.map(|h| h.to_hex());
-                        if json {
-                            output::json(&FileView {
-                                path: &file.path,
-                                kind: file.kind,
-                                size: file.size,
-                                hash,
-                                mode: format!("{:04o}", file.mode),
-                                mtime: output::time_ns(file.mtime_ns),
-                            })?;
-                        } else {
-                            output::line(format!(
-                                "{} , {} , {}",
-                                file.path,
-                                file.size,
-                                hash.unwrap_or_else(|| "-".into())
-                            ))?;
-                        }
+                        let v = FileView::from(&file);
+                        out.item(&v, || output::file_line(&v))?;
                     }
                 }
                 None => {
+                    let out = a.format.printer(json, &output::BUNDLE_FIELDS)?;
                     let repo = a.repo.expect("clap requires --repo");
                     let query = datamon::BundleQuery {
-                        meta: crate::cmd::run::parse_where(&a.filters)?,
+                        meta: crate::cmd::parse::parse_where(&a.filters)?,
                         since: a
                             .since
                             .as_deref()
-                            .map(crate::cmd::run::parse_time)
+                            .map(crate::cmd::parse::parse_time)
                             .transpose()?,
                     };
                     let dm = ctx.open().await?;
@@ -337,22 +326,23 @@ impl BundleCmd {
                         dm.find_bundles(&repo, &query).await?
                     };
                     for b in bundles {
-                        output::result(json, &BundleView::from(&b), || output::bundle_line(&b))?;
+                        out.item(&BundleView::from(&b), || output::bundle_line(&b))?;
                     }
                 }
             },
             BundleCmd::Get(a) => {
+                let out = a.format.printer(json, &output::BUNDLE_FIELDS)?;
                 let dm = ctx.open().await?;
-                let id = a.sel.resolve(&dm, &a.repo, true).await?;
+                let id = a.sel.resolve(&dm, &a.repo, true, quiet).await?;
                 let b = dm.get_bundle(&a.repo, &id).await?;
-                output::result(json, &BundleView::from(&b), || output::bundle_line(&b))?;
+                out.item(&BundleView::from(&b), || output::bundle_line(&b))?;
             }
             BundleCmd::Download(a) => {
                 let dm = ctx.open().await?;
                 let bar = ctx.progress();
                 let (id, dest, report) = match a.sub {
                     Some(DownloadSub::File(f)) => {
-                        let id = f.sel.resolve(&dm, &f.repo, false).await?;
+                        let id = f.sel.resolve(&dm, &f.repo, false, quiet).await?;
                         let r = dm
                             .download_file(&f.repo, &id, &f.file, &f.destination, f.force, &bar)
                             .await?;
@@ -367,7 +357,7 @@ impl BundleCmd {
                             .map(regex::Regex::new)
                             .transpose()
                             .context("--name-filter is not a valid regular expression")?;
-                        let id = a.sel.resolve(&dm, &repo, false).await?;
+                        let id = a.sel.resolve(&dm, &repo, false, quiet).await?;
                         let opts = DownloadOptions {
                             name_filter,
                             force: a.force,
@@ -396,9 +386,10 @@ impl BundleCmd {
             }
             BundleCmd::Diff(a) => {
                 let dm = ctx.open().await?;
+                let id = a.sel.resolve(&dm, &a.repo, true, quiet).await?;
                 let changes = match (&a.with_bundle, &a.destination) {
-                    (Some(b), _) => dm.diff_bundles(&a.repo, &a.bundle, b).await?,
-                    (None, Some(d)) => dm.diff_dir(&a.repo, &a.bundle, d).await?,
+                    (Some(b), _) => dm.diff_bundles(&a.repo, &id, b).await?,
+                    (None, Some(d)) => dm.diff_dir(&a.repo, &id, d).await?,
                     (None, None) => bail!("give --with-bundle ID or --destination DIR"),
                 };
                 for c in &changes {
@@ -414,10 +405,10 @@ impl BundleCmd {
                     ExitCode::FAILURE
                 });
             }
-            BundleCmd::Lineage(a) => return crate::cmd::run::lineage(a, ctx).await,
+            BundleCmd::Lineage(a) => return crate::cmd::lineage::lineage(a, ctx).await,
             BundleCmd::Update(a) => {
                 let dm = ctx.open().await?;
-                let id = a.sel.resolve(&dm, &a.repo, true).await?;
+                let id = a.sel.resolve(&dm, &a.repo, true, quiet).await?;
                 let bar = ctx.progress();
                 let changes = dm.update_dir(&a.repo, &id, &a.destination, &bar).await?;
                 for c in &changes {

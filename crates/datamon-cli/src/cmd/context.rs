@@ -1,19 +1,17 @@
 use std::process::ExitCode;
 
+use crate::config::{ContextEntry, DEFAULT_CONTEXT};
+use crate::output::{self, ContextView, FormatArg, Printer};
+use crate::Ctx;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use serde::Serialize;
-
-use crate::config::{ContextEntry, DEFAULT_CONTEXT};
-use crate::output;
-use crate::Ctx;
 
 #[derive(Debug, Subcommand)]
 pub enum ContextCmd {
     /// Name a store (checks that it is reachable, writable and honours create-if-absent)
     Create(CreateArgs),
     /// List contexts: name , store (`*` marks the current one)
-    List,
+    List(ListArgs),
     /// Show a context (default: the current one); exit code 2 if it does not exist
     Get(GetArgs),
     /// Make a context the current one
@@ -22,12 +20,27 @@ pub enum ContextCmd {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Context name
+    /// Context name (as in the original datamon, `datamon context create --context NAME` works too)
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     /// Store URL (file:///abs/path, s3://bucket/prefix, gs://..., az://...)
     #[arg(long = "store-url", alias = "url", value_name = "URL")]
-    store_url: String,
+    store_url: Option<String>,
+    /// The original datamon's blob bucket: `--blob BUCKET` means `--store-url gs://BUCKET`
+    #[arg(long, value_name = "BUCKET", conflicts_with = "store_url")]
+    blob: Option<String>,
+    /// The original datamon's metadata bucket: refused, the metadata lives in the store
+    #[arg(long, value_name = "BUCKET", hide = true)]
+    meta: Option<String>,
+    /// The original datamon's versioned-metadata bucket: refused, as --meta
+    #[arg(long, value_name = "BUCKET", hide = true)]
+    vmeta: Option<String>,
+    /// The original datamon's WAL bucket: refused, as --meta
+    #[arg(long, value_name = "BUCKET", hide = true)]
+    wal: Option<String>,
+    /// The original datamon's read-log bucket: refused, as --meta
+    #[arg(long, value_name = "BUCKET", hide = true)]
+    read_log: Option<String>,
     /// A note about this context
     #[arg(long)]
     description: Option<String>,
@@ -41,10 +54,18 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+#[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Context name (default: the current one)
+    /// Context name (default: the one --context or DATAMON_CONTEXT names, else the current one)
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    format: FormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -52,16 +73,6 @@ pub struct UseArgs {
     /// Context name
     #[arg(long)]
     name: String,
-}
-
-#[derive(Serialize)]
-struct ContextView<'a> {
-    name: &'a str,
-    store: &'a str,
-    current: bool,
-    description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    replica: Option<&'a str>,
 }
 
 fn valid_name(n: &str) -> anyhow::Result<()> {
@@ -76,6 +87,57 @@ fn valid_name(n: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store URL of `--blob BUCKET` (the original datamon's blob bucket, a bare GCS bucket
+/// name): `gs://BUCKET`; a URL is kept as it is.
+fn blob_url(blob: &str) -> String {
+    if blob.contains("://") {
+        blob.to_owned()
+    } else {
+        format!("gs://{}", blob.trim_matches('/'))
+    }
+}
+
+impl CreateArgs {
+    /// The name and store URL, from this command's options or the original datamon's.
+    fn name_and_store(&self, ctx: &Ctx) -> anyhow::Result<(String, String)> {
+        let store = self
+            .store_url
+            .clone()
+            .or_else(|| self.blob.as_deref().map(blob_url));
+        let legacy: Vec<&str> = [
+            ("--meta", &self.meta),
+            ("--vmeta", &self.vmeta),
+            ("--wal", &self.wal),
+            ("--read-log", &self.read_log),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(flag, _)| flag)
+        .collect();
+        if !legacy.is_empty() {
+            let (flags, verb) = match legacy.split_last() {
+                Some((last, [])) => ((*last).to_owned(), "is"),
+                Some((last, rest)) => (format!("{} and {last}", rest.join(", ")), "are"),
+                None => unreachable!("legacy is not empty"),
+            };
+            let hint = match &store {
+                Some(s) => format!("--store-url {s}"),
+                None => "--store-url gs://BUCKET/PREFIX".to_owned(),
+            };
+            bail!(
+                "{flags} {verb} not used any more: datamon keeps metadata with the data, in one                  store, so there are no metadata, WAL or read-log buckets: drop {flags} and use                  {hint} (or --blob BUCKET alone, which means gs://BUCKET)"
+            );
+        }
+        let Some(store) = store else {
+            bail!("say where the context's store is: give --store-url URL (or --blob BUCKET for gs://BUCKET)");
+        };
+        let Some(name) = self.name.clone().or_else(|| ctx.global.context.clone()) else {
+            bail!("give the context a name: --name NAME (or --context NAME)");
+        };
+        Ok((name, store))
+    }
+}
+
 impl ContextCmd {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let mut config = ctx.home.load()?;
@@ -84,40 +146,34 @@ impl ContextCmd {
             .clone()
             .unwrap_or_else(|| DEFAULT_CONTEXT.into());
         let json = ctx.global.json;
-        let show = |name: &str,
+        let show = |out: &Printer,
+                    name: &str,
                     store: &str,
                     description: Option<&str>,
                     replica: Option<&str>|
          -> anyhow::Result<()> {
-            if json {
-                output::json(&ContextView {
-                    name,
-                    store,
-                    current: name == current,
-                    description,
-                    replica,
-                })
-            } else {
-                let mark = if name == current { "*" } else { " " };
-                match replica {
-                    Some(r) => output::line(format!("{mark} {name} , {store} , replica {r}")),
-                    None => output::line(format!("{mark} {name} , {store}")),
-                }
-            }
+            let v = ContextView {
+                name,
+                store,
+                current: name == current,
+                description,
+                replica,
+            };
+            out.item(&v, || output::context_line(&v))
         };
         match self {
             ContextCmd::Create(a) => {
-                valid_name(&a.name)?;
-                if config.contexts.contains_key(&a.name) {
+                let out = FormatArg::default().printer(json, &output::CONTEXT_FIELDS)?;
+                let (name, store_url) = a.name_and_store(ctx)?;
+                valid_name(&name)?;
+                if config.contexts.contains_key(&name) {
                     bail!(
-                        "context {:?} already exists: see `datamon context get --name {}`",
-                        a.name,
-                        a.name
+                        "context {name:?} already exists: see `datamon context get --name {name}`"
                     );
                 }
                 let probe = Ctx {
                     global: crate::GlobalOpts {
-                        store: Some(a.store_url.clone()),
+                        store: Some(store_url.clone()),
                         ..ctx.global.clone()
                     },
                     home: ctx.home.clone(),
@@ -128,13 +184,10 @@ impl ContextCmd {
                     store_options,
                     ..Default::default()
                 };
-                datamon::Datamon::check_store(&a.store_url, &opts)
+                datamon::Datamon::check_store(&store_url, &opts)
                     .await
                     .with_context(|| {
-                        format!(
-                            "the store of the new context cannot be used: {}",
-                            a.store_url
-                        )
+                        format!("the store of the new context cannot be used: {store_url}")
                     })?;
                 if let Some(replica) = &a.replica {
                     datamon::Datamon::check_store(replica, &opts)
@@ -149,7 +202,7 @@ impl ContextCmd {
                             store_options: opts.store_options.clone(),
                             ..Default::default()
                         };
-                        datamon::Datamon::open_with_replica(&a.store_url, replica, o)
+                        datamon::Datamon::open_with_replica(&store_url, replica, o)
                             .await
                             .map(drop)
                             .map_err(anyhow::Error::from)
@@ -158,27 +211,30 @@ impl ContextCmd {
                 };
                 opened.context("the store of the new context cannot be used")?;
                 config.contexts.insert(
-                    a.name.clone(),
+                    name.clone(),
                     ContextEntry {
-                        store: a.store_url.clone(),
+                        store: store_url.clone(),
                         replica: a.replica.clone(),
                         description: a.description.clone(),
                     },
                 );
                 if a.make_current {
-                    config.context = Some(a.name.clone());
+                    config.context = Some(name.clone());
                 }
                 ctx.home.save(&config)?;
                 show(
-                    &a.name,
-                    &a.store_url,
+                    &out,
+                    &name,
+                    &store_url,
                     a.description.as_deref(),
                     a.replica.as_deref(),
                 )?;
             }
-            ContextCmd::List => {
+            ContextCmd::List(a) => {
+                let out = a.format.printer(json, &output::CONTEXT_FIELDS)?;
                 if !config.contexts.contains_key(DEFAULT_CONTEXT) {
                     show(
+                        &out,
                         DEFAULT_CONTEXT,
                         &ctx.home.embedded_store(),
                         Some("the embedded local store"),
@@ -187,6 +243,7 @@ impl ContextCmd {
                 }
                 for (name, c) in &config.contexts {
                     show(
+                        &out,
                         name,
                         &c.store,
                         c.description.as_deref(),
@@ -195,7 +252,11 @@ impl ContextCmd {
                 }
             }
             ContextCmd::Get(a) => {
-                let name = a.name.unwrap_or_else(|| current.clone());
+                let out = a.format.printer(json, &output::CONTEXT_FIELDS)?;
+                let name = a
+                    .name
+                    .or_else(|| ctx.global.context.clone())
+                    .unwrap_or_else(|| current.clone());
                 let store = ctx.home.context_store(&config, &name).map_err(|e| {
                     e.context(datamon::Error::InvalidInput(format!(
                         "context {name:?} not found"
@@ -211,7 +272,7 @@ impl ContextCmd {
                             .contexts
                             .get(&name)
                             .and_then(|c| c.replica.as_deref());
-                        show(&name, &store, d, r)?;
+                        show(&out, &name, &store, d, r)?;
                     }
                     Err(e) => {
                         eprintln!("error: {}", e.root_cause());

@@ -5,8 +5,10 @@ pub mod branch;
 pub mod bundle;
 pub mod context;
 pub mod label;
+pub mod lineage;
 pub mod misc;
 pub mod mount;
+pub mod parse;
 pub mod repo;
 pub mod run;
 pub mod store;
@@ -27,7 +29,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
         Command::Run(c) => (*c).run(ctx).await,
-        Command::Log(a) => run::log(a, ctx).await,
+        Command::Log(a) => lineage::log(a, ctx).await,
         Command::Version => misc::version(ctx),
         Command::Completions(c) => c.run(),
         Command::Manpages(c) => c.run(),

@@ -2,9 +2,9 @@
 //!
 //! The command mounts, prints `Mounted bundle ID at DIR` on stdout once the mount is usable, and
 //! serves until SIGINT or SIGTERM (then unmounts and exits 0) or until someone else unmounts it
-//! (`fusermount3 -u DIR`). With `--daemon` it starts itself in the background, waits for that
-//! line, prints it and returns; the background process logs to
-//! `$DATAMON_HOME/logs/mount-<pid>.log`.
+//! (`fusermount3 -u DIR`). With `--daemon` (or the original datamon's `--daemonize`) it starts
+//! itself in the background, waits for that line, prints it and returns; the background process
+//! logs to `$DATAMON_HOME/logs/mount-<pid>.log`.
 
 use std::io::BufRead as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -43,13 +43,18 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR", required = true)]
     mount: Option<PathBuf>,
     /// Chunk cache directory, shared by mounts of the same store (default: $DATAMON_HOME/cache/chunks)
-    #[arg(long, value_name = "DIR", env = "DATAMON_CACHE")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "DATAMON_CACHE",
+        visible_alias = "destination"
+    )]
     cache: Option<PathBuf>,
     /// Bound of the on-disk chunk cache (e.g. 10GiB, 500MB)
     #[arg(long, value_name = "SIZE", default_value = "10GiB")]
     cache_size: ByteSize,
     /// Return once the mount is ready, serving it from a background process
-    #[arg(long)]
+    #[arg(long, visible_alias = "daemonize")]
     daemon: bool,
     /// Seconds after which a store access counts as failed (readers get EIO)
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
@@ -83,12 +88,13 @@ impl MountArgs {
         let mount = self.mount.clone().expect("clap requires --mount");
         let meta = mount_point(&mount)?;
         raise_fd_limit();
-        if self.daemon {
-            return daemonize(ctx);
-        }
         let sel = self.selector()?;
+        if self.daemon {
+            return daemonize_mount(ctx, !matches!(sel, BundleSelector::Id(_)));
+        }
         let dm = ctx.open().await?;
         let id = dm.resolve(&repo, &sel).await?;
+        output::using_bundle(ctx.global.quiet || ctx.global.json, &sel, &id);
         let opts = VfsOptions {
             cache_dir: Some(
                 self.cache
@@ -208,10 +214,16 @@ async fn wait_for_stop(session: &datamon_fuse::Mount) -> anyhow::Result<&'static
 /// Starts this same command without `--daemon` in its own process group, waits until it prints
 /// its "Mounted" line, prints that line and returns.
 pub(crate) fn daemonize(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    daemonize_mount(ctx, false)
+}
+
+/// [`daemonize`]; with `announce`, also says `Using bundle: <ID>` on stderr (unless quiet) for
+/// the bundle the background process mounted (its "Mounted bundle <ID> ..." line names it).
+fn daemonize_mount(ctx: &Ctx, announce: bool) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the datamon executable")?;
     let args: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| a != "--daemon")
+        .filter(|a| a != "--daemon" && a != "--daemonize")
         .collect();
     let logs = ctx.home.dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -234,6 +246,14 @@ pub(crate) fn daemonize(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading from the background mount process")?;
         if line.starts_with("Mounted ") {
+            if announce && !ctx.global.quiet && !ctx.global.json {
+                if let Some(id) = line
+                    .strip_prefix("Mounted bundle ")
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
+                    eprintln!("Using bundle: {id}");
+                }
+            }
             output::line(&line)?;
             if !ctx.global.quiet {
                 eprintln!(

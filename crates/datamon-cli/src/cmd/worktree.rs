@@ -2,7 +2,7 @@
 //! recover`.
 //!
 //! A mutable mount is a work tree (see `datamon::worktree`) in
-//! `$DATAMON_HOME/scratch/<mount path with / as _>/`, whose `files/` directory is served on the
+//! `$DATAMON_HOME/scratch/<mount path with / as _>-<hash of the path>/`, whose `files/` directory is served on the
 //! mount point by a passthrough FUSE filesystem (`datamon_fuse::mount_work_tree`), so programs
 //! get the full semantics of the local filesystem, while the files of the base bundle stay in
 //! the store until they are written (copy-on-write placeholders). The serving process commits on `--autosave` ticks and once more on SIGINT/SIGTERM (after unmounting), if
@@ -48,7 +48,7 @@ pub struct NewArgs {
     #[arg(long)]
     label: Option<LabelName>,
     /// Commit every DURATION if something changed (e.g. 30s, 5m, 1h)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::cmd::parse::parse_duration)]
     autosave: Option<Duration>,
     /// Return once the mount is ready, serving it from a background process
     #[arg(long)]
@@ -80,37 +80,44 @@ pub struct RecoverArgs {
     mount: Option<PathBuf>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with s, m or h (e.g. 30s, 5m)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{s:?}: the unit must be s, m or h")),
-    };
-    if secs == 0 {
-        return Err("the duration must be positive".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| format!("mount point {}", p.display()))
 }
 
 /// The scratch directory of a mount point.
 fn scratch_for(ctx: &Ctx, mount: &Path) -> PathBuf {
-    let name: String = mount
+    scratch_dir(&ctx.home.dir.join("scratch"), mount)
+}
+
+/// The scratch directory of `mount` under `root`: the mount path made readable (`/` as `_`,
+/// at most 200 bytes) and a hash of the exact path, so `/mnt/a_b` and `/mnt/a/b` never share
+/// one. A scratch area of an older datamon (named without the hash) is still found when its
+/// state says it belongs to this mount point.
+fn scratch_dir(root: &Path, mount: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    let readable: String = mount
         .to_string_lossy()
         .chars()
         .map(|c| if c == '/' { '_' } else { c })
         .collect();
-    ctx.home.dir.join("scratch").join(name)
+    let hash = datamon::Hash::of(mount.as_os_str().as_bytes()).to_hex();
+    let mut short = readable.clone();
+    while short.len() > 200 {
+        short.pop();
+    }
+    let dir = root.join(format!("{short}-{}", &hash[..16]));
+    let legacy = root.join(&readable);
+    if !dir.exists()
+        && readable.len() <= 255
+        && WorkTree::open(&legacy)
+            .ok()
+            .and_then(|w| w.state().ok())
+            .and_then(|s| s.mountpoint)
+            .is_some_and(|m| m == mount)
+    {
+        return legacy;
+    }
+    dir
 }
 
 fn pid_alive(dir: &Path) -> bool {
@@ -317,4 +324,23 @@ pub async fn run_recover(a: RecoverArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> 
         eprintln!("Nothing to recover");
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_never_share_a_scratch_area() {
+        let root = Path::new("/nonexistent-scratch");
+        let a = scratch_dir(root, Path::new("/mnt/a_b"));
+        let b = scratch_dir(root, Path::new("/mnt/a/b"));
+        assert_ne!(a, b);
+        assert_eq!(a, scratch_dir(root, Path::new("/mnt/a_b")), "stable");
+        assert!(a.starts_with(root));
+        // A long mount path still gives a valid file name.
+        let long = format!("/{}", "x/".repeat(400));
+        let name = scratch_dir(root, Path::new(&long));
+        assert!(name.file_name().unwrap().len() <= 255);
+    }
 }

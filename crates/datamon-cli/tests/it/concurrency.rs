@@ -1,6 +1,8 @@
 //! Several datamon processes on one store at once.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
 
 use crate::util::{assert_same_tree, parse_uploaded, random_bytes, write, Compare, Dm, Out};
 
@@ -50,14 +52,7 @@ fn eight_concurrent_uploads_to_one_branch_and_label() {
         .collect();
     let mut id_of: HashMap<String, usize> = HashMap::new();
     for (i, c) in children.into_iter().enumerate() {
-        let o = c.wait_with_output().expect("wait");
-        let out = Out {
-            args: vec![format!("bundle upload #{i}")],
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        };
-        let out = out.success();
+        let out = Out::wait(c, format!("bundle upload #{i}")).success();
         id_of.insert(parse_uploaded(&out), i);
     }
     assert_eq!(id_of.len(), 8, "eight distinct bundle ids");
@@ -124,28 +119,19 @@ fn eight_concurrent_uploads_to_one_branch_and_label() {
         .collect();
     assert_eq!(heads.len(), 9);
 
-    // Parents: none, or a bundle that existed before (never itself, never a later one).
-    let created: HashMap<String, String> = ids
-        .iter()
-        .map(|id| {
-            let j = dm.bundle_json("r", id);
-            (id.clone(), j["created_at"].as_str().expect("t").to_owned())
-        })
-        .collect();
-    for id in id_of.keys() {
+    // Parents: each upload's one parent is the head the branch had when it committed, the
+    // previous entry of the branch history (an existing bundle, never itself). Not necessarily
+    // an older id: an upload draws its id when it starts and takes its parent when it commits.
+    for w in hist.windows(2) {
+        let before = w[0]["head"].as_str().expect("head");
+        let id = w[1]["head"].as_str().expect("head");
         let j = dm.bundle_json("r", id);
-        let parents = j["parents"].as_array().expect("parents");
-        assert!(parents.len() <= 1, "{j}");
-        for p in parents {
-            let p = p.as_str().expect("parent id");
-            assert_ne!(p, id, "a bundle is its own parent");
-            assert!(
-                all.contains(&p.to_owned()),
-                "parent {p} of {id} does not exist"
-            );
-            assert!(p < id.as_str(), "parent {p} of {id} is newer than it");
-            assert!(created[p] <= created[id]);
-        }
+        assert_eq!(
+            j["parents"],
+            serde_json::json!([before]),
+            "the parent of {id} is not the head before it: {j}"
+        );
+        assert!(all.contains(&before.to_owned()), "{before} does not exist");
     }
 
     // Every bundle downloads intact.
@@ -324,4 +310,170 @@ fn concurrent_branch_creates_only_one_wins() {
         .ok(["branch", "get", "--repo", "r", "--branch", "b", "--history"])
         .lines();
     assert_eq!(hist.len(), 1, "{hist:?}");
+}
+
+/// Starts `datamon bundle upload --repo r --path DIR --message M EXTRA` (stdout and stderr
+/// piped, for [`Out::wait`]).
+fn spawn_upload(dm: &Dm, dir: &Path, message: &str, extra: &[&str]) -> Child {
+    dm.command()
+        .args(["bundle", "upload", "--repo", "r", "--message", message])
+        .args(extra)
+        .arg("--path")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bundle upload")
+}
+
+/// `--json NOUN get --repo r --NOUN NAME --history`: one JSON object per update, oldest first.
+#[track_caller]
+fn history(dm: &Dm, noun: &str, name: &str) -> Vec<serde_json::Value> {
+    dm.ok([
+        "--json",
+        noun,
+        "get",
+        "--repo",
+        "r",
+        &format!("--{noun}"),
+        name,
+        "--history",
+    ])
+    .json_lines()
+}
+
+#[test]
+fn concurrent_label_and_branch_updates_are_all_kept() {
+    // Updates of one branch (eight uploads to it) and of one label (eight `label set`s), all
+    // started at once: every update is kept in the history, as a chain.
+    let dm = Dm::new();
+    dm.create_repo("r");
+    let src = dm.dir("base");
+    let targets: Vec<String> = (0..8)
+        .map(|i| {
+            write(&src.join("f"), format!("{i}"));
+            dm.upload("r", &src, &format!("b{i}"), &["--branch", "base"])
+        })
+        .collect();
+    let folders: Vec<_> = (0..8u64)
+        .map(|i| {
+            let d = dm.dir(&format!("src{i}"));
+            write(&d.join("own.bin"), random_bytes(200 + i, 64 * 1024));
+            d
+        })
+        .collect();
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for (i, (d, target)) in folders.iter().zip(&targets).enumerate() {
+        children.push((
+            format!("bundle upload #{i} --branch b"),
+            spawn_upload(&dm, d, &format!("upload {i}"), &["--branch", "b"]),
+        ));
+        let set = dm
+            .command()
+            .args([
+                "label", "set", "--repo", "r", "--label", "l", "--bundle", target,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn label set");
+        children.push((format!("label set #{i}"), set));
+    }
+    let mut uploaded = HashSet::new();
+    for (what, c) in children {
+        let out = Out::wait(c, what.clone()).success();
+        if what.starts_with("bundle upload") {
+            uploaded.insert(parse_uploaded(&out));
+        }
+    }
+    assert_eq!(uploaded.len(), 8);
+
+    let branch = history(&dm, "branch", "b");
+    let heads: HashSet<String> = branch
+        .iter()
+        .map(|h| h["head"].as_str().expect("head").to_owned())
+        .collect();
+    assert_eq!(branch.len(), 8, "branch history lost an update: {branch:?}");
+    assert_eq!(heads, uploaded, "the branch history names every upload");
+    assert!(branch[0]["previous"].is_null(), "{branch:?}");
+    for w in branch.windows(2) {
+        assert_eq!(w[1]["previous"], w[0]["head"], "not a chain: {branch:?}");
+    }
+
+    let label = history(&dm, "label", "l");
+    let set: HashSet<String> = label
+        .iter()
+        .map(|h| h["bundle"].as_str().expect("bundle").to_owned())
+        .collect();
+    assert_eq!(label.len(), 8, "label history lost an update: {label:?}");
+    assert_eq!(
+        set,
+        targets.iter().cloned().collect::<HashSet<_>>(),
+        "the label history names every bundle set"
+    );
+    assert!(label[0]["previous"].is_null(), "{label:?}");
+    for w in label.windows(2) {
+        assert_eq!(w[1]["previous"], w[0]["bundle"], "not a chain: {label:?}");
+    }
+}
+
+#[test]
+fn concurrent_uploads_to_one_branch_are_all_in_the_log() {
+    // Sixteen uploads to one new branch, started at once. The branch's log (first parents from
+    // its head) must list all sixteen, each with the one committed before it as its parent:
+    // the order of the branch history.
+    let dm = Dm::new();
+    dm.create_repo("r");
+    let folders: Vec<_> = (0..16u64)
+        .map(|i| {
+            let d = dm.dir(&format!("src{i}"));
+            write(&d.join("own.bin"), random_bytes(300 + i, 32 * 1024));
+            write(&d.join("name.txt"), format!("upload {i}\n"));
+            d
+        })
+        .collect();
+    let children: Vec<Child> = folders
+        .iter()
+        .enumerate()
+        .map(|(i, d)| spawn_upload(&dm, d, &format!("upload {i}"), &["--branch", "conc"]))
+        .collect();
+    let uploaded: HashSet<String> = children
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| parse_uploaded(&Out::wait(c, format!("bundle upload #{i}")).success()))
+        .collect();
+    assert_eq!(uploaded.len(), 16);
+
+    let log: Vec<String> = dm
+        .ok(["--json", "log", "--repo", "r", "--branch", "conc"])
+        .json_lines()
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+    let listed: HashSet<String> = log.iter().cloned().collect();
+    let missing: Vec<&String> = uploaded.difference(&listed).collect();
+    assert!(
+        log.len() == 16 && missing.is_empty(),
+        "`log --branch conc` lists {} bundles of 16; missing: {missing:?}",
+        log.len()
+    );
+    // Newest first: each bundle's parent is the next one listed; the oldest has none.
+    for (i, id) in log.iter().enumerate() {
+        let parents = dm.bundle_json("r", id)["parents"].clone();
+        let want = match log.get(i + 1) {
+            Some(older) => serde_json::json!([older]),
+            None => serde_json::json!([]),
+        };
+        assert_eq!(
+            parents, want,
+            "parents of {id}, number {i} in the log {log:?}"
+        );
+    }
+    // The same order as the branch's own history (oldest first there).
+    let mut heads: Vec<String> = history(&dm, "branch", "conc")
+        .iter()
+        .map(|h| h["head"].as_str().expect("head").to_owned())
+        .collect();
+    heads.reverse();
+    assert_eq!(log, heads, "the log follows the branch history");
 }

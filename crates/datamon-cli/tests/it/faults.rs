@@ -389,50 +389,161 @@ fn kill_9_during_upload_leaves_a_consistent_store() {
     assert_eq!(dm.bundle_json("r", &id)["files"], files);
 }
 
+/// Files below `root` while a download writes there: path and size, for temporary files too.
+/// Entries renamed or removed meanwhile are skipped (unlike [`snapshot`]).
+fn live_files(root: &Path) -> Vec<(String, u64)> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let Ok(m) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                walk(&e.path(), &format!("{rel}/"), out);
+            } else {
+                out.push((rel, m.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, "", &mut out);
+    out
+}
+
+fn is_temp(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|n| n.starts_with('.') && n.contains(".datamon-"))
+}
+
+/// The state of every thread of process `pid` (`R`, `S`, `D`, `T` stopped, `Z`...).
+fn thread_states(pid: u32) -> Vec<char> {
+    let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("stat")).ok())
+        // `pid (comm) S ...`: the state follows the last `)`.
+        .filter_map(|s| s.rsplit_once(')')?.1.trim_start().chars().next())
+        .collect()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
 #[test]
 fn kill_9_during_download_leaves_no_file_under_a_real_name_that_is_wrong() {
+    use std::os::unix::process::ExitStatusExt as _;
+
     let dm = Dm::new();
     dm.create_repo("r");
     let src = dm.dir("src");
-    big_tree(&src);
+    for i in 0..3u64 { write_random(&src.join(format!("part{i}.bin")), i, 1000); }
     let id = dm.upload("r", &src, "big", &[]);
-    for delay_ms in [200u64, 400] {
-        let dest = dm.dir(&format!("dest-{delay_ms}"));
+    let files: Vec<String> = snapshot(&src)
+        .into_iter()
+        .filter(|(_, m)| matches!(m.kind, Kind::File { .. }))
+        .map(|(p, _)| p)
+        .collect();
+    // Two moments: as soon as the first file is being written, and once at least one of the
+    // 50 MiB files is complete under its real name while another one is still being written.
+    for (round, needs_a_done_part) in [("early", false), ("late", true)] {
+        let dest = dm.dir(&format!("dest-{round}"));
+        // One file at a time (the throttle): each 50 MiB part is written for a long while.
         let mut child = dm
             .command()
-            .args([
-                "bundle",
-                "download",
-                "--repo",
-                "r",
-                "--bundle",
-                &id,
-                "--destination",
-            ])
+            .args(["--concurrency", "1", "bundle", "download", "--repo", "r"])
+            .args(["--bundle", &id, "--destination"])
             .arg(&dest)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn download");
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        child.wait().expect("wait");
-        // Whatever exists under a real name is complete and correct.
-        if dest.exists() {
-            for (p, m) in snapshot(&dest) {
-                let name = p.rsplit('/').next().expect("name");
-                if name.starts_with('.') && name.contains(".datamon-") {
-                    continue;
-                }
-                if let Kind::File { .. } = m.kind {
+        let pid = child.id();
+        let moment = |live: &[(String, u64)]| {
+            let writing = live.iter().any(|(p, n)| is_temp(p) && *n > 0);
+            let done_part = live
+                .iter()
+                .any(|(p, _)| !is_temp(p) && p.starts_with("part"));
+            writing && (done_part || !needs_a_done_part)
+        };
+        // Wait for the moment, then freeze the process there (SIGSTOP): what is on disk when
+        // the SIGKILL lands is what is checked below. If the moment passed before the process
+        // stopped, let it go on (SIGCONT) and wait for the next.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let live = live_files(&dest);
+            if moment(&live) {
+                signal(pid, "STOP");
+                let stopping = Instant::now();
+                while !thread_states(pid).iter().all(|&s| s == 'T' || s == 't') {
                     assert!(
-                        crate::util::same_bytes(&src.join(&p), &dest.join(&p)),
-                        "{p} exists under its real name with wrong content"
+                        stopping.elapsed() < Duration::from_secs(20),
+                        "{round}: not stopped: {:?}",
+                        thread_states(pid)
                     );
+                    std::thread::sleep(Duration::from_millis(5));
                 }
+                if moment(&live_files(&dest)) {
+                    break;
+                }
+                signal(pid, "CONT");
+            }
+            let exited = child.try_wait().expect("try_wait");
+            assert!(
+                exited.is_none(),
+                "{round}: the download ended ({exited:?}) before it could be stopped at the \
+                 moment to kill it; files then: {live:?}"
+            );
+            assert!(Instant::now() < deadline, "{round}: no progress: {live:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The download had started and had not finished when the SIGKILL landed.
+        let at_kill = snapshot(&dest);
+        let temps: Vec<&String> = at_kill.keys().filter(|p| is_temp(p)).collect();
+        let real: Vec<&String> = files.iter().filter(|p| at_kill.contains_key(*p)).collect();
+        assert!(!temps.is_empty(), "{round}: no file was being written");
+        assert!(
+            real.len() < files.len(),
+            "{round}: every file was already there: {real:?}"
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "{round}: the download is still running (stopped)"
+        );
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(9), "{round}: killed by SIGKILL");
+        eprintln!(
+            "{round}: killed while writing {temps:?}, {} of {} files done",
+            real.len(),
+            files.len()
+        );
+
+        // Whatever exists under a real name is complete and correct.
+        let mut checked = 0;
+        for (p, m) in snapshot(&dest) {
+            if is_temp(&p) {
+                continue;
+            }
+            if let Kind::File { .. } = m.kind {
+                assert!(
+                    crate::util::same_bytes(&src.join(&p), &dest.join(&p)),
+                    "{round}: {p} exists under its real name with wrong content"
+                );
+                checked += 1;
             }
         }
-        // A forced re-download completes it.
+        if needs_a_done_part {
+            assert!(checked > 0, "{round}: no complete file to check");
+        }
+        // A forced re-download completes it, byte for byte, and removes the temporary files.
         dm.ok([
             "bundle",
             "download",
@@ -444,9 +555,11 @@ fn kill_9_during_download_leaves_no_file_under_a_real_name_that_is_wrong() {
             s(&dest),
             "--force",
         ]);
-        for leftover in temp_leftovers(&dest) {
-            fs::remove_file(dest.join(leftover)).expect("rm leftover");
-        }
+        assert_eq!(
+            temp_leftovers(&dest),
+            Vec::<String>::new(),
+            "{round}: temporary files left"
+        );
         assert_same_tree(&src, &dest, Compare::ALL);
     }
 }

@@ -4,6 +4,7 @@
 mod util;
 
 mod bundle;
+mod compat;
 mod concurrency;
 mod context;
 mod diff;

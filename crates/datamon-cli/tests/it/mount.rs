@@ -1,36 +1,20 @@
 //! Real FUSE mounts of bundles, driven by ordinary tools (`diff`, `find`, `stat`) and std I/O.
 //!
-//! Needs `/dev/fuse` and root (or a FUSE setup that lets this user mount); otherwise every test
-//! here prints why it is skipped and passes. `.ci/run` installs `fuse3`. Every mount is unmounted
-//! in teardown, even when the test fails.
+//! Needs `/dev/fuse`, root and `fusermount3` (see [`fuse_available`]); otherwise every test here
+//! prints why it is skipped and passes, unless `DATAMON_TEST_REQUIRE` names `fuse` (as `.ci/run`,
+//! which installs `fuse3`, does): then it fails. Likewise for `git` and `sqlite`, which one test
+//! runs inside a mount. Every mount is unmounted in teardown, even when the test fails.
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_datamon"))
-}
-
-/// Whether real mounts can run here.
-fn fuse_available() -> bool {
-    let ok = Path::new("/dev/fuse").exists()
-        && std::fs::read_to_string("/proc/self/status")
-            .map(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-            })
-            .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: FUSE mounts need /dev/fuse and root");
-    }
-    ok
-}
+use crate::util::{
+    fuse_available, git_available, is_mounted, random_bytes, run_command, set_mtime,
+    set_symlink_mtime, sqlite_available, time, Daemon, Dm,
+};
 
 /// Checks that the mount at `dir` names datamon, as source and type (`findmnt`,
 /// `/proc/mounts`), and has the option `ro` or `rw`.
@@ -46,217 +30,25 @@ fn assert_named_datamon(dir: &Path, mode: &str) {
     assert!(fields[3].split(',').any(|o| o == mode), "{line}");
 }
 
-fn is_mounted(dir: &Path) -> bool {
-    let dir = dir.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(dir.as_ref())))
-        .unwrap_or(false)
+/// Uploads `dir` to a new repo `r` with label `l`; returns the bundle id.
+#[track_caller]
+fn upload(dm: &Dm, dir: &Path) -> String {
+    dm.create_repo("r");
+    dm.upload("r", dir, "m", &["--label", "l"])
 }
 
-/// A private datamon home and store, with a source folder uploaded as one bundle.
-struct Env {
-    tmp: TempDir,
-}
-
-impl Env {
-    /// `datamon bundle commit --mount DIR [--message M]`; returns the new bundle's id.
-    fn commit(&self, mnt: &Path, message: Option<&str>) -> String {
-        let mut args = vec!["bundle", "commit", "--mount", mnt.to_str().expect("utf-8")];
-        if let Some(m) = message {
-            args.extend(["--message", m]);
-        }
-        let out = self.ok(&args);
-        out.trim()
-            .strip_prefix("Uploaded bundle id:")
-            .unwrap_or_else(|| panic!("no id line in {out:?}"))
-            .to_owned()
+/// `datamon bundle commit --mount DIR [--message M]`; returns the new bundle's id.
+#[track_caller]
+fn commit(dm: &Dm, mnt: &Path, message: Option<&str>) -> String {
+    let mut args = vec!["bundle", "commit", "--mount", mnt.to_str().expect("utf-8")];
+    if let Some(m) = message {
+        args.extend(["--message", m]);
     }
-
-    fn new() -> Env {
-        Env {
-            tmp: tempfile::Builder::new()
-                .prefix("datamon-mount-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        for k in [
-            "DATAMON_STORE",
-            "DATAMON_CONTEXT",
-            "DATAMON_LOG",
-            "DATAMON_CACHE",
-        ] {
-            c.env_remove(k);
-        }
-        c.env("DATAMON_HOME", self.path("home"));
-        c
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let o: Output = self.cmd().args(args).output().expect("run datamon");
-        assert!(
-            o.status.success(),
-            "datamon {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Uploads `dir` to repo `r` with label `l`; returns the bundle id.
-    fn upload(&self, dir: &Path) -> String {
-        self.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
-        let out = self.ok(&[
-            "bundle",
-            "upload",
-            "--repo",
-            "r",
-            "--path",
-            dir.to_str().expect("utf-8"),
-            "--message",
-            "m",
-            "--label",
-            "l",
-        ]);
-        out.trim()
-            .rsplit("id:")
-            .next()
-            .expect("bundle id")
-            .to_owned()
-    }
-
-    /// Starts `datamon bundle mount ARGS --mount DIR` in the foreground and waits until it says
-    /// the mount is ready.
-    fn mount(&self, dir: &Path, args: &[&str]) -> Mount {
-        self.start_mount(dir, &["bundle", "mount"], args)
-    }
-
-    /// Starts `datamon bundle mount new ARGS --mount DIR`.
-    fn mount_new(&self, dir: &Path, args: &[&str]) -> Mount {
-        self.start_mount(dir, &["bundle", "mount", "new"], args)
-    }
-
-    fn start_mount(&self, dir: &Path, cmd: &[&str], args: &[&str]) -> Mount {
-        std::fs::create_dir_all(dir).expect("mount point");
-        let log = dir.with_extension("log");
-        let mut child = self
-            .cmd()
-            .args(cmd)
-            .args(args)
-            .args(["--mount", dir.to_str().expect("utf-8")])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start datamon bundle mount");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mount = Mount {
-            child: Some(child),
-            dir: dir.to_owned(),
-            lines: rx,
-        };
-        match mount.lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => assert!(line.starts_with("Mounted "), "unexpected: {line}"),
-            Err(_) => panic!("the mount did not become ready: {}", mount.log()),
-        }
-        assert!(is_mounted(dir), "{} is not in mountinfo", dir.display());
-        mount
-    }
-}
-
-/// A running mount process; unmounted and reaped on drop.
-struct Mount {
-    child: Option<Child>,
-    dir: PathBuf,
-    /// Lines the process printed on stdout after "Mounted ...".
-    lines: mpsc::Receiver<String>,
-}
-
-impl Mount {
-    /// What the process logged on stderr.
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Waits for the next `Uploaded bundle id:` line and returns the id.
-    fn next_upload(&self, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with("Uploaded bundle id:") => {
-                    return l["Uploaded bundle id:".len()..].to_owned()
-                }
-                Ok(_) => {}
-                Err(_) => panic!("no `Uploaded bundle id:` line within {within:?}"),
-            }
-        }
-    }
-
-    /// Sends a signal and returns the exit code.
-    fn stop(&mut self, signal: &str) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.stop("TERM");
-        if is_mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-fn set_mtime(p: &Path, secs: i64, nanos: u32, symlink: bool) {
-    let t = format!("@{secs}.{nanos:09}");
-    let mut c = Command::new("touch");
-    if symlink {
-        c.arg("-h");
-    }
-    assert!(c.args(["-d", &t]).arg(p).status().expect("touch").success());
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let out = dm.ok(&args).stdout;
+    out.trim()
+        .strip_prefix("Uploaded bundle id:")
+        .unwrap_or_else(|| panic!("no id line in {out:?}"))
+        .to_owned()
 }
 
 /// A source tree with what a mount must show exactly.
@@ -267,7 +59,7 @@ fn make_tree(root: &Path) {
         std::fs::write(&p, data).expect("write");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
     };
-    w("big.bin", &pseudo_random(5_000_000, 7), 0o644);
+    w("big.bin", &random_bytes(7, 5_000_000), 0o644);
     w("empty.txt", b"", 0o600);
     w("script.sh", b"#!/bin/sh\necho hi\n", 0o755);
     w("sub/deeper/notes.md", b"# notes\n", 0o640);
@@ -282,14 +74,64 @@ fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("empty-dir")).expect("dir");
     std::os::unix::fs::symlink("../big.bin", root.join("sub/link")).expect("symlink");
     std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).expect("symlink");
-    set_mtime(&root.join("big.bin"), 1_600_000_000, 123_456_789, false);
-    set_mtime(&root.join("sub/link"), 1_500_000_000, 5, true);
-    set_mtime(&root.join("empty-dir"), 1_400_000_000, 0, false);
+    set_mtime(&root.join("big.bin"), time(1_600_000_000, 123_456_789));
+    set_symlink_mtime(&root.join("sub/link"), 1_500_000_000, 5);
+    set_mtime(&root.join("empty-dir"), time(1_400_000_000, 0));
     std::fs::set_permissions(
         root.join("sub/deeper"),
         std::fs::Permissions::from_mode(0o750),
     )
     .expect("chmod");
+}
+
+/// The inode number of every path below `root` (`lstat`, so each is looked up).
+fn inode_numbers(root: &Path) -> BTreeMap<String, u64> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, u64>) {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let p = dir.join(&name);
+            let rel = format!("{prefix}{name}");
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            out.insert(rel.clone(), m.ino());
+            if m.is_dir() {
+                walk(&p, &format!("{rel}/"), out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, "", &mut out);
+    out
+}
+
+/// Walks `root` every half second until at most `keep` of the paths of `seen` still have the
+/// inode number they had there (or `within` passed); returns those that kept theirs.
+fn wait_for_renumbering(
+    root: &Path,
+    seen: &BTreeMap<String, u64>,
+    keep: usize,
+    within: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut renumbered = std::collections::BTreeSet::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        for (p, ino) in inode_numbers(root) {
+            if seen.get(&p).is_some_and(|&before| before != ino) {
+                renumbered.insert(p);
+            }
+        }
+        if seen.len() - renumbered.len() <= keep || Instant::now() > deadline {
+            return seen
+                .keys()
+                .filter(|p| !renumbered.contains(*p))
+                .cloned()
+                .collect();
+        }
+    }
 }
 
 /// Every path below `root` with kind, mode, size, mtime and link target.
@@ -321,12 +163,12 @@ fn read_only_mount_shows_the_bundle_exactly() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     make_tree(&src);
-    env.upload(&src);
-    let mnt = env.path("mnt");
-    let mount = env.mount(&mnt, &["--repo", "r", "--label", "l"]);
+    upload(&dm, &src);
+    let mnt = dm.path("mnt");
+    let mount = dm.mount(&mnt, &["--repo", "r", "--label", "l"]);
 
     assert_named_datamon(&mnt, "ro");
 
@@ -405,12 +247,12 @@ fn random_offset_and_parallel_reads_match_the_source() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     make_tree(&src);
-    let id = env.upload(&src);
-    let mnt = env.path("mnt");
-    let _mount = env.mount(&mnt, &["--repo", "r", "--bundle", &id]);
+    let id = upload(&dm, &src);
+    let mnt = dm.path("mnt");
+    let _mount = dm.mount(&mnt, &["--repo", "r", "--bundle", &id]);
     let want = std::fs::read(src.join("big.bin")).expect("read");
     let f = std::fs::File::open(mnt.join("big.bin")).expect("open");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -461,15 +303,15 @@ fn signals_unmount_cleanly_and_daemon_returns_when_ready() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     make_tree(&src);
-    env.upload(&src);
+    upload(&dm, &src);
 
     // A tiny inode bound: the kernel is told to forget names all the time, and listings and
     // reads stay exact.
-    let mnt = env.path("mnt-bound");
-    let mut mount = env.mount(&mnt, &["--repo", "r", "--label", "l", "--max-inodes", "4"]);
+    let mnt = dm.path("mnt-bound");
+    let mut mount = dm.mount(&mnt, &["--repo", "r", "--label", "l", "--max-inodes", "4"]);
     for _ in 0..3 {
         assert_eq!(
             stat_tree(&src),
@@ -482,45 +324,58 @@ fn signals_unmount_cleanly_and_daemon_returns_when_ready() {
         std::fs::read(mnt.join("big.bin")).expect("read"),
         std::fs::read(src.join("big.bin")).expect("read")
     );
+    // And the kernel really forgets: the vfs numbers an inode afresh when a name it dropped is
+    // looked up again, so a moment after one walk every entry (but the few the bound keeps)
+    // has a new inode number. With a bound that is never reached (below) the numbers stay.
+    let seen = inode_numbers(&mnt);
+    assert!(seen.len() > 50, "{} entries", seen.len());
+    let kept = wait_for_renumbering(&mnt, &seen, 4, Duration::from_secs(20));
+    assert!(
+        kept.len() <= 4,
+        "with --max-inodes 4, {} of {} names kept their inode: the kernel was not made to \
+         forget them: {kept:?}\n{}",
+        kept.len(),
+        seen.len(),
+        mount.log()
+    );
     assert_eq!(mount.stop("TERM"), Some(0));
 
     // Foreground: SIGINT unmounts and exits 0 (while a file is open).
-    let mnt = env.path("mnt-int");
-    let mut mount = env.mount(&mnt, &["--repo", "r", "--branch", "main"]);
+    let mnt = dm.path("mnt-int");
+    let mut mount = dm.mount(&mnt, &["--repo", "r", "--branch", "main"]);
+    // The default bound (100,000) is far: nothing is forgotten, every inode number stays.
+    let seen = inode_numbers(&mnt);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        inode_numbers(&mnt),
+        seen,
+        "no bound reached, no name forgotten"
+    );
     let open = std::fs::File::open(mnt.join("big.bin")).expect("open");
     assert_eq!(mount.stop("INT"), Some(0));
     assert!(!is_mounted(&mnt));
     drop(open);
 
     // Daemon: returns once mounted; SIGTERM to the server unmounts and exits.
-    let mnt = env.path("mnt-daemon");
+    let mnt = dm.path("mnt-daemon");
     std::fs::create_dir_all(&mnt).expect("mount point");
-    let o = env
-        .cmd()
-        .args([
-            "bundle", "mount", "--repo", "r", "--label", "l", "--daemon", "--mount",
-        ])
-        .arg(&mnt)
-        .output()
-        .expect("datamon --daemon");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Mounted bundle"));
+    let o = run_command(
+        dm.command()
+            .args([
+                "bundle", "mount", "--repo", "r", "--label", "l", "--daemon", "--mount",
+            ])
+            .arg(&mnt),
+    )
+    .success();
+    assert!(o.stdout.starts_with("Mounted bundle"));
     assert!(is_mounted(&mnt), "mounted when --daemon returns");
-    let guard = scopeguard_umount(&mnt);
+    let daemon = Daemon::from_stderr(&mnt, &o.stderr);
     assert_eq!(
         std::fs::read(mnt.join("script.sh")).expect("read"),
         b"#!/bin/sh\necho hi\n"
     );
-    let pid: String = stderr
-        .split("Serving from process ")
-        .nth(1)
-        .expect("pid on stderr")
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
     assert!(Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-TERM", &daemon.pid])
         .status()
         .expect("kill")
         .success());
@@ -529,58 +384,42 @@ fn signals_unmount_cleanly_and_daemon_returns_when_ready() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!is_mounted(&mnt), "SIGTERM unmounted the daemon's mount");
-    drop(guard);
+    drop(daemon);
 
     // Bad mount points are refused before mounting, naming the problem: missing, not empty
     // (mounting would hide the files), already a mount point.
-    let full = env.path("full");
+    let full = dm.path("full");
     std::fs::create_dir_all(&full).expect("dir");
     std::fs::write(full.join("keep.txt"), b"mine").expect("write");
-    let taken = env.path("taken");
-    let mut first = env.mount(&taken, &["--repo", "r", "--label", "l"]);
+    let taken = dm.path("taken");
+    let mut first = dm.mount(&taken, &["--repo", "r", "--label", "l"]);
     for (dir, why) in [
-        (env.path("missing"), "does not exist"),
+        (dm.path("missing"), "does not exist"),
         (full.clone(), "is not empty"),
         (taken.clone(), "already a mount point"),
     ] {
-        let o = env
-            .cmd()
-            .args(["bundle", "mount", "--repo", "r", "--label", "l", "--mount"])
-            .arg(&dir)
-            .output()
-            .expect("datamon");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{err}");
-        assert!(err.contains(why), "{why}: {err}");
+        let o = run_command(
+            dm.command()
+                .args(["bundle", "mount", "--repo", "r", "--label", "l", "--mount"])
+                .arg(&dir),
+        )
+        .code(1);
+        assert!(o.stderr.contains(why), "{why}: {o:?}");
     }
     assert_eq!(std::fs::read(full.join("keep.txt")).expect("kept"), b"mine");
     assert!(!is_mounted(&full));
     assert_eq!(first.stop("TERM"), Some(0));
 
     // A missing bundle fails before mounting, with exit code 2.
-    let o = env
-        .cmd()
-        .args([
-            "bundle", "mount", "--repo", "r", "--label", "nope", "--mount",
-        ])
-        .arg(&mnt)
-        .output()
-        .expect("datamon");
-    assert_eq!(o.status.code(), Some(2));
+    run_command(
+        dm.command()
+            .args([
+                "bundle", "mount", "--repo", "r", "--label", "nope", "--mount",
+            ])
+            .arg(&mnt),
+    )
+    .code(2);
     assert!(!is_mounted(&mnt));
-}
-
-/// Lazily unmounts `dir` when dropped.
-fn scopeguard_umount(dir: &Path) -> impl Drop + '_ {
-    struct G<'a>(&'a Path);
-    impl Drop for G<'_> {
-        fn drop(&mut self) {
-            if is_mounted(self.0) {
-                let _ = Command::new("umount").arg("-l").arg(self.0).status();
-            }
-        }
-    }
-    G(dir)
 }
 
 #[test]
@@ -588,13 +427,13 @@ fn store_gone_while_mounted_gives_eio_without_hanging() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     make_tree(&src);
-    env.upload(&src);
-    let mnt = env.path("mnt");
-    let cache = env.path("cache");
-    let mount = env.mount(
+    upload(&dm, &src);
+    let mnt = dm.path("mnt");
+    let cache = dm.path("cache");
+    let mount = dm.mount(
         &mnt,
         &[
             "--repo",
@@ -611,8 +450,8 @@ fn store_gone_while_mounted_gives_eio_without_hanging() {
         std::fs::read(mnt.join("many/f001")).expect("read"),
         b"file 1\n"
     );
-    let packs = env.path("home/store/packs");
-    let moved = env.path("home/store/packs.away");
+    let packs = dm.path("home/store/packs");
+    let moved = dm.path("home/store/packs.away");
     std::fs::rename(&packs, &moved).expect("hide the packs");
     let t = Instant::now();
     let e = std::fs::read(mnt.join("big.bin")).expect_err("the data is gone");
@@ -651,11 +490,12 @@ fn sh(dir: &Path, script: &str) {
     );
 }
 
-fn download(env: &Env, sel: &[&str], dest: &Path) {
+#[track_caller]
+fn download(dm: &Dm, sel: &[&str], dest: &Path) {
     let mut args = vec!["bundle", "download", "--repo", "r", "--destination"];
     args.push(dest.to_str().expect("utf-8"));
     args.extend_from_slice(sel);
-    env.ok(&args);
+    dm.ok(&args);
 }
 
 #[track_caller]
@@ -680,12 +520,12 @@ fn mutable_mount_real_programs_then_commit_and_download() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     make_tree(&src);
-    let base = env.upload(&src);
-    let mnt = env.path("work");
-    let mut mount = env.mount_new(
+    let base = upload(&dm, &src);
+    let mnt = dm.path("work");
+    let mut mount = dm.mount_new(
         &mnt,
         &[
             "--repo",
@@ -732,7 +572,7 @@ fn mutable_mount_real_programs_then_commit_and_download() {
         std::fs::Permissions::from_mode(0o600),
     )
     .expect("chmod");
-    set_mtime(&mnt.join("many/f002"), 1_234_567_890, 42, false);
+    set_mtime(&mnt.join("many/f002"), time(1_234_567_890, 42));
     std::os::unix::fs::symlink("many/f003", mnt.join("newdir/link")).expect("symlink");
     std::fs::rename(mnt.join("sub"), mnt.join("sub-renamed")).expect("rename dir");
     // Jupyter-style save: write a temporary file, then rename it over the notebook.
@@ -741,46 +581,47 @@ fn mutable_mount_real_programs_then_commit_and_download() {
     std::fs::rename(mnt.join(".~nb.ipynb"), mnt.join("nb.ipynb")).expect("save by rename");
 
     // git clone, tar x and SQLite inside the mount.
-    let upstream = env.path("upstream");
-    std::fs::create_dir_all(&upstream).expect("dir");
+    let git = git_available();
+    if git {
+        let upstream = dm.path("upstream");
+        std::fs::create_dir_all(&upstream).expect("dir");
+        sh(
+            &upstream,
+            "git init -q . && echo one > one.txt && git add one.txt && \
+             git -c user.name=t -c user.email=t@e commit -qm first",
+        );
+        sh(
+            &mnt,
+            &format!(
+                "git clone -q {} cloned && git -C cloned log --oneline | grep -q first",
+                upstream.display()
+            ),
+        );
+    }
     sh(
-        &upstream,
-        "git init -q . && echo one > one.txt && git add one.txt && \
-         git -c user.name=t -c user.email=t@e commit -qm first",
-    );
-    sh(
-        &mnt,
-        &format!(
-            "git clone -q {} cloned && git -C cloned log --oneline | grep -q first",
-            upstream.display()
-        ),
-    );
-    sh(
-        &env.tmp.path().join("src"),
-        &format!("tar cf {}/sub.tar sub", env.tmp.path().display()),
+        &dm.root().join("src"),
+        &format!("tar cf {}/sub.tar sub", dm.root().display()),
     );
     sh(
         &mnt,
         &format!(
             "mkdir untar && tar xf {}/sub.tar -C untar",
-            env.tmp.path().display()
+            dm.root().display()
         ),
     );
-    let sqlite = Command::new("sqlite3").arg("--version").output().is_ok();
+    let sqlite = sqlite_available();
     if sqlite {
         sh(
             &mnt,
             "sqlite3 db.sqlite 'create table t(x); insert into t values (1),(2),(3);' && \
          sqlite3 db.sqlite 'update t set x = x * 10; delete from t where x = 20;'",
         );
-    } else {
-        eprintln!("sqlite3 not installed: skipping the SQLite part");
     }
 
     // Commit without unmounting; the bundle equals the working copy.
-    let c1 = env.commit(&mnt, Some("c1"));
-    let dl = env.path("dl1");
-    download(&env, &["--bundle", &c1], &dl);
+    let c1 = commit(&dm, &mnt, Some("c1"));
+    let dl = dm.path("dl1");
+    download(&dm, &["--bundle", &c1], &dl);
     assert_same_tree(&mnt, &dl);
     if sqlite {
         sh(
@@ -788,8 +629,12 @@ fn mutable_mount_real_programs_then_commit_and_download() {
             "test \"$(sqlite3 db.sqlite 'select group_concat(x) from t')\" = 10,30",
         );
     }
-    sh(&dl, "git -C cloned status --short | wc -l | grep -qx 0");
-    let listed = env.ok(&["bundle", "get", "--repo", "r", "--label", "work"]);
+    if git {
+        sh(&dl, "git -C cloned status --short | wc -l | grep -qx 0");
+    }
+    let listed = dm
+        .ok(["bundle", "get", "--repo", "r", "--label", "work"])
+        .stdout;
     assert!(listed.contains(&c1), "label work moved to {c1}: {listed}");
     assert_ne!(c1, base);
 
@@ -798,16 +643,18 @@ fn mutable_mount_real_programs_then_commit_and_download() {
     assert_eq!(mount.stop("TERM"), Some(0));
     let c2 = mount.next_upload(Duration::from_secs(5));
     assert!(!is_mounted(&mnt));
-    let dl2 = env.path("dl2");
-    download(&env, &["--label", "work"], &dl2);
+    let dl2 = dm.path("dl2");
+    download(&dm, &["--label", "work"], &dl2);
     assert_eq!(
         std::fs::read(dl2.join("after.txt")).expect("read"),
         b"after commit"
     );
-    let got = env.ok(&["bundle", "get", "--repo", "r", "--label", "work"]);
+    let got = dm
+        .ok(["bundle", "get", "--repo", "r", "--label", "work"])
+        .stdout;
     assert!(got.contains(&c2));
     assert_eq!(
-        std::fs::read_dir(env.path("home/scratch"))
+        std::fs::read_dir(dm.path("home/scratch"))
             .expect("scratch root")
             .count(),
         0,
@@ -820,12 +667,13 @@ fn mutable_mount_autosave_kill9_recover_and_failed_commit() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    env.ok(&["repo", "create", "--repo", "r", "--description", "d"]);
+    let dm = Dm::new();
+    dm.ok(["repo", "create", "--repo", "r", "--description", "d"])
+        .stdout;
 
     // Autosave commits on its own when something changed.
-    let mnt = env.path("nb");
-    let mut mount = env.mount_new(
+    let mnt = dm.path("nb");
+    let mut mount = dm.mount_new(
         &mnt,
         &[
             "--repo",
@@ -846,26 +694,28 @@ fn mutable_mount_autosave_kill9_recover_and_failed_commit() {
     // kill -9 leaves the working copy (and the bind mount): recover commits it.
     std::fs::write(mnt.join("b.txt"), b"second").expect("write");
     assert_eq!(mount.stop("KILL"), None, "killed, no exit code");
-    let out = env.ok(&["bundle", "mount", "recover"]);
+    let out = dm.ok(["bundle", "mount", "recover"]).stdout;
     let recovered = out
         .trim()
         .strip_prefix("Uploaded bundle id:")
         .expect("id line")
         .to_owned();
     assert!(!is_mounted(&mnt), "recover unmounts the stale mount");
-    let dl = env.path("dl");
-    download(&env, &["--branch", "nb"], &dl);
+    let dl = dm.path("dl");
+    download(&dm, &["--branch", "nb"], &dl);
     assert_eq!(std::fs::read(dl.join("b.txt")).expect("read"), b"second");
-    let log = env.ok(&["bundle", "get", "--repo", "r", "--bundle", &recovered]);
+    let log = dm
+        .ok(["bundle", "get", "--repo", "r", "--bundle", &recovered])
+        .stdout;
     assert!(log.contains("autosaved"), "{log}");
     assert_ne!(first, recovered);
 
     // A commit that fails (store gone) keeps the work; recover finishes it later.
-    let mnt2 = env.path("nb2");
-    let mut mount = env.mount_new(&mnt2, &["--repo", "r", "--message", "m2", "--label", "two"]);
+    let mnt2 = dm.path("nb2");
+    let mut mount = dm.mount_new(&mnt2, &["--repo", "r", "--message", "m2", "--label", "two"]);
     std::fs::write(mnt2.join("keep.txt"), b"precious").expect("write");
-    let store = env.path("home/store");
-    let away = env.path("store-away");
+    let store = dm.path("home/store");
+    let away = dm.path("store-away");
     std::fs::rename(&store, &away).expect("hide the store");
     assert_eq!(
         mount.stop("TERM"),
@@ -874,23 +724,25 @@ fn mutable_mount_autosave_kill9_recover_and_failed_commit() {
         mount.log()
     );
     assert!(!is_mounted(&mnt2));
-    let scratch: Vec<_> = std::fs::read_dir(env.path("home/scratch"))
+    let scratch: Vec<_> = std::fs::read_dir(dm.path("home/scratch"))
         .expect("scratch root")
         .flatten()
         .collect();
     assert_eq!(scratch.len(), 1, "the work is kept");
     std::fs::remove_dir_all(&store).ok();
     std::fs::rename(&away, &store).expect("bring the store back");
-    let out = env.ok(&[
-        "bundle",
-        "mount",
-        "recover",
-        "--mount",
-        mnt2.to_str().expect("utf-8"),
-    ]);
+    let out = dm
+        .ok([
+            "bundle",
+            "mount",
+            "recover",
+            "--mount",
+            mnt2.to_str().expect("utf-8"),
+        ])
+        .stdout;
     assert!(out.starts_with("Uploaded bundle id:"), "{out}");
-    let dl = env.path("dl2");
-    download(&env, &["--label", "two"], &dl);
+    let dl = dm.path("dl2");
+    download(&dm, &["--label", "two"], &dl);
     assert_eq!(
         std::fs::read(dl.join("keep.txt")).expect("read"),
         b"precious"
@@ -904,43 +756,44 @@ fn hanging_store_gives_eio_after_the_timeout() {
     }
     // A store that hangs: store B lives on a datamon mount (of a bundle holding B's files) whose
     // server is then stopped with SIGSTOP, so every access to B blocks.
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     make_tree(&src);
-    let inner_home = env.path("inner-home");
-    let o = env
-        .cmd()
-        .env("DATAMON_HOME", &inner_home)
-        .args(["repo", "create", "--repo", "r", "--description", "d"])
-        .output()
-        .expect("run");
-    assert!(o.status.success());
-    let o = env
-        .cmd()
-        .env("DATAMON_HOME", &inner_home)
-        .args([
-            "bundle",
-            "upload",
-            "--repo",
-            "r",
-            "--label",
-            "l",
-            "--message",
-            "m",
-            "--path",
-        ])
-        .arg(&src)
-        .output()
-        .expect("run");
-    assert!(o.status.success());
+    let inner_home = dm.path("inner-home");
+    run_command(dm.command().env("DATAMON_HOME", &inner_home).args([
+        "repo",
+        "create",
+        "--repo",
+        "r",
+        "--description",
+        "d",
+    ]))
+    .success();
+    run_command(
+        dm.command()
+            .env("DATAMON_HOME", &inner_home)
+            .args([
+                "bundle",
+                "upload",
+                "--repo",
+                "r",
+                "--label",
+                "l",
+                "--message",
+                "m",
+                "--path",
+            ])
+            .arg(&src),
+    )
+    .success();
     // Store A holds store B's directory as a bundle.
-    env.upload(&inner_home.join("store"));
-    let host = env.path("host");
-    let mut host_mount = env.mount(&host, &["--repo", "r", "--label", "l"]);
+    upload(&dm, &inner_home.join("store"));
+    let host = dm.path("host");
+    let mut host_mount = dm.mount(&host, &["--repo", "r", "--label", "l"]);
     let store_b = format!("file://{}", host.display());
-    let mnt = env.path("mnt");
-    let cache = env.path("cache");
-    let _mount = env.mount(
+    let mnt = dm.path("mnt");
+    let cache = dm.path("cache");
+    let _mount = dm.mount(
         &mnt,
         &[
             "--store",
@@ -1012,26 +865,26 @@ fn mutable_mount_is_copy_on_write() {
         return;
     }
     const MIB: usize = 1 << 20;
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     std::fs::create_dir_all(src.join("sub")).expect("dirs");
     for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
-        std::fs::write(src.join(name), pseudo_random(20 * MIB, i as u64 + 11)).expect("write");
+        std::fs::write(src.join(name), random_bytes(i as u64 + 11, 20 * MIB)).expect("write");
     }
-    std::fs::write(src.join("d.bin"), pseudo_random(2 * MIB, 5)).expect("write");
+    std::fs::write(src.join("d.bin"), random_bytes(5, 2 * MIB)).expect("write");
     std::fs::write(src.join("sub/keep.txt"), b"keep\n").expect("write");
     let data_size = (62 * MIB) as u64;
-    let base = env.upload(&src);
+    let base = upload(&dm, &src);
 
-    let mnt = env.path("cow");
+    let mnt = dm.path("cow");
     let started = Instant::now();
-    let mut mount = env.mount_new(
+    let mut mount = dm.mount_new(
         &mnt,
         &["--repo", "r", "--message", "cow", "--from-label", "l"],
     );
     let mount_time = started.elapsed();
     assert_named_datamon(&mnt, "rw");
-    let scratch: Vec<PathBuf> = std::fs::read_dir(env.path("home/scratch"))
+    let scratch: Vec<PathBuf> = std::fs::read_dir(dm.path("home/scratch"))
         .expect("scratch root")
         .flatten()
         .map(|e| e.path())
@@ -1135,13 +988,13 @@ fn mutable_mount_is_copy_on_write() {
     assert_eq!(&buf[..n], b"1");
 
     // Commit, download, compare.
-    let new = env.commit(&mnt, Some("changed four"));
-    let dl = env.path("dl");
-    download(&env, &["--bundle", &new], &dl);
+    let new = commit(&dm, &mnt, Some("changed four"));
+    let dl = dm.path("dl");
+    download(&dm, &["--bundle", &new], &dl);
     assert_same_tree(&mnt, &dl);
-    let expected = env.path("expected");
+    let expected = dm.path("expected");
     sh(
-        env.tmp.path(),
+        dm.root(),
         "cp -a src expected && printf 'appended tail' >> expected/a.bin && \
          chmod 600 expected/b.bin && mv expected/c.bin expected/sub/c-renamed.bin && \
          : > expected/d.bin",
@@ -1161,24 +1014,18 @@ fn mutable_mount_is_copy_on_write() {
         std::fs::metadata(dl.join("b.bin")).expect("stat").mode() & 0o7777,
         0o600
     );
-    let out = env
-        .cmd()
-        .args([
-            "bundle",
-            "diff",
-            "--repo",
-            "r",
-            "--bundle",
-            &base,
-            "--with-bundle",
-            &new,
-        ])
-        .output()
-        .expect("diff");
-    let mut changes: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    // Exit 1: the bundles differ.
+    let out = dm.run([
+        "bundle",
+        "diff",
+        "--repo",
+        "r",
+        "--bundle",
+        &base,
+        "--with-bundle",
+        &new,
+    ]);
+    let mut changes: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
     changes.sort();
     assert_eq!(
         changes,
@@ -1202,19 +1049,19 @@ fn mutable_mount_renames_links_and_readers_of_placeholders() {
     if !fuse_available() {
         return;
     }
-    let env = Env::new();
-    let src = env.path("src");
+    let dm = Dm::new();
+    let src = dm.path("src");
     std::fs::create_dir_all(src.join("dir")).expect("dirs");
-    std::fs::write(src.join("x.bin"), pseudo_random(8 << 20, 1)).expect("write");
-    std::fs::write(src.join("y.bin"), pseudo_random(1 << 20, 2)).expect("write");
-    std::fs::write(src.join("z.bin"), pseudo_random(300_000, 3)).expect("write");
-    std::fs::write(src.join("dir/w.bin"), pseudo_random(200_000, 4)).expect("write");
-    std::fs::write(src.join("ro.bin"), pseudo_random(100_000, 5)).expect("write");
+    std::fs::write(src.join("x.bin"), random_bytes(1, 8 << 20)).expect("write");
+    std::fs::write(src.join("y.bin"), random_bytes(2, 1 << 20)).expect("write");
+    std::fs::write(src.join("z.bin"), random_bytes(3, 300_000)).expect("write");
+    std::fs::write(src.join("dir/w.bin"), random_bytes(4, 200_000)).expect("write");
+    std::fs::write(src.join("ro.bin"), random_bytes(5, 100_000)).expect("write");
     std::fs::set_permissions(src.join("ro.bin"), std::fs::Permissions::from_mode(0o444))
         .expect("chmod");
-    env.upload(&src);
-    let mnt = env.path("m");
-    let mut mount = env.mount_new(
+    upload(&dm, &src);
+    let mnt = dm.path("m");
+    let mut mount = dm.mount_new(
         &mnt,
         &["--repo", "r", "--message", "m", "--from-label", "l"],
     );
@@ -1299,9 +1146,9 @@ fn mutable_mount_renames_links_and_readers_of_placeholders() {
     assert_eq!((m.len(), m.mode() & 0o7777, m.mtime()), (10, 0o600, 1_000));
     drop(f);
 
-    let id = env.commit(&mnt, None);
-    let dl = env.path("dl");
-    download(&env, &["--bundle", &id], &dl);
+    let id = commit(&dm, &mnt, None);
+    let dl = dm.path("dl");
+    download(&dm, &["--bundle", &id], &dl);
     assert_same_tree(&mnt, &dl);
     assert_eq!(mount.stop("TERM"), Some(0), "{}", mount.log());
 }

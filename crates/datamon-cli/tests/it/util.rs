@@ -1,14 +1,18 @@
-//! Test harness: a private datamon home per test, helpers to run the real binary, and helpers to
-//! build, snapshot and compare directory trees.
+//! The one test harness of the CLI's end-to-end tests: a private datamon home per test, helpers to
+//! run the real binary (in the foreground, as a child, or as a FUSE mount), the stores to run it
+//! against (local, or the S3 server named by the environment), the tools some tests need (FUSE,
+//! git, SQLite: skipped with a message when missing, a failure when `DATAMON_TEST_REQUIRE` names
+//! them), and helpers to build, snapshot and compare directory trees.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -18,16 +22,10 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_datamon"))
 }
 
-/// Environment variables of the user's shell that would change what datamon does.
-const SCRUBBED_ENV: &[&str] = &[
-    "DATAMON_STORE",
-    "DATAMON_CONTEXT",
-    "DATAMON_HOME",
-    "DATAMON_JSON",
-    "DATAMON_QUIET",
-    "DATAMON_CONCURRENCY",
-    "DATAMON_LOG",
-];
+/// Prefixes of the environment variables of the user's shell that would change what datamon
+/// does (its own settings, and the object store clients' credentials and endpoints). None of them
+/// reaches the binary unless a test sets it.
+const SCRUBBED_ENV_PREFIXES: &[&str] = &["DATAMON_", "AWS_", "AZURE_", "GOOGLE_"];
 
 /// A temporary directory that is removed even when tests made parts of it read-only.
 pub struct Scratch(TempDir);
@@ -44,6 +42,11 @@ impl Scratch {
 
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
         self.0.path().join(p)
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -89,7 +92,28 @@ impl std::fmt::Debug for Out {
     }
 }
 
+/// Runs a prepared command (for instance [`Dm::command`] with more environment) and collects its
+/// output (no assertion).
+pub fn run_command(c: &mut Command) -> Out {
+    let mut shown: Vec<String> = c
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if c.get_program() != bin().as_os_str() {
+        shown.insert(0, c.get_program().to_string_lossy().into_owned());
+    }
+    let o = c.output().expect("run the command");
+    Out::from_output(shown, o)
+}
+
 impl Out {
+    /// Waits for a child started with piped stdout and stderr and collects its output; `what`
+    /// names it in messages.
+    pub fn wait(child: Child, what: impl Into<String>) -> Out {
+        let o = child.wait_with_output().expect("wait for the child");
+        Out::from_output(vec![what.into()], o)
+    }
+
     fn from_output(args: Vec<String>, o: Output) -> Out {
         Out {
             args,
@@ -174,16 +198,67 @@ impl Out {
     }
 }
 
-/// One private datamon installation: its own `DATAMON_HOME` (and so its own embedded store).
+/// One private datamon installation: its own `DATAMON_HOME` (and so its own embedded store),
+/// and the environment and working directory its commands run with.
 pub struct Dm {
     pub scratch: Scratch,
+    /// Set in the environment of every command (after the scrubbing).
+    env: Vec<(OsString, OsString)>,
+    /// The working directory of every command (else the test's own).
+    cwd: Option<PathBuf>,
 }
 
 impl Dm {
     pub fn new() -> Dm {
         Dm {
             scratch: Scratch::new(),
+            env: Vec::new(),
+            cwd: None,
         }
+    }
+
+    /// Sets `key=value` in the environment of every command of this installation.
+    pub fn with_env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Dm {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets each pair in the environment of every command (see [`Dm::with_env`]).
+    pub fn with_envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Dm {
+        for (k, v) in vars {
+            self = self.with_env(k, v);
+        }
+        self
+    }
+
+    /// Runs every command in the scratch directory `name` (created), so relative paths in
+    /// arguments are resolved there; [`Dm::cwd`] returns it.
+    pub fn in_dir(mut self, name: &str) -> Dm {
+        let dir = self.scratch.join(name);
+        fs::create_dir_all(&dir).expect("create the working directory");
+        self.cwd = Some(dir);
+        self
+    }
+
+    /// The working directory of the commands: the one of [`Dm::in_dir`], else the scratch root.
+    pub fn cwd(&self) -> PathBuf {
+        self.cwd
+            .clone()
+            .unwrap_or_else(|| self.scratch.path().to_owned())
+    }
+
+    /// The scratch directory of this test (home, work folders, mount points live below it).
+    pub fn root(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// `rel` below the scratch directory (nothing is created).
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.scratch.join(rel)
     }
 
     /// `DATAMON_HOME`.
@@ -204,14 +279,23 @@ impl Dm {
     }
 
     /// A `std::process::Command` for the binary, with this home and a clean environment.
-    pub fn command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(bin());
-        for k in SCRUBBED_ENV {
-            c.env_remove(k);
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin());
+        for (k, _) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if SCRUBBED_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                c.env_remove(&k);
+            }
         }
         c.env("DATAMON_HOME", self.home());
         c.env("NO_COLOR", "1");
-        c.stdin(std::process::Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c.stdin(Stdio::null());
         c
     }
 
@@ -365,6 +449,330 @@ pub fn assert_valid_id(id: &str) {
         id.len() == 27 && id.bytes().all(|c| c.is_ascii_alphanumeric()),
         "not a 27-char base62 id: {id:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What some tests need: tools and servers, skipped or required.
+
+/// Whether `DATAMON_TEST_REQUIRE` (comma-separated, as for the store servers of
+/// `datamon-testing`; `all` names everything) names `what`: then a missing tool or server is a
+/// test failure, not a skip. `.ci/run` sets `s3,azure,gcs,fuse,git,sqlite`.
+pub fn required(what: &str) -> bool {
+    std::env::var("DATAMON_TEST_REQUIRE")
+        .is_ok_and(|r| r.split(',').any(|x| x.trim() == what || x.trim() == "all"))
+}
+
+/// `what` is missing because `why`: fails the test when it is [`required`], else prints that
+/// the test (or part) is skipped. Returns `false`, for `if !fuse_available() { return; }`.
+#[track_caller]
+pub fn missing(what: &str, why: &str) -> bool {
+    assert!(
+        !required(what),
+        "{what} is required (DATAMON_TEST_REQUIRE={}) but {why}",
+        std::env::var("DATAMON_TEST_REQUIRE").unwrap_or_default()
+    );
+    eprintln!(
+        "skipping: {why} (with DATAMON_TEST_REQUIRE={what} this is a failure; .ci/run installs it)"
+    );
+    false
+}
+
+/// Whether `program` is on `PATH` (an executable file in one of its directories).
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Whether `program ARGS` runs and exits 0.
+fn runs_ok(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether real FUSE mounts can run here: `/dev/fuse`, root (the tests mount with mount(2)
+/// and write as root), and `fusermount3` (package `fuse3`). Requirement name: `fuse`.
+#[track_caller]
+pub fn fuse_available() -> bool {
+    let mut why = Vec::new();
+    if !Path::new("/dev/fuse").exists() {
+        why.push("/dev/fuse does not exist");
+    }
+    let root = fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !root {
+        why.push("the tests do not run as root");
+    }
+    if !on_path("fusermount3") {
+        why.push("fusermount3 is not installed (apt-get install fuse3)");
+    }
+    why.is_empty()
+        || missing(
+            "fuse",
+            &format!("FUSE mounts cannot run: {}", why.join(", ")),
+        )
+}
+
+/// Whether `git` runs. Requirement name: `git`.
+#[track_caller]
+pub fn git_available() -> bool {
+    runs_ok("git", &["--version"]) || missing("git", "git is not installed (apt-get install git)")
+}
+
+/// Whether `sqlite3` runs. Requirement name: `sqlite`.
+#[track_caller]
+pub fn sqlite_available() -> bool {
+    runs_ok("sqlite3", &["--version"])
+        || missing(
+            "sqlite",
+            "sqlite3 is not installed (apt-get install sqlite3)",
+        )
+}
+
+/// A store to run the binary against: the root of its URLs and the environment it needs.
+pub struct Target {
+    pub base: String,
+    pub env: Vec<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+impl Target {
+    /// A local folder store in a fresh temporary directory.
+    pub fn local() -> Target {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Target {
+            base: format!("file://{}", dir.path().display()),
+            env: Vec::new(),
+            _dir: Some(dir),
+        }
+    }
+
+    /// The S3 server of `DATAMON_TEST_S3_ENDPOINT` (with `DATAMON_TEST_S3_BUCKET`,
+    /// `DATAMON_TEST_S3_ACCESS_KEY`, `DATAMON_TEST_S3_SECRET_KEY`; see `scripts/servers/up.sh`).
+    /// Without it: `None` and a message, or a failure when `DATAMON_TEST_REQUIRE` names `s3`.
+    #[track_caller]
+    pub fn s3() -> Option<Target> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let Some(endpoint) = var("DATAMON_TEST_S3_ENDPOINT") else {
+            assert!(
+                !required("s3"),
+                "s3 is required but DATAMON_TEST_S3_ENDPOINT is not set"
+            );
+            eprintln!("skipping an S3 test: DATAMON_TEST_S3_ENDPOINT is not set (see scripts/servers/up.sh)");
+            return None;
+        };
+        let bucket = var("DATAMON_TEST_S3_BUCKET").unwrap_or_else(|| "datamon".into());
+        let key = var("DATAMON_TEST_S3_ACCESS_KEY").unwrap_or_else(|| "test".into());
+        let secret = var("DATAMON_TEST_S3_SECRET_KEY").unwrap_or_else(|| "test".into());
+        Some(Target {
+            base: format!("s3://{bucket}"),
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), endpoint),
+                ("AWS_ACCESS_KEY_ID".into(), key),
+                ("AWS_SECRET_ACCESS_KEY".into(), secret),
+                ("AWS_ALLOW_HTTP".into(), "true".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+            ],
+            _dir: None,
+        })
+    }
+
+    /// A URL below the root no other test (or run) uses.
+    pub fn fresh_url(&self, label: &str) -> String {
+        let n: u64 = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64;
+        format!("{}/e2e-{label}-{n:x}-{}", self.base, std::process::id())
+    }
+
+    /// A private installation whose commands get this store's environment.
+    pub fn dm(&self) -> Dm {
+        Dm::new().with_envs(self.env.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FUSE mounts.
+
+/// Whether `dir` is a mount point (listed in `/proc/self/mountinfo`).
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.to_string_lossy();
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(dir.as_ref())))
+        .unwrap_or(false)
+}
+
+/// Unmounts `dir` lazily if it is still mounted.
+pub fn umount_lazily(dir: &Path) {
+    if is_mounted(dir) {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}
+
+impl Dm {
+    /// Starts `datamon bundle mount ARGS --mount DIR` in the foreground and waits until it says
+    /// the mount is ready.
+    #[track_caller]
+    pub fn mount(&self, dir: &Path, args: &[&str]) -> Mount {
+        self.start_mount(dir, &["bundle", "mount"], args)
+    }
+
+    /// Starts `datamon bundle mount new ARGS --mount DIR` (a mutable mount).
+    #[track_caller]
+    pub fn mount_new(&self, dir: &Path, args: &[&str]) -> Mount {
+        self.start_mount(dir, &["bundle", "mount", "new"], args)
+    }
+
+    #[track_caller]
+    fn start_mount(&self, dir: &Path, cmd: &[&str], args: &[&str]) -> Mount {
+        fs::create_dir_all(dir).expect("mount point");
+        let log = dir.with_extension("log");
+        let mut child = self
+            .command()
+            .args(cmd)
+            .args(args)
+            .arg("--mount")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start datamon bundle mount");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mount = Mount {
+            child: Some(child),
+            dir: dir.to_owned(),
+            lines: rx,
+        };
+        match mount.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => assert!(line.starts_with("Mounted "), "unexpected: {line}"),
+            Err(_) => panic!("the mount did not become ready: {}", mount.log()),
+        }
+        assert!(is_mounted(dir), "{} is not in mountinfo", dir.display());
+        mount
+    }
+}
+
+/// A running mount process; stopped (SIGTERM), reaped and if need be unmounted on drop.
+pub struct Mount {
+    child: Option<Child>,
+    dir: PathBuf,
+    /// Lines the process printed on stdout after "Mounted ...".
+    lines: mpsc::Receiver<String>,
+}
+
+impl Mount {
+    /// What the process logged on stderr.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the next `Uploaded bundle id:` line and returns the id.
+    #[track_caller]
+    pub fn next_upload(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with("Uploaded bundle id:") => {
+                    return l["Uploaded bundle id:".len()..].to_owned()
+                }
+                Ok(_) => {}
+                Err(_) => panic!("no `Uploaded bundle id:` line within {within:?}"),
+            }
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) and returns the exit code (`None`: killed by a
+    /// signal, or not stopped within 20 s and then killed).
+    pub fn stop(&mut self, signal: &str) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop("TERM");
+        umount_lazily(&self.dir);
+    }
+}
+
+/// A mount started with `--daemon`: the server process named on its stderr. On drop the
+/// server gets SIGTERM (if still there) and the mount point is unmounted if need be.
+pub struct Daemon {
+    pub pid: String,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    /// The server of the mount at `dir`, from the `Serving from process PID` line of `stderr`.
+    #[track_caller]
+    pub fn from_stderr(dir: &Path, stderr: &str) -> Daemon {
+        let pid: String = stderr
+            .split("Serving from process ")
+            .nth(1)
+            .expect("pid on stderr")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        assert!(!pid.is_empty(), "no pid on stderr: {stderr}");
+        Daemon {
+            pid,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Whether the server process still exists.
+    pub fn running(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = Command::new("kill").args(["-TERM", &self.pid]).status();
+            for _ in 0..100 {
+                if !self.running() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        umount_lazily(&self.dir);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,6 +1002,12 @@ impl Compare {
         modes: true,
         mtimes: true,
         nanos: true,
+    };
+    /// Paths, types, bytes and symlink targets only.
+    pub const CONTENT: Compare = Compare {
+        modes: false,
+        mtimes: false,
+        nanos: false,
     };
 }
 

@@ -1,5 +1,5 @@
-//! Caches of the read-only filesystem: a small in-memory LRU and the bounded on-disk chunk cache
-//! shared by every mount of one store.
+//! Caches of the read-only filesystem: small in-memory caches bounded by weight (chunks, parsed
+//! directory nodes) and the bounded on-disk chunk cache shared by every mount of one store.
 //!
 //! The disk cache is a set of append-only **segments** in `<dir>/segments/`: `<name>.seg` holds
 //! decoded chunks back to back, `<name>.idx` one 40-byte entry per chunk (hash, offset, length),
@@ -26,69 +26,94 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datamon_types::{ChunkRef, Hash};
+use bytes::Bytes;
+use datamon_types::{ChunkRef, Hash, Tree};
 
-/// A least-recently-used map bounded by the total weight of its values.
-#[derive(Debug)]
-pub(crate) struct Lru<K, V> {
-    map: HashMap<K, (V, u64, u64)>,
-    order: BTreeMap<u64, K>,
-    tick: u64,
-    weight: u64,
-    max_weight: u64,
+/// What a value costs in a [`WeightedCache`].
+pub(crate) trait Weight {
+    /// Its weight (bytes, entries).
+    fn weight(&self) -> u64;
 }
 
-impl<K: StdHash + Eq + Clone, V: Clone> Lru<K, V> {
-    pub(crate) fn new(max_weight: u64) -> Self {
-        Lru {
-            map: HashMap::new(),
-            order: BTreeMap::new(),
-            tick: 0,
-            weight: 0,
-            max_weight,
+impl Weight for Bytes {
+    fn weight(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl Weight for Arc<Tree> {
+    fn weight(&self) -> u64 {
+        self.entries.len() as u64 + 1
+    }
+}
+
+/// Weighs values for [`quick_cache`]: at least 1 (weightless values would never be evicted) and
+/// at most half the bound (heavier ones would not be admitted at all).
+#[derive(Debug, Clone, Copy)]
+struct Weigher {
+    max: u64,
+}
+
+impl<K, V: Weight> quick_cache::Weighter<K, V> for Weigher {
+    fn weight(&self, _key: &K, value: &V) -> u64 {
+        value.weight().clamp(1, self.max)
+    }
+}
+
+/// A concurrent in-memory cache bounded by the total weight of its values: a [`quick_cache`]
+/// cache (CLOCK-Pro-like eviction: what is read again stays, a one-off scan passes through). A
+/// value heavier than half the bound counts as half of it, so that it is still cached.
+#[derive(Debug)]
+pub(crate) struct WeightedCache<K, V> {
+    cache: quick_cache::sync::Cache<K, V, Weigher>,
+}
+
+impl<K: StdHash + Eq + Clone, V: Clone + Weight> WeightedCache<K, V> {
+    /// A cache of at most `max_weight` in all, for values of about `typical_weight` each.
+    pub(crate) fn new(max_weight: u64, typical_weight: u64) -> Self {
+        let items = (max_weight / typical_weight.max(1)).clamp(16, 1 << 20) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(max_weight)
+            // Half for values read more than once, half for new ones: new values (read-ahead)
+            // must last until they are read (the default, 97%, would leave them 3%).
+            .hot_allocation(0.5)
+            // One shard: the bound holds over all values, and no value is too heavy for its
+            // shard. Reads take a shared lock.
+            .shards(1)
+            .build()
+            .expect("both capacities are set");
+        let weigher = Weigher {
+            max: (max_weight / 2).max(1),
+        };
+        WeightedCache {
+            cache: quick_cache::sync::Cache::with_options(
+                options,
+                weigher,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
         }
     }
 
-    pub(crate) fn get(&mut self, k: &K) -> Option<V> {
-        self.tick += 1;
-        let tick = self.tick;
-        let (v, _, t) = self.map.get_mut(k)?;
-        self.order.remove(t);
-        *t = tick;
-        self.order.insert(tick, k.clone());
-        Some(v.clone())
+    /// The value of `k`, if cached.
+    pub(crate) fn get(&self, k: &K) -> Option<V> {
+        self.cache.get(k)
     }
 
+    /// Whether `k` is cached.
     pub(crate) fn contains(&self, k: &K) -> bool {
-        self.map.contains_key(k)
+        self.cache.contains_key(k)
     }
 
-    /// Inserts and returns what was evicted.
-    pub(crate) fn insert(&mut self, k: K, v: V, weight: u64) -> Vec<K> {
-        self.tick += 1;
-        if let Some((_, w, t)) = self.map.remove(&k) {
-            self.order.remove(&t);
-            self.weight -= w;
-        }
-        self.map.insert(k.clone(), (v, weight, self.tick));
-        self.order.insert(self.tick, k);
-        self.weight += weight;
-        let mut evicted = Vec::new();
-        while self.weight > self.max_weight && self.map.len() > 1 {
-            let Some((_, old)) = self.order.pop_first() else {
-                break;
-            };
-            if let Some((_, w, _)) = self.map.remove(&old) {
-                self.weight -= w;
-            }
-            evicted.push(old);
-        }
-        evicted
+    /// Caches `v` as `k`, evicting other values past the bound.
+    pub(crate) fn insert(&self, k: K, v: V) {
+        self.cache.insert(k, v);
     }
 
     #[cfg(test)]
     pub(crate) fn weight(&self) -> u64 {
-        self.weight
+        self.cache.weight()
     }
 }
 
@@ -204,6 +229,7 @@ impl DiskCache {
     }
 
     /// Whether the chunk is known to be on disk.
+    #[cfg(test)]
     pub(crate) fn contains(&self, hash: &Hash) -> bool {
         self.dir.is_some() && self.lock().chunks.contains_key(&key(hash))
     }
@@ -557,14 +583,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lru_evicts_least_recently_used_by_weight() {
-        let mut l = Lru::new(10);
-        assert!(l.insert(1, 'a', 4).is_empty());
-        assert!(l.insert(2, 'b', 4).is_empty());
-        assert_eq!(l.get(&1), Some('a'));
-        assert_eq!(l.insert(3, 'c', 4), vec![2]);
-        assert!(l.contains(&1) && l.contains(&3) && !l.contains(&2));
-        assert_eq!(l.weight(), 8);
+    fn weighted_cache_is_bounded_by_weight_and_keeps_what_is_read_again() {
+        let c: WeightedCache<u32, Bytes> = WeightedCache::new(10_000, 100);
+        let hot = Bytes::from(vec![7u8; 100]);
+        c.insert(0, hot.clone());
+        for i in 1..1000 {
+            c.insert(i, Bytes::from(vec![i as u8; 100]));
+            assert_eq!(c.get(&0).as_ref(), Some(&hot), "read again, so kept");
+            assert!(c.weight() <= 10_000);
+        }
+        assert!(c.contains(&999));
+        assert!((1..1000).filter(|i| c.contains(i)).count() <= 100);
+        // What was just inserted (read-ahead) is still there when read soon after, up to a
+        // good part of the bound.
+        for i in 1000..1030 {
+            c.insert(i, Bytes::from(vec![i as u8; 100]));
+        }
+        assert!((1000..1030).all(|i| c.get(&i).is_some()));
+        // A value heavier than the bound is still cached (it counts as half of it), as is an
+        // empty one.
+        c.insert(5000, Bytes::from(vec![0u8; 50_000]));
+        assert_eq!(c.get(&5000).map(|b| b.len()), Some(50_000));
+        c.insert(5001, Bytes::new());
+        assert!(c.contains(&5001));
+        assert!(c.weight() <= 10_000);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use datamon::{
 };
 use proptest::prelude::*;
 
+mod pipeline;
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,0 +1,85 @@
+//! What to do next, in CLI terms, for the library's errors.
+//!
+//! The library says what happened (and its `ErrorKind`); only the CLI knows its commands and
+//! flags, so the advice ("create it with `datamon repo create ...`", "pass --force") is added
+//! here, from the error's variant.
+
+use datamon::{Error, PathRole};
+
+/// The advice for `e`, to append to its message (it starts with its separator), if any.
+pub(crate) fn hint(e: &Error) -> Option<String> {
+    Some(match e.root() {
+        Error::RepoNotFound { repo } => format!(
+            ": create it with `datamon repo create --repo {repo} --description ...` or see `datamon repo list`"
+        ),
+        Error::RepoExists { repo } => {
+            format!(": pick another name, or see it with `datamon repo get --repo {repo}`")
+        }
+        Error::BundleNotFound { repo, .. } => format!(": see `datamon bundle list --repo {repo}`"),
+        Error::NoBundles { repo } => format!(
+            ": upload one with `datamon bundle upload --repo {repo} --path DIR --message ...`"
+        ),
+        Error::LabelNotFound { repo, .. } => format!(": see `datamon label list --repo {repo}`"),
+        Error::BranchNotFound { repo, .. } => {
+            format!(": see `datamon branch list --repo {repo}`")
+        }
+        Error::LabelConflict { .. } => {
+            "; check with `datamon label get --history` and retry".to_owned()
+        }
+        Error::RunNotFound { .. } => ": see `datamon run list`".to_owned(),
+        Error::SelectorNotFound { repo, .. } => format!(
+            ": see `datamon label list --repo {repo}` and `datamon branch list --repo {repo}`"
+        ),
+        Error::PathNotInBundle { repo, id, .. } => {
+            format!(": see `datamon bundle list files --repo {repo} --bundle {id}`")
+        }
+        Error::DestinationNotEmpty { .. } => {
+            ": choose an empty or new directory, or pass --force to overwrite its files".to_owned()
+        }
+        Error::DestinationExists { .. } => ": remove it or pass --force to overwrite it".to_owned(),
+        Error::DestinationConflict { .. } => ": pass --force to replace it".to_owned(),
+        Error::Corrupt { .. } => " (run `datamon fsck --read-data`)".to_owned(),
+        Error::UnreadableSource { .. } => "; check --path".to_owned(),
+        Error::Unreadable { .. } => " (pass --skip-on-error to upload without it)".to_owned(),
+        Error::NotADirectory { role, .. } => match role {
+            PathRole::UploadSource => {
+                ": --path takes the folder whose content becomes the bundle".to_owned()
+            }
+            PathRole::DownloadDestination => ": --destination takes a folder".to_owned(),
+            _ => return None,
+        },
+        Error::Invalid(datamon::types::Error::InvalidBundleId { .. }) => {
+            " (see `datamon bundle list`)".to_owned()
+        }
+        Error::Invalid(datamon::types::Error::InvalidRunId { .. }) => {
+            " (see `datamon run list`)".to_owned()
+        }
+        _ => return None,
+    })
+}
+
+/// The advice for the library error in `e`'s chain, if any.
+pub(crate) fn hint_for(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<Error>())
+        .last()
+        .and_then(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_messages_have_no_flags_and_the_cli_adds_them() {
+        let e = Error::RepoNotFound { repo: "r".into() };
+        assert_eq!(e.to_string(), "repo \"r\" not found");
+        assert_eq!(
+            format!("{e}{}", hint(&e).unwrap()),
+            "repo \"r\" not found: create it with `datamon repo create --repo r --description ...` or see `datamon repo list`"
+        );
+        let e = Error::DestinationNotEmpty { path: "/d".into() };
+        assert!(!e.to_string().contains("--"), "{e}");
+        assert!(hint(&e).unwrap().contains("--force"));
+    }
+}

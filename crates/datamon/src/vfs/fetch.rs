@@ -1,0 +1,642 @@
+//! Fetching chunks from the store, at most once at a time per chunk.
+//!
+//! - **In flight.** A fetch first *claims* its chunks in the [`InFlight`] table. A reader that
+//!   needs a chunk already claimed waits for that fetch (a `tokio::sync::watch` channel per
+//!   fetch, no polling) and sees its outcome: on success it takes the chunk from the caches, on
+//!   failure it returns the same error. A claim is released when its fetch ends, whichever way:
+//!   also when the fetching future is dropped (a time limit, a cancelled read-ahead), and then
+//!   its waiters fetch the chunks themselves.
+//! - **Cache fill.** Missing chunks are grouped into runs contiguous in one pack, fetched with
+//!   parallel range reads, decoded and verified (falling back to the store's replica), and put
+//!   in the disk cache (in order) and the memory cache.
+//! - **Eviction is not corruption.** The reader that fetched chunks uses the bytes it fetched,
+//!   not what the caches still hold. A waiter whose chunks were evicted before it could read
+//!   them waits or fetches again, at most [`WAITS`] times, and then fetches them itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use datamon_types::{ChunkRef, Hash};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{lock, Vfs};
+use crate::download::{fetch_run, plan_runs};
+use crate::{Error, ErrorKind, Result};
+
+/// How many times a reader waits for other fetches of the chunks it needs (their chunks may be
+/// evicted before it takes them) before it fetches what is still missing itself.
+const WAITS: usize = 2;
+
+/// How a fetch ended: `None` while it runs.
+type Outcome = Option<std::result::Result<(), Arc<Error>>>;
+
+/// The chunks being fetched, each with the channel on which its fetch announces how it ended.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    map: Arc<Mutex<HashMap<Hash, watch::Receiver<Outcome>>>>,
+}
+
+impl InFlight {
+    /// Whether a fetch of `hash` is in flight.
+    pub(super) fn contains(&self, hash: &Hash) -> bool {
+        lock(&self.map).contains_key(hash)
+    }
+
+    /// How many chunks are in flight.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Claims the chunks of `chunks` that no fetch has claimed (the caller fetches them), and
+    /// returns the others with one [`Waiter`] per fetch they wait for.
+    pub(super) fn claim(&self, chunks: &[ChunkRef]) -> (Claim, Vec<ChunkRef>, Vec<Waiter>) {
+        let (tx, rx) = watch::channel(None);
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        let mut waiters: Vec<Waiter> = Vec::new();
+        {
+            let mut map = lock(&self.map);
+            for c in chunks {
+                match map.get(&c.0) {
+                    Some(other) if other.same_channel(&rx) => {} // listed twice
+                    Some(other) => {
+                        if !theirs.contains(c) {
+                            theirs.push(*c);
+                        }
+                        if !waiters.iter().any(|w| w.0.same_channel(other)) {
+                            waiters.push(Waiter(other.clone()));
+                        }
+                    }
+                    None => {
+                        map.insert(c.0, rx.clone());
+                        mine.push(*c);
+                    }
+                }
+            }
+        }
+        let claim = Claim {
+            map: self.map.clone(),
+            chunks: mine,
+            tx,
+            rx,
+        };
+        (claim, theirs, waiters)
+    }
+}
+
+/// Chunks claimed by one fetch (see [`InFlight::claim`]); released when dropped, which wakes the
+/// fetch's waiters.
+#[derive(Debug)]
+pub(super) struct Claim {
+    map: Arc<Mutex<HashMap<Hash, watch::Receiver<Outcome>>>>,
+    chunks: Vec<ChunkRef>,
+    tx: watch::Sender<Outcome>,
+    /// The receiving end listed in the table (to tell our entries from others').
+    rx: watch::Receiver<Outcome>,
+}
+
+impl Claim {
+    /// The chunks claimed.
+    pub(super) fn chunks(&self) -> &[ChunkRef] {
+        &self.chunks
+    }
+
+    /// Tells the waiters how the fetch ended, and releases the chunks.
+    fn finish(self, outcome: std::result::Result<(), Arc<Error>>) {
+        self.tx.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut map = lock(&self.map);
+        for c in &self.chunks {
+            if map.get(&c.0).is_some_and(|rx| self.rx.same_channel(rx)) {
+                map.remove(&c.0);
+            }
+        }
+        // The sender goes with the claim: a waiter of a fetch that never finished wakes up
+        // (cancelled) and fetches the chunks itself.
+    }
+}
+
+/// Waits for one fetch claimed by someone else.
+#[derive(Debug)]
+pub(super) struct Waiter(watch::Receiver<Outcome>);
+
+impl Waiter {
+    /// Waits until the fetch ends: its outcome, or `None` when it was dropped before it ended.
+    async fn wait(mut self) -> Option<std::result::Result<(), Arc<Error>>> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        }
+    }
+}
+
+/// The error of a fetch, for a reader that waited for it (an [`Error`] cannot be cloned): a
+/// time limit or corruption as it was; anything else as an I/O error of the same class whose
+/// source is the fetch's error.
+fn shared_error(e: &Arc<Error>) -> Error {
+    use std::io::ErrorKind as Io;
+    match &**e {
+        Error::Timeout { what, seconds } => Error::Timeout {
+            what: what.clone(),
+            seconds: *seconds,
+        },
+        Error::Corrupt { path, detail } => Error::Corrupt {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        other => {
+            let kind = match other.kind() {
+                ErrorKind::NotFound => Io::NotFound,
+                ErrorKind::AlreadyExists => Io::AlreadyExists,
+                ErrorKind::PermissionDenied => Io::PermissionDenied,
+                ErrorKind::InvalidInput => Io::InvalidInput,
+                ErrorKind::Corrupt => Io::InvalidData,
+                ErrorKind::Transient => Io::TimedOut,
+                _ => Io::Other,
+            };
+            Error::Io {
+                path: PathBuf::from("file data fetched by another request"),
+                source: std::io::Error::new(kind, SharedError(e.clone())),
+            }
+        }
+    }
+}
+
+/// The error of a fetch another reader waited for (see [`shared_error`]).
+#[derive(Debug)]
+struct SharedError(Arc<Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl Vfs {
+    /// The decoded, verified bytes of `chunks`, in order: from the caches, from fetches in
+    /// flight (waiting for them), else from the store. Call outside the runtime.
+    pub(super) fn chunks_blocking(&self, chunks: &[ChunkRef]) -> Result<Vec<Bytes>> {
+        let mut out: Vec<Option<Bytes>> = chunks.iter().map(|c| self.cached(c)).collect();
+        for attempt in 0..=WAITS {
+            let mut missing: Vec<ChunkRef> = Vec::new();
+            for (c, o) in chunks.iter().zip(&out) {
+                if o.is_none() && !missing.contains(c) {
+                    missing.push(*c);
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+            let wait = attempt < WAITS;
+            let this = self.clone();
+            let fetched = self.block("reading file data", async move {
+                this.fetch_or_wait(missing, wait).await
+            })?;
+            for (c, o) in chunks.iter().zip(out.iter_mut()) {
+                if o.is_none() {
+                    // What this reader fetched, else what the fetch it waited for cached (unless
+                    // already evicted: then the next attempt).
+                    *o = fetched.get(&c.0).cloned().or_else(|| self.cached(c));
+                }
+            }
+        }
+        chunks
+            .iter()
+            .zip(out)
+            .map(|(c, o)| {
+                o.ok_or_else(|| Error::Task(format!("chunk {} was fetched but not returned", c.0)))
+            })
+            .collect()
+    }
+
+    /// A verified chunk from memory or the disk cache.
+    pub(super) fn cached(&self, c: &ChunkRef) -> Option<Bytes> {
+        if let Some(b) = self.inner.memory.get(&c.0) {
+            return Some(b);
+        }
+        let loc = self.inner.disk.locate(std::slice::from_ref(c))[0]?;
+        let mut b = vec![0u8; c.1 as usize];
+        self.inner.disk.read_at(loc.seg, loc.off, &mut b).ok()?;
+        if Hash::of(&b) != c.0 {
+            self.inner.disk.invalidate(&c.0);
+            return None;
+        }
+        Some(Bytes::from(b))
+    }
+
+    /// Fetches the chunks of `chunks` that no one else is fetching and returns their bytes;
+    /// waits for the fetches of the others (their chunks are then in the caches, unless evicted
+    /// meanwhile), unless `!wait`: then it fetches those too.
+    ///
+    /// # Errors
+    /// This fetch's error, or that of a fetch waited for.
+    async fn fetch_or_wait(
+        &self,
+        chunks: Vec<ChunkRef>,
+        wait: bool,
+    ) -> Result<HashMap<Hash, Bytes>> {
+        let (claim, theirs, mut waiters) = self.inner.inflight.claim(&chunks);
+        let mut mine = claim.chunks().to_vec();
+        if !wait {
+            mine.extend(theirs);
+            waiters.clear();
+        }
+        #[cfg(test)]
+        if !waiters.is_empty() {
+            self.inner
+                .hooks
+                .waits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let own = async {
+            if mine.is_empty() {
+                drop(claim);
+                Ok(HashMap::new())
+            } else {
+                self.fetch(claim, mine, true).await
+            }
+        };
+        let others = async {
+            for w in waiters {
+                if let Some(Err(e)) = w.wait().await {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        let (own, others) = futures::join!(own, others);
+        let fetched = own?;
+        others.map_err(|e| shared_error(&e))?;
+        Ok(fetched)
+    }
+
+    /// Fetches `chunks` from the store into both caches, then ends `claim` (which should hold
+    /// them, or some of them) with the outcome. Returns the chunks' bytes if `keep`.
+    ///
+    /// Cancel-safe: dropping the future drops the claim, which releases the chunks and wakes
+    /// the fetch's waiters.
+    pub(super) async fn fetch(
+        &self,
+        claim: Claim,
+        chunks: Vec<ChunkRef>,
+        keep: bool,
+    ) -> Result<HashMap<Hash, Bytes>> {
+        match self.fetch_from_store(chunks, keep).await {
+            Ok(fetched) => {
+                claim.finish(Ok(()));
+                Ok(fetched)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read file data from the store");
+                let e = Arc::new(e);
+                claim.finish(Err(e.clone()));
+                // The error itself, unless a waiter holds it too.
+                Err(Arc::try_unwrap(e).unwrap_or_else(|e| shared_error(&e)))
+            }
+        }
+    }
+
+    /// Runs contiguous in one pack, parallel range reads, decode and verify, then both caches.
+    async fn fetch_from_store(
+        &self,
+        chunks: Vec<ChunkRef>,
+        keep: bool,
+    ) -> Result<HashMap<Hash, Bytes>> {
+        #[cfg(test)]
+        self.inner.hooks.enter().await?;
+        let runs = plan_runs(&chunks, &self.inner.index).map_err(|missing| Error::Corrupt {
+            path: format!("chunk {missing}"),
+            detail: "not in the store's index".into(),
+        })?;
+        let store = self.inner.dm.store();
+        // Runs are read in parallel but cached in order, so that a file read in order lies in
+        // order in the disk cache (one read per request when it is read again).
+        let mut fetched = futures::stream::iter(runs.into_iter().map(|run| async move {
+            // Read, decoded and verified; bytes that do not verify are read from the replica.
+            let what = format!("pack {}", run.pack);
+            let chunks: Vec<ChunkRef> = run.chunks.iter().map(|(c, _)| *c).collect();
+            let data = fetch_run(store, &what, run).await?;
+            Ok::<_, Error>((chunks, data))
+        }))
+        .buffered(self.inner.opts.parallel_fetches.max(1));
+        let mut out = HashMap::new();
+        while let Some(run) = fetched.next().await {
+            let (chunks, data) = run?;
+            let this = self.clone();
+            let kept = tokio::task::spawn_blocking(move || {
+                this.inner.disk.put_run(&chunks, &data);
+                // Also in memory: a reader waiting for them finds them there even if a tiny
+                // disk cache has already evicted them. Copies: a slice would keep the whole
+                // run alive.
+                let mut at = 0;
+                for c in &chunks {
+                    let b = Bytes::copy_from_slice(&data[at..at + c.1 as usize]);
+                    at += b.len();
+                    this.inner.memory.insert(c.0, b);
+                }
+                if !keep {
+                    return Vec::new();
+                }
+                let data = Bytes::from(data);
+                let mut at = 0;
+                chunks
+                    .iter()
+                    .map(|c| {
+                        let b = data.slice(at..at + c.1 as usize);
+                        at += b.len();
+                        (c.0, b)
+                    })
+                    .collect()
+            })
+            .await?;
+            out.extend(kept);
+        }
+        Ok(out)
+    }
+}
+
+/// Test hooks: hold fetches, fail them, count them.
+#[cfg(test)]
+#[derive(Debug)]
+pub(super) struct Hooks {
+    /// Fetches wait before reading the store while this is `false`.
+    pub(super) open: watch::Sender<bool>,
+    /// How many of the next fetches fail (once let through).
+    pub(super) fail_next: std::sync::atomic::AtomicUsize,
+    /// Fetches started.
+    pub(super) fetches: std::sync::atomic::AtomicUsize,
+    /// Reads that waited for another's fetch.
+    pub(super) waits: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            open: watch::channel(true).0,
+            fail_next: Default::default(),
+            fetches: Default::default(),
+            waits: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Hooks {
+    async fn enter(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.fetches.fetch_add(1, SeqCst);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+        if self
+            .fail_next
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Io {
+                path: "injected".into(),
+                source: std::io::Error::other("injected failure"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write fixtures directly
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::vfs::{VfsOptions, ROOT_INODE};
+    use crate::{BundleSelector, Datamon, NoProgress, OpenOptions, UploadContext, UploadOptions};
+    use datamon_types::RepoName;
+
+    fn chunk(i: u8) -> ChunkRef {
+        ChunkRef(Hash::of(&[i]), 1)
+    }
+
+    #[test]
+    fn claims_wake_their_waiters_with_the_outcome_and_are_released_when_dropped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let t = InFlight::default();
+        let (a, theirs, waiters) = t.claim(&[chunk(1), chunk(2), chunk(1)]);
+        assert_eq!(a.chunks(), [chunk(1), chunk(2)]);
+        assert!(theirs.is_empty() && waiters.is_empty());
+        let (b, theirs, waiters) = t.claim(&[chunk(2), chunk(3)]);
+        assert_eq!(b.chunks(), [chunk(3)]);
+        assert_eq!(theirs, [chunk(2)]);
+        assert_eq!(waiters.len(), 1);
+        let (_, _, more) = t.claim(&[chunk(1), chunk(2), chunk(3)]);
+        assert_eq!(more.len(), 2, "one waiter per fetch");
+        // Waiters sleep until the fetch ends, and see its error.
+        let mut wait = Box::pin(waiters.into_iter().next().unwrap().wait());
+        assert!(futures::FutureExt::now_or_never(&mut wait).is_none());
+        a.finish(Err(Arc::new(Error::InvalidInput("boom".into()))));
+        let outcome = rt.block_on(wait).expect("ended");
+        assert_eq!(
+            shared_error(&outcome.unwrap_err()).to_string(),
+            "file data fetched by another request: boom"
+        );
+        assert!(!t.contains(&chunk(1).0) && !t.contains(&chunk(2).0));
+        assert_eq!(t.len(), 1);
+        // A claim dropped without an outcome (a cancelled fetch) is released too, and wakes
+        // its waiters.
+        let (_, _, waiters) = t.claim(&[chunk(3)]);
+        drop(b);
+        assert_eq!(t.len(), 0);
+        let w = waiters.into_iter().next().unwrap();
+        assert!(rt.block_on(w.wait()).is_none(), "cancelled");
+    }
+
+    /// A mount of a bundle holding one file `f` of `data`, on its own runtime.
+    fn fixture(store: &str, data: &[u8], opts: VfsOptions) -> (tokio::runtime::Runtime, Vfs, u64) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), data).unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let vfs = rt.block_on(async {
+            let dm = Datamon::open(&format!("memory://{store}"), OpenOptions::default())
+                .await
+                .unwrap();
+            dm.create_repo(&repo, "t").await.unwrap();
+            let ctx = UploadContext {
+                repo: repo.clone(),
+                path: src.path().to_owned(),
+                message: "m".into(),
+            };
+            dm.upload(ctx, UploadOptions::default(), &NoProgress)
+                .await
+                .unwrap();
+            let id = dm.resolve(&repo, &BundleSelector::Latest).await.unwrap();
+            dm.vfs(&repo, &id, opts, rt.handle().clone()).await.unwrap()
+        });
+        let ino = vfs.lookup_blocking(ROOT_INODE, "f").unwrap().unwrap().ino;
+        (rt, vfs, ino)
+    }
+
+    fn pseudo_random(n: u32) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    fn read_all(vfs: &Vfs, ino: u64) -> Result<Bytes> {
+        let size = vfs.getattr(ino).unwrap().size;
+        let fh = vfs.open_blocking(ino).unwrap();
+        let r = vfs.read_blocking(fh, 0, size as u32);
+        vfs.release(fh);
+        r
+    }
+
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    /// Waits until `n` reads have waited for another's fetch.
+    fn wait_for_waiter(vfs: &Vfs, n: usize) {
+        wait_until("a read waits for another's fetch", || {
+            vfs.inner.hooks.waits.load(SeqCst) >= n
+        });
+    }
+
+    /// No disk cache, no read-ahead; a memory cache of `memory` bytes.
+    fn no_disk(memory: u64) -> VfsOptions {
+        VfsOptions {
+            cache_dir: None,
+            memory_cache: memory,
+            readahead: 0,
+            ..VfsOptions::default()
+        }
+    }
+
+    /// Starts reading all of `ino` in another thread.
+    fn spawn_read(vfs: &Vfs, ino: u64) -> std::thread::JoinHandle<Result<Bytes>> {
+        let vfs = vfs.clone();
+        std::thread::spawn(move || read_all(&vfs, ino))
+    }
+
+    #[test]
+    fn chunks_evicted_between_fetch_and_read_are_not_corruption() {
+        // A memory cache smaller than one chunk and no disk cache: every chunk fetched is
+        // evicted by the next one before the read takes it.
+        let data = pseudo_random(1_000_000);
+        let (_rt, vfs, ino) = fixture("vfs-evicted", &data, no_disk(1));
+        match read_all(&vfs, ino) {
+            Ok(got) => assert!(got == data[..]),
+            Err(e) => panic!("evicted chunks are fetched again, not corrupt: {e}"),
+        }
+        assert!(read_all(&vfs, ino).unwrap() == data[..]);
+    }
+
+    #[test]
+    fn waiters_see_the_error_of_the_fetch_they_waited_for() {
+        let data = pseudo_random(300_000);
+        let (_rt, vfs, ino) = fixture("vfs-wait-error", &data, no_disk(64 << 20));
+        let hooks = &vfs.inner.hooks;
+        hooks.open.send_replace(false);
+        let a = spawn_read(&vfs, ino);
+        wait_until("the first read is fetching", || {
+            hooks.fetches.load(SeqCst) == 1
+        });
+        let b = spawn_read(&vfs, ino);
+        wait_for_waiter(&vfs, 1);
+        hooks.fail_next.store(1, SeqCst);
+        hooks.open.send_replace(true);
+        let a = a.join().unwrap();
+        let b = b.join().unwrap();
+        assert!(a.is_err_and(|e| e.to_string().contains("injected failure")));
+        let Err(b) = b else {
+            panic!("the waiter sees the failure of the fetch it waited for");
+        };
+        assert!(b.to_string().contains("injected failure"), "{b}");
+        assert_eq!(
+            hooks.fetches.load(SeqCst),
+            1,
+            "the waiter did not fetch itself"
+        );
+        assert_eq!(vfs.inner.inflight.len(), 0);
+        // The store is fine again: the next read fetches.
+        assert!(read_all(&vfs, ino).unwrap() == data[..]);
+    }
+
+    #[test]
+    fn a_cancelled_fetch_is_forgotten_and_its_waiters_fetch_again() {
+        let data = pseudo_random(300_000);
+        let opts = VfsOptions {
+            timeout: Duration::from_secs(2),
+            ..no_disk(64 << 20)
+        };
+        let (_rt, vfs, ino) = fixture("vfs-wait-cancel", &data, opts);
+        let hooks = &vfs.inner.hooks;
+        hooks.open.send_replace(false);
+        let a = spawn_read(&vfs, ino);
+        wait_until("the first read is fetching", || {
+            hooks.fetches.load(SeqCst) == 1
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        let b = spawn_read(&vfs, ino);
+        wait_for_waiter(&vfs, 1);
+        // The first read times out: its fetch is dropped, the waiter wakes up and fetches.
+        let a = a.join().unwrap();
+        assert!(matches!(a, Err(Error::Timeout { .. })), "{:?}", a.err());
+        hooks.open.send_replace(true);
+        let b = b.join().unwrap();
+        assert!(
+            b.is_ok_and(|b| b == data[..]),
+            "the waiter fetched the chunks itself"
+        );
+        assert_eq!(hooks.fetches.load(SeqCst), 2);
+        assert_eq!(vfs.inner.inflight.len(), 0, "nothing is left in flight");
+    }
+
+    #[test]
+    fn waiters_of_a_fetch_whose_chunks_were_evicted_fetch_again() {
+        let data = pseudo_random(1_000_000);
+        let (_rt, vfs, ino) = fixture("vfs-wait-evicted", &data, no_disk(1));
+        let hooks = &vfs.inner.hooks;
+        hooks.open.send_replace(false);
+        let a = spawn_read(&vfs, ino);
+        wait_until("the first read is fetching", || {
+            hooks.fetches.load(SeqCst) == 1
+        });
+        let b = spawn_read(&vfs, ino);
+        wait_for_waiter(&vfs, 1);
+        hooks.open.send_replace(true);
+        assert!(a.join().unwrap().unwrap() == data[..]);
+        assert!(b.join().unwrap().unwrap() == data[..]);
+        assert_eq!(
+            hooks.fetches.load(SeqCst),
+            2,
+            "the waiter fetched what was evicted"
+        );
+    }
+}
