@@ -75,7 +75,10 @@ pub enum Error {
     },
     /// The object store failed. The message condenses the backend's error chain (whose
     /// messages repeat each other) into one line ending with its root cause, so it is not
-    /// exposed again as `source()`; the typed error stays in `error`.
+    /// exposed again as `source()`; the typed error stays in `error`. Its kind comes from its
+    /// cause (the HTTP status, the transport failure, the io error found in its chain; see
+    /// [`Error::kind`]), so that only failures that may pass are retried or served by a
+    /// replica.
     #[error("store {op} of {key} failed: {}", condense(error))]
     Backend {
         /// The operation (get, put, list...).
@@ -115,8 +118,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies the error. A backend error is classified by its cause (see
-    /// [`Error::Backend`]): a timeout, a refused, reset or cut connection, an HTTP 5xx, 408 or
+    /// Classifies the error. A backend error ([`Error::Backend`]) is classified by its cause: a
+    /// timeout, a refused, reset or cut connection, an HTTP 5xx, 408 or
     /// 429 is [`ErrorKind::Transient`]; an HTTP 401 or 403 is [`ErrorKind::PermissionDenied`];
     /// any other HTTP status, an operation the backend does not support, and a failure whose
     /// cause is not known are [`ErrorKind::Permanent`].

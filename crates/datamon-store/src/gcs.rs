@@ -9,6 +9,11 @@
 //! `google_skip_signature` is true (emulators). `google_storage_endpoint` overrides the
 //! endpoint (default `https://storage.googleapis.com`).
 //!
+//! Requests are retried by the store's one request policy (`RetryPolicy::REQUEST` in
+//! `retry.rs`, which object_store's S3 and Azure clients also get), and failures are reported
+//! as object_store's own clients report them (an `HttpError` for a failed transport, an HTTP
+//! status otherwise), so that `Error::kind` classifies them the same way.
+//!
 //! Not supported: copy and rename (datamon never copies objects). Multipart writes are
 //! buffered and sent as one upload on completion.
 

@@ -12,9 +12,11 @@
 //!
 //! Where things are: `store.rs` (the [`Store`] type and its object operations), `replica.rs`
 //! (a store with a replica: dual writes, fallback reads), `sequence.rs` (append-only
-//! sequences), `retry.rs` (the one retry policy of every backend and layer), `error.rs` (errors
-//! and their [`ErrorKind`], backend errors classified by cause), `url.rs` (store URLs and the
-//! backends they open), `gcs.rs` (GCS over its JSON API), `sync.rs` (copying a store).
+//! sequences), `retry.rs` (the one retry policy of every backend and layer), `error.rs`
+//! (errors and their [`ErrorKind`], backend errors classified by cause), `check.rs` (whether a
+//! store can be used), `url.rs` (store URLs and the backends they open), `gcs.rs` (GCS over its
+//! JSON API), `sync.rs` (copying a store), `pack.rs` and `index.rs` (their encodings), [`keys`]
+//! (the key layout).
 //!
 //! ```no_run
 //! # async fn demo() -> datamon_store::Result<()> {
@@ -24,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod check;
 mod error;
 mod gcs;
 mod index;

@@ -42,7 +42,7 @@ impl Store {
 
     /// Appends a record to a sequence: `make` gets the current last record and returns the new
     /// one, which is written with create-if-absent at the next number. When another writer took
-    /// that number first, this waits a random while ([`RetryPolicy::APPEND`]) and calls `make`
+    /// that number first, this waits a random while (`RetryPolicy::APPEND`) and calls `make`
     /// again with the new last record. `make` may refuse by returning an error (e.g. a
     /// compare-and-set that no longer holds).
     ///

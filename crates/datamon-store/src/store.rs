@@ -15,7 +15,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::StoreCheck;
 use crate::pack::parse_footer;
 use crate::replica::Replica;
 use crate::retry::RetryPolicy;
@@ -545,78 +544,6 @@ impl Store {
         Ok(recovered)
     }
 
-    /// Checks that the store at `url` can be used: reachable (a list and a read answer),
-    /// writable (an object written under `tmp/` reads back the same and is deleted), and
-    /// honouring create-if-absent (a second create of one key fails). It writes no config.
-    ///
-    /// # Errors
-    /// [`Error::Check`] naming the first check that failed, with its cause.
-    pub async fn check(url: &str, options: &[(String, String)]) -> Result<()> {
-        let store = Store::open_raw(url, options)?;
-        let fail = |check: StoreCheck, e: Error| Error::Check {
-            check,
-            source: Box::new(e),
-        };
-        store
-            .list(keys::INDEX)
-            .await
-            .map_err(|e| fail(StoreCheck::Reachable, e))?;
-        match store.get(keys::CONFIG).await {
-            Ok(_) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(fail(StoreCheck::Reachable, e)),
-        }
-        let nonce = format!("{:016x}", rand::random::<u64>());
-        let probe = format!("tmp/check-{nonce}");
-        let body = Bytes::from(format!("datamon store check {nonce}"));
-        store
-            .put(&probe, body.clone())
-            .await
-            .map_err(|e| fail(StoreCheck::Writable, e))?;
-        let back = store
-            .get(&probe)
-            .await
-            .map_err(|e| fail(StoreCheck::Writable, e))?;
-        if back != body {
-            return Err(fail(
-                StoreCheck::Writable,
-                Error::Corrupt {
-                    what: probe,
-                    detail: "read back different bytes than written".into(),
-                },
-            ));
-        }
-        store
-            .delete(&probe)
-            .await
-            .map_err(|e| fail(StoreCheck::Writable, e))?;
-        let once = format!("tmp/check-{nonce}-create");
-        store
-            .create(&once, Bytes::from_static(b"first"))
-            .await
-            .map_err(|e| fail(StoreCheck::CreateIfAbsent, e))?;
-        let second = store.create(&once, Bytes::from_static(b"second")).await;
-        let kept = store.get(&once).await;
-        store.delete(&once).await.ok();
-        match (second, kept) {
-            (Err(Error::AlreadyExists { .. }), Ok(b)) if b.as_ref() == b"first" => Ok(()),
-            (Err(Error::AlreadyExists { .. }), Ok(_)) => Err(fail(
-                StoreCheck::CreateIfAbsent,
-                Error::Corrupt {
-                    what: once,
-                    detail: "a refused create still replaced the object".into(),
-                },
-            )),
-            (Ok(()), _) => Err(fail(
-                StoreCheck::CreateIfAbsent,
-                Error::Corrupt {
-                    what: once,
-                    detail: "a second create-if-absent of the same key succeeded: this store would lose concurrent ref updates (on S3-compatible stores, check that the server supports If-None-Match: *)".into(),
-                },
-            )),
-            (Err(e), _) => Err(fail(StoreCheck::CreateIfAbsent, e)),
-        }
-    }
-
     /// Makes what was written so far durable. Object stores acknowledge a write once it is
     /// durable, so this only matters for a local directory, whose writes sit in the page cache:
     /// there it flushes the whole filesystem (`syncfs`), one flush for every file written, so
@@ -669,6 +596,19 @@ fn default_config() -> StoreConfig {
 mod tests {
     use super::*;
     use crate::{BlobKind, PackWriter};
+
+    #[tokio::test]
+    async fn local_io_errors_name_their_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::File::create(&file).expect("create a file");
+        let e = Store::open(&format!("file://{}/store", file.display()), &[])
+            .await
+            .expect_err("a store below a file");
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        assert_eq!(e.kind(), crate::ErrorKind::Io, "{e}");
+    }
 
     #[tokio::test]
     async fn memory_store_objects_packs_and_sequences() {

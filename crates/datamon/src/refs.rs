@@ -88,7 +88,7 @@ impl Datamon {
     /// 1. the record without parents under `staged/` (never listed);
     /// 2. the branch record (create-if-absent at the next sequence number, retried until won),
     ///    whose `previous` is the head it follows;
-    /// 3. the bundle record, its parent that `previous`.
+    /// 3. the bundle record, its parent that `previous`; then the staged record is removed.
     ///
     /// Between 2 and 3 the branch names a bundle that is not listed yet; a reader that asks for
     /// it ([`Datamon::get_bundle`]) writes step 3 itself from the staged record and the branch
@@ -108,6 +108,11 @@ impl Datamon {
         let previous = self.advance_branch(&repo, branch, bundle.id).await?;
         bundle.parents = previous.into_iter().collect();
         self.write_bundle_record(&bundle).await?;
+        // The staged copy has served; a reader racing with this delete re-reads the record.
+        let staged = keys::staged_bundle(repo.as_str(), &bundle.id);
+        if let Err(e) = self.store.delete(&staged).await {
+            tracing::debug!("could not remove {staged}: {e}");
+        }
         Ok(bundle)
     }
 
@@ -141,7 +146,15 @@ impl Datamon {
             .await
         {
             Ok(b) => b,
-            Err(datamon_store::Error::NotFound { .. }) => return Ok(None),
+            Err(datamon_store::Error::NotFound { .. }) => {
+                // The writer may have finished meanwhile: its record is written before its
+                // staged copy is removed.
+                return match self.store.get_json(&keys::bundle(repo.as_str(), id)).await {
+                    Ok(b) => Ok(Some(b)),
+                    Err(datamon_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                };
+            }
             Err(e) => return Err(e.into()),
         };
         let Some(branch) = bundle.branch.clone() else {

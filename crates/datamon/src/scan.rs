@@ -115,7 +115,7 @@ pub(crate) fn scan(root: &Path, only: Option<&[String]>, skip_on_error: bool) ->
                 if p.starts_with('/') || p.split('/').any(|c| c == ".." || c == "." || c.is_empty())
                 {
                     return Err(Error::InvalidInput(format!(
-                        "--files lists {line:?}: give paths relative to --path, without '..'"
+                        "the list of files to upload names {line:?}: give paths relative to the folder, without '..'"
                     )));
                 }
                 let mut node = &mut f;

@@ -51,7 +51,7 @@ pub struct NewArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::cmd::parse::parse_duration)]
     autosave: Option<Duration>,
     /// Return once the mount is ready, serving it from a background process
-    #[arg(long)]
+    #[arg(long, visible_alias = "daemonize")]
     daemon: bool,
     /// Chunk cache for reading the base bundle's files (default: $DATAMON_HOME/cache/chunks)
     #[arg(long, value_name = "DIR", env = "DATAMON_CACHE")]
@@ -149,10 +149,12 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let dm = ctx.open().await?;
     let base = match (&a.from_bundle, &a.from_label) {
         (Some(id), _) => Some(dm.resolve(&a.repo, &BundleSelector::Id(*id)).await?),
-        (_, Some(l)) => Some(
-            dm.resolve(&a.repo, &BundleSelector::Label(l.clone()))
-                .await?,
-        ),
+        (_, Some(l)) => {
+            let sel = BundleSelector::Label(l.clone());
+            let id = dm.resolve(&a.repo, &sel).await?;
+            output::using_bundle(ctx.global.quiet || ctx.global.json, &sel, &id);
+            Some(id)
+        }
         _ => None,
     };
     let state = WorkTreeState {

@@ -444,7 +444,7 @@ fn kill_9_during_download_leaves_no_file_under_a_real_name_that_is_wrong() {
     let dm = Dm::new();
     dm.create_repo("r");
     let src = dm.dir("src");
-    for i in 0..3u64 { write_random(&src.join(format!("part{i}.bin")), i, 1000); }
+    big_tree(&src);
     let id = dm.upload("r", &src, "big", &[]);
     let files: Vec<String> = snapshot(&src)
         .into_iter()

@@ -122,8 +122,7 @@ fn pipeline(dm: &Dm, lr: &str) -> [String; 3] {
 
 fn setup(dm: &Dm) {
     for r in ["raw", "prepared", "model", "eval"] {
-        dm.ok(["repo", "create", "--repo", r, "--description", r])
-            .stdout;
+        dm.ok(["repo", "create", "--repo", r, "--description", r]);
     }
 }
 
@@ -410,7 +409,7 @@ fn failed_command_records_a_failed_run_and_uploads_nothing() {
 }
 
 fn assert_nothing_recorded(dm: &Dm) {
-    assert!(run_list(&dm, &[]).is_empty());
+    assert!(run_list(dm, &[]).is_empty());
     assert!(dm
         .ok(["bundle", "list", "--repo", "model"])
         .stdout
@@ -629,7 +628,7 @@ fn code_version_is_captured_from_git_and_the_environment() {
     let git = |args: &[&str]| {
         let ok = std::process::Command::new("git")
             .args(args)
-            .current_dir(&dm.cwd())
+            .current_dir(dm.cwd())
             .env("GIT_AUTHOR_NAME", "t")
             .env("GIT_AUTHOR_EMAIL", "t@e")
             .env("GIT_COMMITTER_NAME", "t")
@@ -645,7 +644,7 @@ fn code_version_is_captured_from_git_and_the_environment() {
     assert!(git(&["commit", "-qm", "c"]));
     let head = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
-        .current_dir(&dm.cwd())
+        .current_dir(dm.cwd())
         .output()
         .unwrap();
     let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
@@ -715,8 +714,7 @@ fn inputs_params_and_run_id_reach_the_command() {
 fn outputs_go_to_the_named_branch_or_label() {
     let dm = env();
     setup(&dm);
-    dm.ok(["branch", "create", "--repo", "model", "--branch", "dev"])
-        .stdout;
+    dm.ok(["branch", "create", "--repo", "model", "--branch", "dev"]);
     let exec = |target: &str| {
         let out = dm
             .ok([

@@ -668,8 +668,7 @@ fn mutable_mount_autosave_kill9_recover_and_failed_commit() {
         return;
     }
     let dm = Dm::new();
-    dm.ok(["repo", "create", "--repo", "r", "--description", "d"])
-        .stdout;
+    dm.ok(["repo", "create", "--repo", "r", "--description", "d"]);
 
     // Autosave commits on its own when something changed.
     let mnt = dm.path("nb");

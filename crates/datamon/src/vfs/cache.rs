@@ -607,6 +607,10 @@ mod tests {
         c.insert(5001, Bytes::new());
         assert!(c.contains(&5001));
         assert!(c.weight() <= 10_000);
+        // A bound of 0 caches nothing.
+        let none: WeightedCache<u32, Bytes> = WeightedCache::new(0, 100);
+        none.insert(1, Bytes::from_static(b"x"));
+        assert!(!none.contains(&1));
     }
 
     #[test]

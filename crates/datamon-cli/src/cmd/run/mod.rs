@@ -63,6 +63,10 @@ pub struct ExecArgs {
     /// Message of the output bundles (default: `STEP: run ID`)
     #[arg(long)]
     message: Option<String>,
+    /// Mount the inputs read-only (FUSE) instead of downloading them: files are fetched as the
+    /// command reads them, through the chunk cache
+    #[arg(long)]
+    mount_inputs: bool,
     /// Where inputs are downloaded (default: a temporary folder, removed afterwards)
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
