@@ -52,11 +52,8 @@ impl Home {
                 PathBuf::from(home).join(".datamon")
             }
         };
-        let dir = if dir.is_absolute() {
-            dir
-        } else {
-            std::env::current_dir()?.join(dir)
-        };
+        let dir = std::path::absolute(&dir)
+            .with_context(|| format!("cannot make {} absolute", dir.display()))?;
         Ok(Home { dir })
     }
 

@@ -24,7 +24,9 @@ pub enum Error {
         id: String,
     },
     /// A run id that is not a 27-character base62 KSUID.
-    #[error("invalid run id {id:?}: a run id is 27 base62 characters, like 1INzQ5TV4vAAfU2PbRFgPfnzEwR")]
+    #[error(
+        "invalid run id {id:?}: a run id is 27 base62 characters, like 1INzQ5TV4vAAfU2PbRFgPfnzEwR"
+    )]
     InvalidRunId {
         /// The rejected text.
         id: String,

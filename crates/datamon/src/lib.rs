@@ -59,8 +59,8 @@ pub use datamon_types::{
 };
 pub use diff::{Change, ChangeKind};
 pub use download::{DownloadOptions, DownloadReport};
-pub use exec::{InputMounter, MaterializedInput, PlannedOutput, RunPlan, RunResult, RunSpec};
 pub use error::{Error, ErrorKind, PathRole, Result, VfsErrorKind};
+pub use exec::{InputMounter, MaterializedInput, PlannedOutput, RunPlan, RunResult, RunSpec};
 pub use fsck::FsckReport;
 pub use lineage::{
     BundleQuery, EdgeKind, Lineage, LineageBundle, LineageDirection, LineageEdge, LineageOptions,
@@ -69,8 +69,8 @@ pub use lineage::{
 pub use progress::{NoProgress, Progress, Unit};
 pub use refs::BundleSelector;
 pub use run::{BundleDiff, InputSpec, OutputSpec, RunDiff, RunQuery, ValueDiff};
-pub use upload::{UploadContext, UploadOptions, UploadReport};
 pub use tokio_util::sync::CancellationToken;
+pub use upload::{UploadContext, UploadOptions, UploadReport};
 pub use walk::FileInfo;
 
 /// Settings for opening a store.

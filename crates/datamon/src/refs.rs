@@ -58,8 +58,8 @@ impl Datamon {
     /// Reads a bundle record.
     ///
     /// A bundle whose branch append landed but whose record was not written yet (its writer is
-    /// between the two steps, or was killed there) is completed here from its staged record:
-    /// see [`Datamon::commit_bundle`].
+    /// between the two steps, or was killed there) is completed here from its staged record
+    /// (see "Commit order" in `docs/format/layout.md`).
     ///
     /// # Errors
     /// [`Error::BundleNotFound`]; a store error.

@@ -188,11 +188,13 @@ impl Shared<'_> {
         let mut chunks = Vec::with_capacity((job.size / u64::from(self.params.avg)) as usize + 1);
         let mut probe = CompressProbe::default();
         let read = chunker.chunk_reader(f, |data: &[u8]| -> Result<(), ReadError> {
-            if self.failed.load(Ordering::Relaxed) {
-                return Err(ReadError::Other(Error::Task("upload aborted".into())));
-            }
+            // Cancellation first: a reader stopped because another one saw the cancellation
+            // reports the cancellation, not a failure.
             if self.cancel.is_cancelled() {
                 return Err(ReadError::Other(Error::cancelled("the upload")));
+            }
+            if self.failed.load(Ordering::Relaxed) {
+                return Err(ReadError::Other(Error::Task("upload aborted".into())));
             }
             let hash = Hash::of(data);
             chunks.push(ChunkRef(hash, data.len() as u32));
@@ -337,6 +339,9 @@ impl Datamon {
         drop(shared);
         let uploaded = uploader.await?;
         progress.end();
+        if opts.cancel.is_cancelled() {
+            return Err(Error::cancelled("the upload"));
+        }
         let (root, stats, read) = match (stored, uploaded) {
             (Ok(v), Ok(())) => v,
             // A failed pack upload explains a reader's "uploader stopped": report the cause.

@@ -80,6 +80,7 @@ pub struct RecoverArgs {
     mount: Option<PathBuf>,
 }
 
+/// The mount point as one path (symlinks resolved), so one directory has one scratch area.
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| format!("mount point {}", p.display()))
 }

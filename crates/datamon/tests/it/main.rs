@@ -186,23 +186,58 @@ fn concurrent_label_and_branch_updates_are_all_kept() {
         let src = tempfile::tempdir().unwrap();
         write(&src.path().join("f"), b"x");
         let b = upload(&dm, "r", src.path(), "base").await;
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
+        // Eight label sets and eight uploads to one branch, all at once, each from its own
+        // handle on the store.
+        let mut labels = Vec::new();
+        let mut uploads = Vec::new();
+        for i in 0..8 {
             let dm = open(&url).await;
-            tasks.push(tokio::spawn(async move {
+            labels.push(tokio::spawn(async move {
                 dm.set_label(&"r".parse().unwrap(), &"l".parse().unwrap(), &b.id, None)
                     .await
                     .unwrap();
             }));
+            let dm = open(&url).await;
+            let data = tempfile::tempdir().unwrap();
+            write(&data.path().join("f"), format!("upload {i}").as_bytes());
+            uploads.push(tokio::spawn(async move {
+                let ctx = UploadContext {
+                    repo: "r".parse().unwrap(),
+                    path: data.path().to_owned(),
+                    message: format!("upload {i}"),
+                };
+                let opts = UploadOptions {
+                    branch: Some("b".parse().unwrap()),
+                    ..Default::default()
+                };
+                dm.upload(ctx, opts, &NoProgress).await.unwrap().bundle.id
+            }));
         }
-        for t in tasks {
+        for t in labels {
             t.await.unwrap();
+        }
+        let mut ids = Vec::new();
+        for t in uploads {
+            ids.push(t.await.unwrap());
         }
         let h = dm
             .label_history(&"r".parse().unwrap(), &"l".parse().unwrap())
             .await
             .unwrap();
         assert_eq!(h.len(), 8);
+        let branch = dm
+            .branch_history(&"r".parse().unwrap(), &"b".parse().unwrap())
+            .await
+            .unwrap();
+        let mut heads: Vec<_> = branch.iter().filter_map(|r| r.head).collect();
+        assert_eq!(heads.len(), 8, "every branch update is kept");
+        // Each record follows the one before it.
+        for pair in branch.windows(2) {
+            assert_eq!(pair[1].previous, pair[0].head);
+        }
+        heads.sort();
+        ids.sort();
+        assert_eq!(heads, ids);
     });
 }
 

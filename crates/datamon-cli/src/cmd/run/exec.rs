@@ -68,7 +68,9 @@ impl datamon::InputMounter for FuseInputs {
         repo: &'a datamon::RepoName,
         bundle: &'a datamon::BundleId,
         at: &'a std::path::Path,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = datamon::Result<Box<dyn Send + Sync>>> + Send + 'a>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = datamon::Result<Box<dyn Send + Sync>>> + Send + 'a>,
+    > {
         Box::pin(async move {
             let opts = datamon::vfs::VfsOptions {
                 cache_dir: Some(self.cache_dir.clone()),
