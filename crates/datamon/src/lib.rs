@@ -43,6 +43,7 @@ mod refs;
 mod repo;
 mod run;
 mod scan;
+mod sdk;
 mod statcache;
 mod upload;
 pub mod vfs;

@@ -1,0 +1,160 @@
+//! The bridge from Python threads to the module's tokio runtime: release the GIL, block on the
+//! future, wake every 100 ms to check for signals (and report progress), cancel on interrupt.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use datamon::{CancellationToken, Progress, Unit};
+use pyo3::prelude::*;
+
+use crate::errors::to_py;
+
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// How often a blocked call wakes up to check for signals.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The module's runtime, built on first use.
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("datamon")
+        .build()
+        .map_err(|e| {
+            pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "cannot start the datamon runtime: {e}"
+            ))
+        })?;
+    // Another thread may have won the race: keep the first runtime, drop ours.
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Runs `fut` on the runtime with the GIL released, and returns its result as a Python result.
+///
+/// Every 100 ms the calling thread takes the GIL back to check for signals and to report
+/// `progress`. On KeyboardInterrupt (or an exception of the progress callback): with `cancel`,
+/// the token is cancelled and the future runs to its end (an upload stops within a chunk and
+/// commits nothing), then the interrupt is raised; without, the future is dropped at once.
+pub(crate) fn block<T, F>(
+    py: Python<'_>,
+    cancel: Option<&CancellationToken>,
+    progress: Option<&PyProgress>,
+    fut: F,
+) -> PyResult<T>
+where
+    T: Send,
+    F: Future<Output = datamon::Result<T>> + Send,
+{
+    let rt = runtime()?;
+    let out: PyResult<datamon::Result<T>> = py.detach(|| {
+        rt.block_on(async {
+            tokio::pin!(fut);
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            tick.tick().await;
+            let mut interrupted: Option<PyErr> = None;
+            loop {
+                tokio::select! {
+                    r = &mut fut => {
+                        return match interrupted {
+                            Some(e) => Err(e),
+                            None => Ok(r),
+                        };
+                    }
+                    _ = tick.tick(), if interrupted.is_none() => {
+                        let checked = Python::attach(|py| {
+                            py.check_signals()?;
+                            match progress {
+                                Some(p) => p.report(py),
+                                None => Ok(()),
+                            }
+                        });
+                        if let Err(e) = checked {
+                            match cancel {
+                                Some(token) => {
+                                    token.cancel();
+                                    interrupted = Some(e);
+                                }
+                                None => return Err(e),
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    });
+    let r = out?.map_err(|e| to_py(py, &e));
+    if let Some(p) = progress {
+        p.report(py)?;
+    }
+    r
+}
+
+/// Runs a blocking, GIL-free piece of work (a read of the virtual filesystem) on this thread.
+pub(crate) fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> datamon::Result<T> + Send,
+) -> PyResult<T> {
+    py.detach(f).map_err(|e| to_py(py, &e))
+}
+
+/// Progress of a long call, reported to a Python callable `callback(phase, done, total)` from
+/// the calling thread (never from the library's worker threads, which only count).
+pub(crate) struct PyProgress {
+    callback: Py<PyAny>,
+    phase: Mutex<(String, u64)>,
+    done: AtomicU64,
+    dirty: AtomicBool,
+}
+
+impl PyProgress {
+    /// Progress reported to `callback`.
+    pub(crate) fn new(callback: Py<PyAny>) -> PyProgress {
+        PyProgress {
+            callback,
+            phase: Mutex::new((String::new(), 0)),
+            done: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls the callback if anything changed since the last call.
+    pub(crate) fn report(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (what, total) = self
+            .phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let done = self.done.load(Ordering::Acquire);
+        self.callback.call1(py, (what, done, total))?;
+        Ok(())
+    }
+}
+
+impl Progress for PyProgress {
+    fn begin(&self, what: &str, total: u64, _unit: Unit) {
+        *self
+            .phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (what.to_owned(), total);
+        self.done.store(0, Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+}
