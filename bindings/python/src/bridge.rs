@@ -40,19 +40,24 @@ pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 /// `progress`. On KeyboardInterrupt (or an exception of the progress callback): with `cancel`,
 /// the token is cancelled and the future runs to its end (an upload stops within a chunk and
 /// commits nothing), then the interrupt is raised; without, the future is dropped at once.
-pub(crate) fn block<T, F>(
+///
+/// `make` builds the future on the calling thread once the GIL is released (so the future
+/// itself need not be `Send`).
+pub(crate) fn block<T, G, F>(
     py: Python<'_>,
     cancel: Option<&CancellationToken>,
     progress: Option<&PyProgress>,
-    fut: F,
+    make: G,
 ) -> PyResult<T>
 where
     T: Send,
-    F: Future<Output = datamon::Result<T>> + Send,
+    G: FnOnce() -> F + Send,
+    F: Future<Output = datamon::Result<T>>,
 {
     let rt = runtime()?;
     let out: PyResult<datamon::Result<T>> = py.detach(|| {
         rt.block_on(async {
+            let fut = make();
             tokio::pin!(fut);
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

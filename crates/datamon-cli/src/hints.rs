@@ -27,6 +27,16 @@ pub(crate) fn hint(e: &Error) -> Option<String> {
             "; check with `datamon label get --history` and retry".to_owned()
         }
         Error::RunNotFound { .. } => ": see `datamon run list`".to_owned(),
+        Error::BundleDeleted { repo, .. } => format!(": see `datamon bundle list --repo {repo}`"),
+        Error::RepoDeleted {
+            renamed_to: Some(to),
+            ..
+        } => format!(": use --repo {to}"),
+        Error::RepoDeleted { .. } => ": see `datamon repo list`".to_owned(),
+        Error::BundleReferenced { .. } => {
+            ": move or delete them first, or pass --remove-refs to delete them too".to_owned()
+        }
+        Error::CollectedMeanwhile { .. } => ": run the upload again".to_owned(),
         Error::SelectorNotFound { repo, .. } => format!(
             ": see `datamon label list --repo {repo}` and `datamon branch list --repo {repo}`"
         ),

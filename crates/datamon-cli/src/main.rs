@@ -97,10 +97,22 @@ pub(crate) enum Command {
     /// Pipeline runs: execute and record steps, list, show and diff them ("what changed?")
     #[command(subcommand)]
     Run(Box<cmd::run::RunCmd>),
+    /// In a pod: mount or download a step's inputs, then upload its outputs and record the run
+    /// when the application container's command (run by `datamon sidecar exec`) ends
+    Sidecar(Box<cmd::sidecar::SidecarCmd>),
+    /// Init container: download and verify bundles into folders before a job starts (with retries)
+    Localize(cmd::localize::LocalizeArgs),
     /// The history of a branch: bundles with messages, authors, stats and producing runs
     Log(cmd::lineage::LogArgs),
     /// Check the store: every referenced object exists; --read-data re-hashes every chunk
     Fsck(cmd::misc::FsckArgs),
+    /// Reclaim the space of deleted bundles, with no lock: each run carries out the previous
+    /// run's plan and plans the next (see docs/format/gc.md)
+    Gc(cmd::gc::GcArgs),
+    /// Browse repos, bundles, files, diffs, runs and lineage in a web browser (read-only)
+    Web(cmd::web::WebArgs),
+    /// Kubernetes CSI driver: bundles as volumes (see docs/kubernetes.md)
+    Csi(cmd::csi::CsiArgs),
     /// Print the version
     Version,
     /// Print shell completions
@@ -256,9 +268,13 @@ fn report(e: &anyhow::Error) -> ExitCode {
             }
         }
     }
+    // Exit 2 is for what was asked of the store (a repo, bundle, label, branch, run), as the
+    // original datamon; a local file that is missing is a plain failure.
     let not_found = e.chain().any(|c| {
-        c.downcast_ref::<datamon::Error>()
-            .is_some_and(|d| d.kind() == datamon::ErrorKind::NotFound)
+        c.downcast_ref::<datamon::Error>().is_some_and(|d| {
+            d.kind() == datamon::ErrorKind::NotFound
+                && !matches!(d.root(), datamon::Error::Io { .. })
+        })
     });
     // The library's messages already say what to do; show the outermost context and the cause.
     let mut msg = match e.chain().nth(1) {

@@ -75,3 +75,70 @@ pub fn branch(repo: &str, branch: &str) -> String {
 pub fn seq(prefix: &str, seq: u64) -> String {
     format!("{prefix}{seq:010}")
 }
+
+/// `repos/<repo>/staged/`: bundle records between their first and last commit step.
+pub fn staged(repo: &str) -> String {
+    format!("repos/{repo}/staged/")
+}
+
+/// `repos/<repo>/deleted.json`: the repo's tombstone (deleted, or renamed), write-once.
+pub fn repo_tombstone(repo: &str) -> String {
+    format!("repos/{repo}/deleted.json")
+}
+
+/// `repos/<repo>/deleted/`: the tombstones of a repo's deleted bundles.
+pub fn bundle_tombstones(repo: &str) -> String {
+    format!("repos/{repo}/deleted/")
+}
+
+/// `repos/<repo>/deleted/<id>.json`: a deleted bundle's tombstone, write-once.
+pub fn bundle_tombstone(repo: &str, id: &BundleId) -> String {
+    format!("repos/{repo}/deleted/{id}.json")
+}
+
+/// `repos/<repo>/label-deletions/`: which label records were deleted.
+pub fn label_deletions(repo: &str) -> String {
+    format!("repos/{repo}/label-deletions/")
+}
+
+/// `repos/<repo>/label-deletions/<label>/<seq>`: the label's value of record `seq` was deleted.
+pub fn label_deletion(repo: &str, label: &str, seq: u64) -> String {
+    format!("repos/{repo}/label-deletions/{label}/{seq:010}")
+}
+
+/// `repos/<repo>/branch-deletions/`: which branch records were deleted.
+pub fn branch_deletions(repo: &str) -> String {
+    format!("repos/{repo}/branch-deletions/")
+}
+
+/// `repos/<repo>/branch-deletions/<branch>/<seq>`: the branch as of record `seq` was deleted.
+pub fn branch_deletion(repo: &str, branch: &str, seq: u64) -> String {
+    format!("repos/{repo}/branch-deletions/{branch}/{seq:010}")
+}
+
+/// `repos/<repo>/rewrites/<old id>.json`: the bundle that replaced a rewritten one.
+pub fn rewrite(repo: &str, old: &BundleId) -> String {
+    format!("repos/{repo}/rewrites/{old}.json")
+}
+
+/// Prefix of every garbage-collection record.
+pub const GC: &str = "gc/";
+
+/// `gc/plans/`: the sequence of gc plans (`<seq>`, write-once; see `docs/format/gc.md`).
+pub const GC_PLANS: &str = "gc/plans/";
+
+/// `gc/done/<seq>`: plan `seq` was carried out; its packs are gone.
+pub fn gc_done(seq: u64) -> String {
+    format!("gc/done/{seq:010}")
+}
+
+/// Prefix of the done markers of gc plans.
+pub const GC_DONE: &str = "gc/done/";
+
+/// `gc/pins/`: roots that gc must keep besides bundles (mutable mount bases, diamonds).
+pub const GC_PINS: &str = "gc/pins/";
+
+/// `gc/pins/<id>.json`: one pin, written once and deleted when released.
+pub fn gc_pin(id: &str) -> String {
+    format!("gc/pins/{id}.json")
+}

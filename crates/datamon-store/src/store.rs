@@ -316,6 +316,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Lists the keys under a prefix with their sizes and last-modified times, sorted, from
+    /// the primary only (garbage collection uses the times to leave young objects alone).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list_times(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, chrono::DateTime<Utc>)>> {
+        let p = &self.path(prefix.trim_end_matches('/'));
+        let mut out: Vec<(String, u64, chrono::DateTime<Utc>)> = RetryPolicy::OPERATION
+            .run("list", prefix, || async move {
+                self.os
+                    .list(Some(p))
+                    .map_ok(|m| (self.key_of(&m.location), m.size, m.last_modified))
+                    .try_collect()
+                    .await
+                    .map_err(|e| Error::backend("list", prefix, e))
+            })
+            .await?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Lists the names of the "directories" directly under a prefix, sorted.
     ///
     /// # Errors
@@ -491,7 +515,12 @@ impl Store {
             .map(|(k, _)| k)
             .collect();
         let mut objects = futures::stream::iter(keys.into_iter().map(|k| async move {
-            let b = self.get(&k).await?;
+            // Listed but gone: garbage collection removed the pack and its index object
+            // meanwhile (see `docs/format/gc.md`); none of its blobs is live.
+            let b = match self.get(&k).await {
+                Err(Error::NotFound { .. }) => return Ok(None),
+                r => r?,
+            };
             let (pack, entries) = Index::decode_object(&b, &k)?;
             if keys::index(&pack) != k {
                 return Err(Error::Corrupt {
@@ -499,12 +528,12 @@ impl Store {
                     detail: "names another pack".into(),
                 });
             }
-            Ok::<_, Error>((pack, entries))
+            Ok::<_, Error>(Some((pack, entries)))
         }))
         .buffer_unordered(LIST_FETCH_CONCURRENCY);
         let mut loaded = Vec::new();
         while let Some(r) = objects.next().await {
-            loaded.push(r?);
+            loaded.extend(r?);
         }
         Ok(Index::from_packs(loaded))
     }

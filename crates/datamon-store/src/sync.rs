@@ -88,7 +88,15 @@ impl Store {
                 .count() as u64;
             let dst = &dst;
             let mut copies = futures::stream::iter(batch.into_iter().map(|(k, _)| async move {
-                let b = self.get(k).await?;
+                let b = match self.get(k).await {
+                    Ok(b) => b,
+                    // A staged record removed since the listing: its bundle record is there.
+                    Err(Error::NotFound { .. }) if p >= 2 => return Ok((k.clone(), None)),
+                    Err(e) => return Err(e),
+                };
+                if p == 4 {
+                    self.copy_head_bundle(dst, k, &b).await?;
+                }
                 let len = b.len() as u64;
                 let content_addressed = p <= 1;
                 if content_addressed {
@@ -121,5 +129,45 @@ impl Store {
         }
         report.conflicts.sort();
         Ok(report)
+    }
+
+    /// Makes sure the bundle a branch record names is in `dst` before the record is: a commit
+    /// writes the branch record before the bundle record (see `docs/format/layout.md`), so one
+    /// listing can hold the branch record and neither the bundle record (written later) nor its
+    /// staged copy (removed meanwhile).
+    async fn copy_head_bundle(&self, dst: &Store, branch_key: &str, record: &[u8]) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            head: Option<datamon_types::BundleId>,
+        }
+        let Some(repo) = branch_key
+            .strip_prefix(keys::REPOS)
+            .and_then(|r| r.split_once("/branches/"))
+            .map(|(repo, _)| repo)
+        else {
+            return Ok(());
+        };
+        let Ok(Head { head: Some(id) }) = serde_json::from_slice::<Head>(record) else {
+            return Ok(());
+        };
+        let bundle = keys::bundle(repo, &id);
+        match dst.get(&bundle).await {
+            Ok(_) => return Ok(()),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        for key in [bundle, keys::staged_bundle(repo, &id)] {
+            match self.get(&key).await {
+                Ok(b) => {
+                    return match dst.create(&key, b).await {
+                        Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

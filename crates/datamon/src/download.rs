@@ -1,20 +1,20 @@
 //! Download: a bundle becomes a folder again, exactly (bytes, modes, mtimes, empty directories,
 //! symlinks).
 //!
-//! Per file, the chunk list is mapped to the packs that hold it and grouped into coalesced range
-//! reads; every chunk is decompressed and verified against its hash before it is written. Each
+//! The chunks of all the files are mapped to the packs that hold them and grouped into range
+//! reads across files (`batch`: one read per region of a pack, however many small files it
+//! holds); every chunk is decompressed and verified against its hash before it is written. Each
 //! file is written under a temporary name beside its final one and renamed only when complete and
-//! verified, so a failed download never leaves a half-written file under a real name.
+//! verified, so a failed or killed download never leaves a half-written file under a real name.
 
-use std::collections::HashSet;
-use std::fs::File;
-use std::io::Write;
+mod batch;
+
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use datamon_store::{keys, BlobRef, Index};
 use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, TreeEntry};
-use futures::{StreamExt, TryStreamExt};
 use regex::Regex;
 use serde::Serialize;
 
@@ -43,9 +43,13 @@ pub struct DownloadReport {
     pub symlinks: u64,
     /// Directories created.
     pub dirs: u64,
+    /// Range reads made from the store (one per planned region of a pack, however many files
+    /// it holds; reads repeated from a replica count too).
+    pub range_reads: u64,
 }
 
-/// Consecutive chunks of one file that lie back to back in one pack: one range read.
+/// Consecutive chunks of one file that lie back to back in one pack: one range read (the
+/// mount's reads; downloads plan across files in `batch`).
 pub(crate) struct Run {
     pub(crate) pack: Hash,
     pub(crate) start: u64,
@@ -199,25 +203,20 @@ impl Datamon {
     ) -> Result<DownloadReport> {
         // Directories, symlinks and the places of files: quick local file-system work.
         let Prepared {
-            report,
+            mut report,
             files,
             dirs,
         } = tokio::task::block_in_place(|| prepare(dest, entries))?;
+        let plan = batch::plan(files, index)?;
         progress.begin("download", report.bytes, Unit::Bytes);
-        futures::stream::iter(
-            files
-                .into_iter()
-                .map(|(path, target, e, chunks)| async move {
-                    let runs = plan_runs(chunks, index).map_err(|missing| Error::Corrupt {
-                        path: path.to_owned(),
-                        detail: format!("chunk {missing} is not in the store's index"),
-                    })?;
-                    self.restore_file(path, &target, e, runs, progress).await
-                }),
-        )
-        .buffer_unordered(self.concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
+        report.range_reads =
+            batch::execute(&self.store, dest, plan, self.concurrency, progress).await?;
+        tracing::debug!(
+            files = report.files,
+            bytes = report.bytes,
+            range_reads = report.range_reads,
+            "download written"
+        );
         progress.end();
         // Directory modes and mtimes last, deepest first: writing inside a directory changes its
         // mtime, and a read-only mode would forbid the writes.
@@ -231,76 +230,57 @@ impl Datamon {
         })?;
         Ok(report)
     }
-
-    async fn restore_file(
-        &self,
-        path: &str,
-        target: &Path,
-        entry: &TreeEntry,
-        runs: Vec<Run>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let tmp = temp_name(target);
-        let mut guard = TempGuard(Some(tmp.clone()));
-        let mut file =
-            tokio::task::block_in_place(|| File::create(&tmp)).map_err(Error::io(target))?;
-        let store = &self.store;
-        let mut fetched = futures::stream::iter(
-            runs.into_iter()
-                .map(|run| async move { fetch_run(store, path, run).await }),
-        )
-        .buffered(2);
-        while let Some(data) = fetched.next().await {
-            let data = data?;
-            let n = data.len() as u64;
-            let target_owned = target.to_owned();
-            file = tokio::task::spawn_blocking(move || -> Result<File> {
-                file.write_all(&data).map_err(Error::io(&target_owned))?;
-                Ok(file)
-            })
-            .await??;
-            progress.advance(n);
-        }
-        tokio::task::block_in_place(|| -> Result<()> {
-            file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
-                .map_err(Error::io(target))?;
-            drop(file);
-            set_mtime(&tmp, entry.mtime_ns, false)?;
-            std::fs::rename(&tmp, target).map_err(Error::io(target))?;
-            Ok(())
-        })?;
-        guard.0 = None;
-        Ok(())
-    }
 }
 
 /// Makes `dest/rel` a real directory, component by component, never following a symlink: a
 /// symlink or file in the way is replaced (the bundle says a directory is there), so nothing is
-/// ever written outside `dest`. `made` remembers what was already checked.
-fn ensure_dir(dest: &Path, rel: &str, made: &mut HashSet<String>) -> Result<()> {
+/// ever written outside `dest`. `made` remembers what was already checked, and whether this
+/// download created it (so it held nothing before: nothing in it needs a check). `dest` itself
+/// is the empty path.
+fn ensure_dir(dest: &Path, rel: &str, made: &mut HashMap<String, bool>) -> Result<()> {
     let mut end = 0;
     for part in rel.split('/') {
         end += part.len();
         let sub = &rel[..end];
+        let parent = &rel[..end.saturating_sub(part.len() + 1)];
         end += 1;
-        if made.contains(sub) {
+        if made.contains_key(sub) {
             continue;
         }
         let p = dest.join(sub);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => remove_stale_temps(&p)?,
+        // In a directory this download created, nothing is in the way.
+        let in_fresh = made.get(parent).copied().unwrap_or(false);
+        let found = if in_fresh {
+            Err(std::io::ErrorKind::NotFound.into())
+        } else {
+            std::fs::symlink_metadata(&p)
+        };
+        let fresh = match found {
+            Ok(m) if m.is_dir() => {
+                remove_stale_temps(&p)?;
+                false
+            }
             Ok(_) => {
                 std::fs::remove_file(&p).map_err(Error::io(&p))?;
                 std::fs::create_dir(&p).map_err(Error::io(&p))?;
+                true
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&p).map_err(Error::io(&p))?;
+                true
             }
             Err(e) => return Err(Error::Io { path: p, source: e }),
-        }
-        made.insert(sub.to_owned());
+        };
+        made.insert(sub.to_owned(), fresh);
     }
     Ok(())
+}
+
+/// Whether the directory holding `path` (relative to the destination) was created by this
+/// download, so that nothing can be in the way of `path`.
+fn in_fresh_dir(path: &str, made: &HashMap<String, bool>) -> bool {
+    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+    made.get(parent).copied().unwrap_or(false)
 }
 
 /// Removes temporary files a killed download left in `dir` (named by [`temp_name`]).
@@ -340,8 +320,8 @@ fn check_parents(dest: &Path, rel: &str) -> Result<()> {
 /// What [`prepare`] leaves to do.
 struct Prepared<'a> {
     report: DownloadReport,
-    /// Files to restore: path in the bundle, target, entry, chunks.
-    files: Vec<(&'a str, PathBuf, &'a TreeEntry, &'a Vec<ChunkRef>)>,
+    /// Files to restore: path in the bundle (and below the destination), entry, chunks.
+    files: Vec<(&'a str, &'a TreeEntry, &'a [ChunkRef])>,
     /// Directories whose mode and mtime are set last.
     dirs: Vec<(PathBuf, &'a TreeEntry)>,
 }
@@ -351,8 +331,14 @@ fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepar
     let mut report = DownloadReport::default();
     let mut files = Vec::new();
     let mut dirs = Vec::new();
-    let mut made = HashSet::new();
+    let mut made = HashMap::new();
     remove_stale_temps(dest)?;
+    // The destination itself counts as created by this download when it is empty.
+    let empty = std::fs::read_dir(dest)
+        .map_err(Error::io(dest))?
+        .next()
+        .is_none();
+    made.insert(String::new(), empty);
     for (path, e) in entries {
         let target = dest.join(path);
         match &e.node {
@@ -368,7 +354,9 @@ fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepar
                 if let Some((parent, _)) = path.rsplit_once('/') {
                     ensure_dir(dest, parent, &mut made)?;
                 }
-                clear_for_file(&target)?;
+                if !in_fresh_dir(path, &made) {
+                    clear_for_file(&target)?;
+                }
                 let tmp = temp_name(&target);
                 std::os::unix::fs::symlink(link, &tmp).map_err(Error::io(&target))?;
                 let mut guard = TempGuard(Some(tmp.clone()));
@@ -381,10 +369,12 @@ fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepar
                 if let Some((parent, _)) = path.rsplit_once('/') {
                     ensure_dir(dest, parent, &mut made)?;
                 }
-                clear_for_file(&target)?;
+                if !in_fresh_dir(path, &made) {
+                    clear_for_file(&target)?;
+                }
                 report.files += 1;
                 report.bytes += size;
-                files.push((path.as_str(), target, e, chunks));
+                files.push((path.as_str(), e, chunks.as_slice()));
             }
         }
     }

@@ -39,6 +39,45 @@ pub enum Error {
         /// The bundle id.
         id: BundleId,
     },
+    /// The bundle existed but was deleted (its record is kept until gc; readers refuse it).
+    #[error("bundle {id} of repo {repo:?} was deleted ({time} by {author})")]
+    BundleDeleted {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        id: BundleId,
+        /// Who deleted it.
+        author: String,
+        /// When, RFC 3339.
+        time: String,
+    },
+    /// The repo existed but was deleted, or renamed (then `renamed_to` names it).
+    #[error("repo {repo:?} was {}", renamed_to.as_ref().map_or_else(|| "deleted".to_owned(), |n| format!("renamed to {n:?}")))]
+    RepoDeleted {
+        /// The repo.
+        repo: String,
+        /// Its new name, when it was renamed.
+        renamed_to: Option<String>,
+    },
+    /// A bundle to delete is still named by labels or branches.
+    #[error("bundle {id} of repo {repo:?} is still named by {}", refs.join(", "))]
+    BundleReferenced {
+        /// The repo.
+        repo: String,
+        /// The bundle id.
+        id: BundleId,
+        /// The refs, as `label NAME` or `branch NAME`.
+        refs: Vec<String>,
+    },
+    /// A commit reused data that a concurrent garbage collection removed before the commit
+    /// could keep it; nothing was committed, and a retry uploads the data again.
+    #[error("bundle {id} reused data that a concurrent garbage collection removed ({blob}); nothing was committed")]
+    CollectedMeanwhile {
+        /// The bundle that was being committed.
+        id: BundleId,
+        /// The blob that was gone.
+        blob: String,
+    },
     /// The repo has no bundle yet.
     #[error("repo {repo:?} has no bundles yet")]
     NoBundles {
@@ -124,12 +163,12 @@ pub enum Error {
         path: PathBuf,
     },
     /// The folder to upload cannot be read.
-    #[error("{path}: cannot read the folder to upload ({source})")]
+    #[error("{path}: cannot read the folder to upload ({error})")]
     UnreadableSource {
         /// The folder.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (part of the message, so not a `source`).
+        error: std::io::Error,
     },
     /// A file or folder inside the folder to upload cannot be read or stored (the caller did not
     /// ask to skip such entries).
@@ -151,14 +190,14 @@ pub enum Error {
         detail: String,
     },
     /// A local file that a download would overwrite (the caller did not allow it).
-    #[error("{path} already exists")]
+    #[error("{path}: already exists")]
     DestinationExists {
         /// The file.
         path: PathBuf,
     },
     /// A symlink or a file where a bundle has a directory (restoring through it could write
     /// outside the destination).
-    #[error("{path} is a symlink or a file where the bundle has a directory")]
+    #[error("{path}: is a symlink or a file where the bundle has a directory")]
     DestinationConflict {
         /// The symlink or file.
         path: PathBuf,
@@ -224,6 +263,30 @@ pub enum Error {
         /// The time limit.
         seconds: u64,
     },
+    /// The other side of a coordination protocol (the sidecar or the application of a pod)
+    /// vanished or never started.
+    #[error("{peer} is gone: {detail}")]
+    PeerLost {
+        /// Which side (`the sidecar`, `the application`).
+        peer: String,
+        /// What was seen.
+        detail: String,
+    },
+    /// A wait of a coordination protocol reached its time limit.
+    #[error("gave up waiting for {what} after {seconds} s")]
+    WaitTimeout {
+        /// What was awaited.
+        what: String,
+        /// The time limit.
+        seconds: u64,
+    },
+    /// The pod's sidecar could not provide the inputs or finish the run; `reason` is its own
+    /// message.
+    #[error("the sidecar failed: {reason}")]
+    SidecarFailed {
+        /// What the sidecar reported.
+        reason: String,
+    },
     /// A mounted filesystem was asked about an inode or handle it does not know (or of the
     /// wrong kind).
     #[error("{what}")]
@@ -275,7 +338,11 @@ impl Error {
             | Error::BranchNotFound { .. }
             | Error::PathNotInBundle { .. }
             | Error::RunNotFound { .. }
-            | Error::SelectorNotFound { .. } => ErrorKind::NotFound,
+            | Error::SelectorNotFound { .. }
+            | Error::BundleDeleted { .. }
+            | Error::RepoDeleted { .. } => ErrorKind::NotFound,
+            Error::BundleReferenced { .. } => ErrorKind::InvalidInput,
+            Error::CollectedMeanwhile { .. } => ErrorKind::Conflict,
             Error::RepoExists { .. }
             | Error::BranchExists { .. }
             | Error::DestinationNotEmpty { .. }
@@ -284,7 +351,7 @@ impl Error {
             Error::DestinationConflict { .. }
             | Error::NotADirectory { .. }
             | Error::CommandNotFound { .. } => ErrorKind::InvalidInput,
-            Error::UnreadableSource { source, .. } => ErrorKind::of_io(source),
+            Error::UnreadableSource { .. } => ErrorKind::InvalidInput,
             Error::Unreadable { .. } => ErrorKind::Io,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::Busy { .. } => ErrorKind::Busy,
@@ -294,6 +361,8 @@ impl Error {
             Error::Task(_) => ErrorKind::Internal,
             Error::Timeout { .. } => ErrorKind::Transient,
             Error::Vfs { .. } => ErrorKind::InvalidInput,
+            Error::PeerLost { .. } | Error::WaitTimeout { .. } => ErrorKind::Transient,
+            Error::SidecarFailed { .. } => ErrorKind::Permanent,
         }
     }
 

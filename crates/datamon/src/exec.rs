@@ -34,6 +34,9 @@ use crate::{
     UploadContext, UploadOptions, UploadReport, META_RUN, META_STEP,
 };
 
+/// How long a stopped child process has to exit after SIGTERM before it is killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The environment variable naming the JSON file a step writes its metrics to.
 pub const ENV_METRICS: &str = "DATAMON_METRICS";
 
@@ -194,7 +197,7 @@ impl Datamon {
             if let Ok(m) = std::fs::metadata(&dir) {
                 if !m.is_dir() {
                     return Err(Error::InvalidInput(format!(
-                        "output {}: {} is not a directory; an output names the folder the step writes",
+                        "output {}: {} is not a directory; an output names the folder the command writes",
                         o.repo,
                         dir.display()
                     )));
@@ -208,6 +211,13 @@ impl Datamon {
             });
         }
         let metrics_file = spec.metrics_file.as_deref().map(absolute).transpose()?;
+        let mut spec = spec;
+        if spec.user.is_empty() {
+            spec.user = capture_user(None);
+        }
+        if spec.host.is_empty() {
+            spec.host = capture_host();
+        }
         Ok(RunPlan {
             dm: self.clone(),
             id: RunId::generate(),
@@ -364,13 +374,13 @@ impl RunPlan {
             let path = match mounter {
                 Some(m) => {
                     std::fs::create_dir_all(&dest).map_err(Error::io(&dest))?;
-                    let guard = cancellable(
-                        cancel,
-                        "mounting the inputs",
-                        m.mount(dm, &i.repo, &i.bundle, &dest),
-                    )
-                    .await?;
+                    // Not raced against the token: a mount dropped half-way could stay
+                    // mounted. The token is checked once it is in place (and held).
+                    let guard = m.mount(dm, &i.repo, &i.bundle, &dest).await?;
                     self.mounts.push(guard);
+                    if cancel.is_cancelled() {
+                        return Err(Error::cancelled("mounting the inputs"));
+                    }
                     match &i.path {
                         Some(p) => dest.join(p),
                         None => dest,
@@ -482,7 +492,8 @@ impl RunPlan {
 
     /// Runs `argv` as a child process (see [`RunPlan::command`]) with `stdout`, and waits for
     /// it; returns its exit code (128 + the signal when a signal ended it). When `stop` fires,
-    /// the child gets SIGTERM and is waited for.
+    /// the child gets SIGTERM, and SIGKILL if it is still running [`STOP_GRACE`] later; when the
+    /// returned future is dropped, the child is killed.
     ///
     /// # Errors
     /// [`Error::CommandNotFound`] when the program does not exist; [`Error::Io`] when it cannot
@@ -495,21 +506,28 @@ impl RunPlan {
     ) -> Result<i32> {
         let mut cmd = self.command(argv)?;
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let mut child = cmd
-            .stdout(stdout)
+        cmd.stdout(stdout);
+        // Killed if this future is dropped: no child outlives the call that started it.
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| spawn_error(&program, e))?;
-        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-        let waiter = tokio::task::spawn_blocking(move || child.wait());
-        tokio::pin!(waiter);
-        let mut signalled = false;
-        let status = loop {
-            tokio::select! {
-                r = &mut waiter => break r?.map_err(Error::io(&program))?,
-                () = stop.cancelled(), if !signalled => {
-                    signalled = true;
-                    if let Some(pid) = pid {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let status = tokio::select! {
+            r = child.wait() => r.map_err(Error::io(&program))?,
+            () = stop.cancelled() => {
+                // SIGTERM while the child is surely running (not yet reaped), then SIGKILL if
+                // it has not exited after a grace period.
+                if let Some(pid) = child
+                    .id()
+                    .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?))
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+                    Ok(r) => r.map_err(Error::io(&program))?,
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        child.wait().await.map_err(Error::io(&program))?
                     }
                 }
             }
@@ -530,10 +548,24 @@ impl RunPlan {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<RunResult> {
+        self.succeed_reporting(progress, cancel, &mut |_| {}).await
+    }
+
+    /// As [`RunPlan::succeed`], calling `uploaded` with each output's upload as soon as it is
+    /// committed (a front end says so before the next output).
+    ///
+    /// # Errors
+    /// As [`RunPlan::succeed`].
+    pub async fn succeed_reporting(
+        self,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+        uploaded: &mut (dyn FnMut(&UploadReport) + Send),
+    ) -> Result<RunResult> {
         for o in &self.outputs {
             if !o.dir.is_dir() {
                 return Err(Error::InvalidInput(format!(
-                    "output {}: {} is not a directory after the step; nothing was uploaded or recorded",
+                    "output {}: {} is not a directory after the command; nothing was uploaded or recorded",
                     o.repo,
                     o.dir.display()
                 )));
@@ -577,11 +609,11 @@ impl RunPlan {
                 repo: o.repo.clone(),
                 bundle: report.bundle.id,
             });
+            uploaded(&report);
             uploads.push(report);
         }
-        if cancel.is_cancelled() {
-            return Err(Error::cancelled("the run"));
-        }
+        // Every output is committed: the run is recorded whatever happens now (one write), so
+        // no bundle names a run that does not exist.
         run.finished_at = Utc::now();
         self.dm.record_run(&run).await?;
         Ok(RunResult { run, uploads })
@@ -649,8 +681,9 @@ fn not_cancelled(e: Error, what: impl FnOnce() -> String) -> Error {
     }
 }
 
-/// Runs `fut` unless `cancel` fires first.
-async fn cancellable<T>(
+/// Runs `fut` unless `cancel` fires first (then `fut` is dropped: only for futures that are
+/// safe to drop at any await).
+pub(crate) async fn cancellable<T>(
     cancel: &CancellationToken,
     what: &str,
     fut: impl std::future::Future<Output = Result<T>>,

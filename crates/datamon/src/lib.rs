@@ -13,6 +13,9 @@
 //!   [`Datamon::create_branch`], [`Datamon::list_branches`];
 //! - runs and lineage: [`Datamon::record_run`], [`Datamon::get_run`], [`Datamon::list_runs`],
 //!   [`Datamon::diff_runs`], [`Datamon::lineage`], [`Datamon::log`], [`Datamon::find_bundles`];
+//! - queries across runs: [`Datamon::compare_runs`] (a table), [`Datamon::vary_runs`] ("if only
+//!   one component changes, how does the result vary?"), [`Datamon::diff_runs_deep`] (what
+//!   differs, step by step upstream);
 //! - integrity: [`Datamon::fsck`];
 //! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]);
 //!   [`Datamon::worktree_create`] and [`Datamon::worktree_commit`] back mutable mounts
@@ -30,7 +33,12 @@
 //! # Ok(()) }
 //! ```
 
+mod browse;
 mod catalog;
+mod compare;
+mod delete;
+pub mod gc;
+mod retention;
 mod diff;
 mod download;
 mod error;
@@ -43,6 +51,7 @@ mod refs;
 mod repo;
 mod run;
 mod scan;
+pub mod sidecar;
 mod sdk;
 mod statcache;
 mod upload;
@@ -52,13 +61,22 @@ pub mod worktree;
 
 use std::path::PathBuf;
 
+pub use browse::{BundlePage, BundlePageQuery};
 pub use datamon_store::{Store, StoreCheck, StoreUrl, SyncReport};
 pub use datamon_types as types;
 pub use datamon_types::{
     Branch, BranchName, Bundle, BundleId, BundleStats, CodeVersion, Hash, LabelName, LabelRecord,
     Repo, RepoName, Run, RunId, RunInput, RunOutput, RunStatus,
 };
+pub use delete::{DeleteOptions, DeleteReport, Tombstone};
+pub use compare::{
+    Cause, CauseKind, CompareQuery, Component, ComponentKind, ComponentValue, DeepDiff,
+    DeepOptions, DeepStep, InputOrigin, InputTrace, LeftOut, RowBundle, RunFilter, RunRow,
+    RunSort, RunTable, Variation, VaryGroup, VaryRun,
+};
 pub use diff::{Change, ChangeKind};
+pub use gc::{GcOptions, GcPin, GcPlan, GcReport};
+pub use retention::{RetentionPlan, RetentionRules};
 pub use download::{DownloadOptions, DownloadReport};
 pub use error::{Error, ErrorKind, PathRole, Result, VfsErrorKind};
 pub use exec::{InputMounter, MaterializedInput, PlannedOutput, RunPlan, RunResult, RunSpec};

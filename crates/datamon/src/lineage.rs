@@ -73,6 +73,9 @@ pub struct LineageBundle {
     pub id: BundleId,
     /// The bundle record.
     pub record: Option<Bundle>,
+    /// Whether the bundle was deleted (its record stays readable until gc).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// The lineage of one bundle: bundles and runs linked by input and output edges.
@@ -114,14 +117,15 @@ type Key = (RepoName, BundleId);
 const SHORT_LOG: usize = 100;
 
 /// Runs indexed by the bundles they read and wrote.
-struct RunGraph {
-    runs: HashMap<RunId, Run>,
-    producers: HashMap<Key, Vec<RunId>>,
+pub(crate) struct RunGraph {
+    pub(crate) runs: HashMap<RunId, Run>,
+    /// The runs that wrote each bundle, in the order given to [`RunGraph::new`] (oldest first).
+    pub(crate) producers: HashMap<Key, Vec<RunId>>,
     consumers: HashMap<Key, Vec<RunId>>,
 }
 
 impl RunGraph {
-    fn new(all: Vec<Run>) -> Self {
+    pub(crate) fn new(all: Vec<Run>) -> Self {
         let mut producers: HashMap<Key, Vec<RunId>> = HashMap::new();
         let mut consumers: HashMap<Key, Vec<RunId>> = HashMap::new();
         for r in &all {
@@ -144,6 +148,15 @@ impl RunGraph {
             consumers,
         }
     }
+
+    /// The run that wrote a bundle: the newest, when several runs name it as an output (as
+    /// `log` picks).
+    pub(crate) fn producer(&self, repo: &RepoName, bundle: &BundleId) -> Option<&Run> {
+        self.producers
+            .get(&(repo.clone(), *bundle))
+            .and_then(|ids| ids.last())
+            .and_then(|id| self.runs.get(id))
+    }
 }
 
 impl Datamon {
@@ -159,7 +172,8 @@ impl Datamon {
         opts: LineageOptions,
     ) -> Result<Lineage> {
         self.get_repo(repo).await?;
-        let root = self.get_bundle(repo, bundle).await?;
+        // The lineage of a deleted bundle is still asked for (which runs used it?).
+        let root = self.get_bundle_record(repo, bundle).await?;
         let graph = RunGraph::new(self.all_runs().await?);
         let depth = opts.depth.unwrap_or(usize::MAX);
         let mut edges: BTreeSet<LineageEdge> = BTreeSet::new();
@@ -233,16 +247,18 @@ impl Datamon {
                 let record = if r == root.repo && id == root.id {
                     Some(root.clone())
                 } else {
-                    match self.get_bundle(&r, &id).await {
+                    match self.get_bundle_record(&r, &id).await {
                         Ok(b) => Some(b),
                         Err(e) if e.kind() == crate::ErrorKind::NotFound => None,
                         Err(e) => return Err(e),
                     }
                 };
+                let deleted = self.bundle_tombstone(&r, &id).await?.is_some();
                 Ok(LineageBundle {
                     repo: r,
                     id,
                     record,
+                    deleted,
                 })
             }))
             .buffered(32)
@@ -269,6 +285,14 @@ impl Datamon {
     /// # Errors
     /// [`Error::RepoNotFound`]; a store error.
     pub async fn all_bundles(&self, repo: &RepoName) -> Result<Vec<Bundle>> {
+        let deleted = self.deleted_bundle_ids(repo).await?;
+        let mut all = self.all_bundle_records(repo).await?;
+        all.retain(|b| !deleted.contains(&b.id));
+        Ok(all)
+    }
+
+    /// Every bundle record of a repo, deleted or not, oldest first, through the catalog.
+    pub(crate) async fn all_bundle_records(&self, repo: &RepoName) -> Result<Vec<Bundle>> {
         self.get_repo(repo).await?;
         Ok(self
             .sync_records::<Bundle>(&keys::bundles(repo.as_str()), &format!("bundles-{repo}"))
@@ -323,10 +347,14 @@ impl Datamon {
             if short {
                 Ok(Vec::new())
             } else {
-                self.all_bundles(repo).await
+                self.all_bundle_records(repo).await
             }
         };
-        let (bundles, runs) = futures::try_join!(bundles, self.all_runs())?;
+        let (bundles, runs, deleted) = futures::try_join!(
+            bundles,
+            self.all_runs(),
+            self.deleted_bundle_ids(repo)
+        )?;
         let by_id: HashMap<BundleId, Bundle> = bundles.into_iter().map(|b| (b.id, b)).collect();
         let graph = RunGraph::new(runs);
         let mut out = Vec::new();
@@ -338,8 +366,13 @@ impl Datamon {
             }
             let bundle = match by_id.get(&id) {
                 Some(b) => b.clone(),
-                None => self.get_bundle(repo, &id).await?,
+                None => self.get_bundle_record(repo, &id).await?,
             };
+            // A deleted bundle is left out of the log; the walk goes on through its parent.
+            if deleted.contains(&id) {
+                next = bundle.parents.first().copied();
+                continue;
+            }
             let run = graph
                 .producers
                 .get(&(repo.clone(), id))

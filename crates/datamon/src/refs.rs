@@ -62,8 +62,21 @@ impl Datamon {
     /// (see "Commit order" in `docs/format/layout.md`).
     ///
     /// # Errors
-    /// [`Error::BundleNotFound`]; a store error.
+    /// [`Error::BundleNotFound`], [`Error::BundleDeleted`]; a store error.
     pub async fn get_bundle(&self, repo: &RepoName, id: &BundleId) -> Result<Bundle> {
+        let (b, t) = futures::try_join!(
+            self.get_bundle_record(repo, id),
+            self.bundle_tombstone(repo, id)
+        )?;
+        match t {
+            Some(t) => Err(Self::deleted_error(repo, id, &t)),
+            None => Ok(b),
+        }
+    }
+
+    /// Reads a bundle record, deleted or not (lineage, gc and log still need the records of
+    /// deleted bundles).
+    pub(crate) async fn get_bundle_record(&self, repo: &RepoName, id: &BundleId) -> Result<Bundle> {
         match self.store.get_json(&keys::bundle(repo.as_str(), id)).await {
             Err(datamon_store::Error::NotFound { .. }) => {
                 if let Some(b) = self.roll_forward(repo, id).await? {
@@ -105,6 +118,11 @@ impl Datamon {
         self.store
             .create_json(&keys::staged_bundle(repo.as_str(), &bundle.id), &bundle)
             .await?;
+        // On a local store the staged record is durable before a branch record names it.
+        self.store.sync().await?;
+        // A garbage collection planned while this upload ran may have condemned data it reused:
+        // keep it before the commit becomes visible (see `docs/format/gc.md`).
+        self.keep_for_commit(&[bundle.root], &bundle.id).await?;
         let previous = self.advance_branch(&repo, branch, bundle.id).await?;
         bundle.parents = previous.into_iter().collect();
         self.write_bundle_record(&bundle).await?;
@@ -140,11 +158,9 @@ impl Datamon {
     /// (see [`Datamon::commit_bundle`]); `None` when there is no such bundle (no staged record,
     /// or its branch append never happened).
     async fn roll_forward(&self, repo: &RepoName, id: &BundleId) -> Result<Option<Bundle>> {
-        let mut bundle: Bundle = match self
-            .store
-            .get_json(&keys::staged_bundle(repo.as_str(), id))
-            .await
-        {
+        let staged_key = keys::staged_bundle(repo.as_str(), id);
+        // Kept as JSON so that fields a newer writer added survive in the record written here.
+        let mut staged: serde_json::Value = match self.store.get_json(&staged_key).await {
             Ok(b) => b,
             Err(datamon_store::Error::NotFound { .. }) => {
                 // The writer may have finished meanwhile: its record is written before its
@@ -157,26 +173,97 @@ impl Datamon {
             }
             Err(e) => return Err(e.into()),
         };
+        let mut bundle: Bundle =
+            serde_json::from_value(staged.clone()).map_err(|e| Error::Corrupt {
+                path: staged_key.clone(),
+                detail: format!("not a bundle record: {e}"),
+            })?;
         let Some(branch) = bundle.branch.clone() else {
             return Ok(None);
         };
-        let history: Vec<(u64, BranchRecord)> = self
-            .store
-            .read_sequence(&keys::branch(repo.as_str(), branch.as_str()))
-            .await?;
-        let Some((_, rec)) = history.iter().find(|(_, r)| r.head == Some(*id)) else {
-            // Staged but never appended: the upload did not commit.
+        let Some(rec) = self.find_append(repo, &branch, &bundle).await? else {
+            // Staged but never appended: the upload did not commit (or is still committing).
             return Ok(None);
         };
         bundle.parents = rec.previous.into_iter().collect();
-        // A read-only reader still gets the bundle; the next writer completes it.
-        match self.write_bundle_record(&bundle).await {
-            Ok(()) => {}
-            Err(e @ Error::Corrupt { .. }) => return Err(e),
-            Err(e) => tracing::debug!("could not complete the commit of bundle {id}: {e}"),
+        if let Some(obj) = staged.as_object_mut() {
+            obj.insert(
+                "parents".into(),
+                serde_json::to_value(&bundle.parents).map_err(|e| Error::Task(e.to_string()))?,
+            );
         }
-        // What is stored wins (a concurrent completion wrote the same bytes).
+        // A read-only reader still gets the bundle; the next writer completes it.
+        let key = keys::bundle(repo.as_str(), id);
+        match self.store.create_json(&key, &staged).await {
+            Ok(()) => {}
+            Err(datamon_store::Error::AlreadyExists { .. }) => {
+                let there: Bundle = self.store.get_json(&key).await?;
+                if there != bundle {
+                    return Err(Error::Corrupt {
+                        path: key,
+                        detail: "another bundle record holds this id".into(),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::debug!("could not complete the commit of bundle {id}: {e}");
+                return Ok(Some(bundle));
+            }
+        }
+        if let Err(e) = self.store.delete(&staged_key).await {
+            tracing::debug!("could not remove {staged_key}: {e}");
+        }
         Ok(Some(bundle))
+    }
+
+    /// The branch record that appended `bundle`, searched from the newest back to the records
+    /// written before the bundle was created (with 10 minutes for clocks that disagree).
+    async fn find_append(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+        bundle: &Bundle,
+    ) -> Result<Option<BranchRecord>> {
+        let prefix = keys::branch(repo.as_str(), branch.as_str());
+        let Some((last, rec)) = self.store.last_record::<BranchRecord>(&prefix).await? else {
+            return Ok(None);
+        };
+        let oldest = bundle.created_at - chrono::Duration::minutes(10);
+        let mut next = Some((last, rec));
+        while let Some((seq, rec)) = next {
+            if rec.head == Some(bundle.id) {
+                return Ok(Some(rec));
+            }
+            if rec.time < oldest || seq <= 1 {
+                return Ok(None);
+            }
+            next = match self.store.get_json(&keys::seq(&prefix, seq - 1)).await {
+                Ok(r) => Some((seq - 1, r)),
+                Err(datamon_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Completes the commits of a repo cut after their branch append (see
+    /// [`Datamon::get_bundle`]); returns the ids completed.
+    async fn complete_staged(&self, repo: &RepoName) -> Result<Vec<BundleId>> {
+        let prefix = keys::staged(repo.as_str());
+        let staged: Vec<BundleId> = self
+            .store
+            .list(&prefix)
+            .await?
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        let mut done = Vec::new();
+        for id in staged {
+            if self.roll_forward(repo, &id).await?.is_some() {
+                done.push(id);
+            }
+        }
+        Ok(done)
     }
 
     /// The ids of a repo's committed bundles, oldest first.
@@ -184,6 +271,16 @@ impl Datamon {
     /// # Errors
     /// A store error.
     pub async fn bundle_ids(&self, repo: &RepoName) -> Result<Vec<BundleId>> {
+        let mut ids = self.bundle_record_ids(repo).await?;
+        let deleted = self.deleted_bundle_ids(repo).await?;
+        ids.retain(|id| !deleted.contains(id));
+        Ok(ids)
+    }
+
+    /// The ids of every bundle record of a repo, deleted or not, oldest first.
+    pub(crate) async fn bundle_record_ids(&self, repo: &RepoName) -> Result<Vec<BundleId>> {
+        // Commits cut after their branch append first, so a bundle a branch names is listed.
+        let completed = self.complete_staged(repo).await?;
         let prefix = keys::bundles(repo.as_str());
         let mut ids: Vec<BundleId> = self
             .store
@@ -191,8 +288,10 @@ impl Datamon {
             .await?
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok())
+            .chain(completed)
             .collect();
         ids.sort();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -203,10 +302,13 @@ impl Datamon {
     pub async fn list_bundles(&self, repo: &RepoName) -> Result<Vec<Bundle>> {
         self.get_repo(repo).await?;
         let ids = self.bundle_ids(repo).await?;
-        futures::stream::iter(ids.iter().map(|id| self.get_bundle(repo, id)))
-            .buffered(32)
-            .try_collect()
-            .await
+        futures::stream::iter(
+            ids.into_iter()
+                .map(|id| async move { self.get_bundle_record(repo, &id).await }),
+        )
+        .buffered(32)
+        .try_collect()
+        .await
     }
 
     /// The current value of a label.
@@ -214,11 +316,19 @@ impl Datamon {
     /// # Errors
     /// [`Error::LabelNotFound`]; a store error.
     pub async fn get_label(&self, repo: &RepoName, label: &LabelName) -> Result<LabelRecord> {
-        let found = self
+        let mut found = self
             .store
             .last_record::<LabelRecord>(&keys::label(repo.as_str(), label.as_str()))
-            .await?
-            .map(|(_, r)| r);
+            .await?;
+        if let Some((seq, _)) = &found {
+            if self
+                .ref_deleted(&keys::label_deletion(repo.as_str(), label.as_str(), *seq))
+                .await?
+            {
+                found = None;
+            }
+        }
+        let found = found.map(|(_, r)| r);
         match found {
             Some(r) => Ok(r),
             None => {
@@ -264,16 +374,20 @@ impl Datamon {
     /// [`Error::RepoNotFound`]; a store error.
     pub async fn list_labels(&self, repo: &RepoName) -> Result<Vec<(LabelName, LabelRecord)>> {
         self.get_repo(repo).await?;
+        let deleted = self.label_deletions(repo).await?;
         let mut out = Vec::new();
         for name in self.store.list_dirs(&keys::labels(repo.as_str())).await? {
             let Ok(label) = name.parse::<LabelName>() else {
                 continue;
             };
-            if let Some((_, r)) = self
+            if let Some((seq, r)) = self
                 .store
                 .last_record(&keys::label(repo.as_str(), &name))
                 .await?
             {
+                if deleted.get(&name).is_some_and(|d| d.contains(&seq)) {
+                    continue;
+                }
                 out.push((label, r));
             }
         }
@@ -331,11 +445,20 @@ impl Datamon {
         repo: &RepoName,
         branch: &BranchName,
     ) -> Result<Option<BundleId>> {
-        Ok(self
+        let Some((seq, r)) = self
             .store
             .last_record::<BranchRecord>(&keys::branch(repo.as_str(), branch.as_str()))
             .await?
-            .and_then(|(_, r)| r.head))
+        else {
+            return Ok(None);
+        };
+        if self
+            .ref_deleted(&keys::branch_deletion(repo.as_str(), branch.as_str(), seq))
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(r.head)
     }
 
     /// Moves a branch to `head`, appending to its history; returns the head it replaced.
@@ -393,10 +516,32 @@ impl Datamon {
                 head: from,
                 updates: 1,
             }),
-            Err(datamon_store::Error::AlreadyExists { .. }) => Err(Error::BranchExists {
-                repo: repo.to_string(),
-                branch: branch.to_string(),
-            }),
+            Err(datamon_store::Error::AlreadyExists { .. }) => {
+                // A deleted branch's name can be created again: a new record starts it anew.
+                let deleted = self.branch_deletions(repo).await?;
+                let prefix = keys::branch(repo.as_str(), branch.as_str());
+                let last = self.store.last_record::<BranchRecord>(&prefix).await?;
+                let is_deleted = last.as_ref().is_some_and(|(seq, _)| {
+                    deleted
+                        .get(branch.as_str())
+                        .is_some_and(|d| d.contains(seq))
+                });
+                if !is_deleted {
+                    return Err(Error::BranchExists {
+                        repo: repo.to_string(),
+                        branch: branch.to_string(),
+                    });
+                }
+                let (seq, _) = self
+                    .store
+                    .append::<BranchRecord, Error>(&prefix, |_| Ok(rec.clone()))
+                    .await?;
+                Ok(Branch {
+                    name: branch.clone(),
+                    head: from,
+                    updates: seq,
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -432,6 +577,7 @@ impl Datamon {
     /// [`Error::RepoNotFound`]; a store error.
     pub async fn list_branches(&self, repo: &RepoName) -> Result<Vec<Branch>> {
         self.get_repo(repo).await?;
+        let deleted = self.branch_deletions(repo).await?;
         let mut out = Vec::new();
         for name in self.store.list_dirs(&keys::branches(repo.as_str())).await? {
             let Ok(branch) = name.parse::<BranchName>() else {
@@ -442,6 +588,9 @@ impl Datamon {
                 .last_record::<BranchRecord>(&keys::branch(repo.as_str(), &name))
                 .await?
             {
+                if deleted.get(&name).is_some_and(|d| d.contains(&seq)) {
+                    continue;
+                }
                 out.push(Branch {
                     name: branch,
                     head: r.head,
@@ -454,17 +603,18 @@ impl Datamon {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write fixtures directly
 mod tests {
     use std::collections::BTreeMap;
 
-    use datamon_types::{BundleStats, Hash};
+    use datamon_types::BundleStats;
 
     use super::*;
     use crate::OpenOptions;
 
     /// A writer killed between its branch append and its bundle record leaves a bundle that
     /// readers complete; one killed before its append leaves nothing visible.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_cut_after_the_branch_append_is_completed_by_readers() {
         let dm = Datamon::open("memory://refs-roll-forward", OpenOptions::default())
             .await
@@ -472,6 +622,24 @@ mod tests {
         let repo: RepoName = "r".parse().expect("name");
         let branch: BranchName = "main".parse().expect("name");
         dm.create_repo(&repo, "d").await.expect("repo");
+        // A real tree for the bundles below, so that fsck can check them.
+        let src = tempfile::tempdir().expect("tmp");
+        std::fs::write(src.path().join("f"), b"data").expect("write");
+        let ctx = crate::UploadContext {
+            repo: repo.clone(),
+            path: src.path().to_owned(),
+            message: "tree".into(),
+        };
+        let opts = crate::UploadOptions {
+            branch: Some("other".parse().expect("name")),
+            ..Default::default()
+        };
+        let root = dm
+            .upload(ctx, opts, &crate::NoProgress)
+            .await
+            .expect("upload")
+            .bundle
+            .root;
         let record = |id: BundleId| Bundle {
             id,
             repo: repo.clone(),
@@ -480,7 +648,7 @@ mod tests {
             message: "m".into(),
             author: "a".into(),
             created_at: Utc::now(),
-            root: Hash::of(b"root"),
+            root,
             stats: BundleStats::default(),
             meta: BTreeMap::new(),
         };
@@ -497,10 +665,21 @@ mod tests {
         dm.advance_branch(&repo, &branch, cut.id)
             .await
             .expect("append");
-        assert_eq!(dm.bundle_ids(&repo).await.expect("ids"), vec![first.id]);
+        // The branch names it: it is listed (completed by the listing), checked clean, logged.
+        let fsck = dm.fsck(false, &crate::NoProgress).await.expect("fsck");
+        assert!(fsck.is_ok(), "{:?}", fsck.problems);
+        let ids = dm.bundle_ids(&repo).await.expect("ids");
+        assert!(ids.contains(&first.id) && ids.contains(&cut.id), "{ids:?}");
         let got = dm.get_bundle(&repo, &cut.id).await.expect("completed");
         assert_eq!(got.parents, vec![first.id]);
-        assert_eq!(dm.bundle_ids(&repo).await.expect("ids").len(), 2);
+        assert!(
+            dm.store
+                .list(&keys::staged(repo.as_str()))
+                .await
+                .expect("list")
+                .is_empty(),
+            "the staged record is removed once completed"
+        );
         let log = dm.log(&repo, Some(&branch), None).await.expect("log");
         assert_eq!(log.len(), 2);
         // Killed after step 1: staged only; the bundle does not exist.

@@ -34,9 +34,22 @@ impl Datamon {
     /// Reads a repo.
     ///
     /// # Errors
-    /// [`Error::RepoNotFound`]; a store error.
+    /// [`Error::RepoNotFound`], [`Error::RepoDeleted`]; a store error.
     pub async fn get_repo(&self, name: &RepoName) -> Result<Repo> {
-        match self.store.get_json(&keys::repo(name.as_str())).await {
+        let key = keys::repo(name.as_str());
+        let (r, t) = futures::join!(
+            self.store.get_json::<Repo>(&key),
+            self.repo_tombstone(name)
+        );
+        if let Some(t) = t? {
+            if r.is_ok() {
+                return Err(Error::RepoDeleted {
+                    repo: name.to_string(),
+                    renamed_to: t.renamed_to,
+                });
+            }
+        }
+        match r {
             Ok(r) => Ok(r),
             Err(datamon_store::Error::NotFound { .. }) => Err(Error::RepoNotFound {
                 repo: name.to_string(),
@@ -53,6 +66,7 @@ impl Datamon {
         let mut out = Vec::new();
         for name in self.store.list_dirs(keys::REPOS).await? {
             match self.store.get_json::<Repo>(&keys::repo(&name)).await {
+                Ok(r) if self.repo_tombstone(&r.name).await?.is_some() => {}
                 Ok(r) => out.push(r),
                 Err(datamon_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),

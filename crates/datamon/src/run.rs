@@ -489,8 +489,14 @@ impl Datamon {
                 if x == y {
                     continue;
                 }
-                let (bx, by) =
-                    futures::try_join!(self.get_bundle(&d.repo, &x), self.get_bundle(&d.repo, &y))?;
+                // A deleted bundle (its data may be collected already) is compared by id only.
+                let (bx, by) = match futures::try_join!(
+                    self.get_bundle(&d.repo, &x),
+                    self.get_bundle(&d.repo, &y)
+                ) {
+                    Err(Error::BundleDeleted { .. }) => continue,
+                    r => r?,
+                };
                 if bx.root == by.root {
                     continue;
                 }

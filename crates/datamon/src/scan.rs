@@ -65,7 +65,7 @@ pub(crate) struct Scan {
     pub symlinks: u64,
 }
 
-/// The subset of paths to include (`--files`): a tree of names; `whole` includes everything
+/// The subset of paths to include (`UploadOptions::files`): a tree of names; `whole` includes everything
 /// below.
 #[derive(Debug, Default)]
 struct Filter {
@@ -89,9 +89,9 @@ fn ctime_ns(m: &Metadata) -> i64 {
 /// With `skip_on_error`, unreadable or unsupported entries are recorded in `skipped` instead of
 /// failing.
 pub(crate) fn scan(root: &Path, only: Option<&[String]>, skip_on_error: bool) -> Result<Scan> {
-    let meta = std::fs::metadata(root).map_err(|source| Error::UnreadableSource {
+    let meta = std::fs::metadata(root).map_err(|error| Error::UnreadableSource {
         path: root.to_owned(),
-        source,
+        error,
     })?;
     if !meta.is_dir() {
         return Err(Error::NotADirectory {

@@ -3,9 +3,11 @@
 //! Pipeline (see ARCHITECTURE.md): scan -> per file, the stat cache or read + chunk + hash ->
 //! dedup against the index -> compress -> per-worker packs -> concurrent pack uploads (bounded
 //! channel, so readers wait when the store is slower) -> tree nodes bottom-up, packed too ->
-//! bundle record -> branch and label records. A bundle becomes visible only when its record is
-//! written, after everything it references; a killed upload leaves only packs, which the next
-//! upload recovers and reuses.
+//! the commit (`Datamon::commit_bundle`: staged record -> branch record -> bundle record) -> the
+//! label record. A bundle becomes visible only when its branch record is written, after
+//! everything it references; a killed upload leaves only packs (and perhaps a staged record),
+//! which the next upload recovers and reuses. Cancellation is seen between chunks of every reader
+//! and at every step before the commit; once the commit starts it finishes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use datamon_types::{
 };
 use tokio::sync::mpsc;
 
+use crate::exec::cancellable;
 use crate::scan::{scan, FileJob, Scan, ScanDir, ScanKind};
 use crate::statcache::{cache_path, StatCache};
 use crate::{CancellationToken, Datamon, Error, Progress, Result, Unit};
@@ -225,7 +228,7 @@ impl Datamon {
     /// `block_in_place`).
     ///
     /// # Errors
-    /// [`Error::RepoNotFound`], [`Error::BadPath`] for an unreadable folder or file (unless
+    /// [`Error::RepoNotFound`], [`Error::UnreadableSource`], [`Error::NotADirectory`] or [`Error::Unreadable`] for an unreadable folder or file (unless
     /// `skip_on_error`), a store error. On error no bundle is listed; what was stored is reused
     /// by the next attempt.
     pub async fn upload(
@@ -245,14 +248,22 @@ impl Datamon {
 
         let root = ctx.path.clone();
         let (only, skip) = (opts.files.clone(), opts.skip_on_error);
-        let scanned: Scan =
-            tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await??;
+        let scanned: Scan = cancellable(&opts.cancel, "the upload", async {
+            tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await?
+        })
+        .await?;
         if opts.cancel.is_cancelled() {
             return Err(Error::cancelled("the upload"));
         }
 
-        let mut index = self.store.load_index().await?;
-        let recovered_packs = self.store.recover_packs(&mut index).await?;
+        let mut index = cancellable(&opts.cancel, "the upload", async {
+            Ok(self.store.load_index().await?)
+        })
+        .await?;
+        let recovered_packs = cancellable(&opts.cancel, "the upload", async {
+            Ok(self.store.recover_packs(&mut index).await?)
+        })
+        .await?;
         if recovered_packs > 0 {
             tracing::info!(
                 recovered_packs,
@@ -261,7 +272,12 @@ impl Datamon {
         }
 
         // Placeholders of a work tree: their chunks come from the base bundle, unread.
-        let known = self.resolve_placeholders(&index, &scanned.files).await?;
+        let known = cancellable(
+            &opts.cancel,
+            "the upload",
+            self.resolve_placeholders(&index, &scanned.files),
+        )
+        .await?;
 
         let cache_file = self
             .cache_dir
@@ -337,7 +353,16 @@ impl Datamon {
         });
         // Closing the channel lets the uploader finish.
         drop(shared);
-        let uploaded = uploader.await?;
+        // A store that stalls on the last packs does not hold up a cancellation.
+        let mut uploader = uploader;
+        let uploaded = tokio::select! {
+            r = &mut uploader => r?,
+            () = opts.cancel.cancelled() => {
+                uploader.abort();
+                progress.end();
+                return Err(Error::cancelled("the upload"));
+            }
+        };
         progress.end();
         if opts.cancel.is_cancelled() {
             return Err(Error::cancelled("the upload"));

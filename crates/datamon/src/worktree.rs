@@ -62,6 +62,9 @@ pub struct WorkTreeState {
     /// Where it is mounted (informational, for recovery).
     #[serde(default)]
     pub mountpoint: Option<PathBuf>,
+    /// User metadata recorded in each bundle committed from it (e.g. the pod that wrote it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 impl WorkTreeState {
@@ -75,6 +78,7 @@ impl WorkTreeState {
             base: None,
             last: None,
             mountpoint: None,
+            meta: Default::default(),
         }
     }
 }
@@ -348,6 +352,7 @@ impl Datamon {
         let opts = UploadOptions {
             label: s.label.clone(),
             branch: s.branch.clone(),
+            meta: s.meta.clone(),
             ..UploadOptions::default()
         };
         let report = self.upload(ctx, opts, progress).await?;

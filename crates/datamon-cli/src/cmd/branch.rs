@@ -15,6 +15,8 @@ pub enum BranchCmd {
     List(ListArgs),
     /// Show a branch's head (exit code 2 if it does not exist); --history for every move
     Get(GetArgs),
+    /// Delete a branch (its bundles stay)
+    Delete(crate::cmd::delete::BranchDeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +80,7 @@ impl BranchCmd {
                     show(&out, &b)?;
                 }
             }
+            BranchCmd::Delete(a) => return crate::cmd::delete::branch(a, ctx).await,
             BranchCmd::Get(a) => {
                 let dm = ctx.open().await?;
                 dm.get_repo(&a.repo).await?;

@@ -34,6 +34,9 @@ pub enum BundleCmd {
     Mount(Box<crate::cmd::mount::MountArgs>),
     /// Commit a mutable mount's current state as a new bundle, without unmounting
     Commit(crate::cmd::worktree::CommitArgs),
+    /// Delete a bundle (recorded; its data goes at the next gc); labels and branches naming it
+    /// block it unless --remove-refs
+    Delete(crate::cmd::delete::BundleDeleteArgs),
 }
 
 /// Which bundle: one of --bundle, --label, --branch.
@@ -261,6 +264,7 @@ impl BundleCmd {
         match self {
             BundleCmd::Mount(a) => return a.run(ctx).await,
             BundleCmd::Commit(a) => return crate::cmd::worktree::run_commit(a, ctx).await,
+            BundleCmd::Delete(a) => return crate::cmd::delete::bundle(a, ctx).await,
             BundleCmd::Upload(a) => {
                 let files = a.files.as_ref().map(read_list).transpose()?;
                 let meta = parse_meta(&a.meta)?;

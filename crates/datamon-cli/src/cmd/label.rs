@@ -14,6 +14,8 @@ pub enum LabelCmd {
     Get(GetArgs),
     /// List a repo's labels: name , bundle , time , author (--prefix P: names starting with P)
     List(ListArgs),
+    /// Delete a label (its history stays; setting it again brings it back)
+    Delete(crate::cmd::delete::LabelDeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +71,7 @@ impl LabelCmd {
                     format!("Label {} set to {}", a.label, r.bundle)
                 })?;
             }
+            LabelCmd::Delete(a) => return crate::cmd::delete::label(a, ctx).await,
             LabelCmd::Get(a) => {
                 let out = a.format.printer(json, &output::LABEL_FIELDS)?;
                 let dm = ctx.open().await?;

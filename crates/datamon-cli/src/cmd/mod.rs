@@ -4,14 +4,21 @@
 pub mod branch;
 pub mod bundle;
 pub mod context;
+pub mod csi;
+pub mod delete;
+pub mod fuse_inputs;
+pub mod gc;
 pub mod label;
 pub mod lineage;
+pub mod localize;
 pub mod misc;
 pub mod mount;
 pub mod parse;
 pub mod repo;
 pub mod run;
+pub mod sidecar;
 pub mod store;
+pub mod web;
 pub mod worktree;
 
 use std::process::ExitCode;
@@ -28,8 +35,13 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Store(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
+        Command::Gc(a) => gc::run(a, ctx).await,
         Command::Run(c) => (*c).run(ctx).await,
+        Command::Sidecar(c) => c.run(ctx).await,
+        Command::Localize(a) => a.run(ctx).await,
         Command::Log(a) => lineage::log(a, ctx).await,
+        Command::Web(a) => a.run(ctx).await,
+        Command::Csi(a) => a.run(ctx).await,
         Command::Version => misc::version(ctx),
         Command::Completions(c) => c.run(),
         Command::Manpages(c) => c.run(),

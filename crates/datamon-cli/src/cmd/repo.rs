@@ -15,6 +15,12 @@ pub enum RepoCmd {
     List(ListArgs),
     /// Show one repo (exit code 2 if it does not exist)
     Get(GetArgs),
+    /// Delete a repo and all its bundles (recorded; data goes at the next gc); needs --yes
+    Delete(crate::cmd::delete::RepoDeleteArgs),
+    /// Rename a repo (its records are copied; data is shared)
+    Rename(crate::cmd::delete::RepoRenameArgs),
+    /// Retention: keep the bundles the rules name (and branch heads), delete the rest
+    Squash(crate::cmd::delete::SquashArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +79,9 @@ impl RepoCmd {
                     .await?;
                 }
             }
+            RepoCmd::Delete(a) => return crate::cmd::delete::repo(a, ctx).await,
+            RepoCmd::Rename(a) => return crate::cmd::delete::rename(a, ctx).await,
+            RepoCmd::Squash(a) => return crate::cmd::delete::squash(a, ctx).await,
             RepoCmd::Get(a) => {
                 let out = a.format.printer(json, fields(a.with_size))?;
                 let dm = ctx.open().await?;

@@ -17,3 +17,4 @@ mod misc;
 mod mount;
 mod repo;
 mod s3;
+mod sidecar;

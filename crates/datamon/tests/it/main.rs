@@ -10,6 +10,8 @@ use datamon::{
 };
 use proptest::prelude::*;
 
+mod download;
+mod lifecycle;
 mod pipeline;
 
 fn rt() -> tokio::runtime::Runtime {

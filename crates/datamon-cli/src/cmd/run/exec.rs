@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::views::RunView;
 use super::{ExecArgs, RecordArgs, StatusArg};
+use crate::cmd::fuse_inputs::FuseInputs;
 use crate::cmd::parse::{parse_kv, parse_time};
 use crate::output;
 use crate::Ctx;
@@ -40,57 +41,6 @@ fn child_stdout() -> std::process::Stdio {
     match std::io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => std::process::Stdio::from(fd),
         Err(_) => std::process::Stdio::inherit(),
-    }
-}
-
-/// Mounts run inputs read-only with FUSE, sharing the chunk cache of `datamon bundle mount`.
-struct FuseInputs {
-    cache_dir: std::path::PathBuf,
-}
-
-/// A mounted input: unmounted when the run's plan is dropped.
-struct MountedInput(Option<datamon_fuse::Mount>);
-
-impl Drop for MountedInput {
-    fn drop(&mut self) {
-        if let Some(m) = self.0.take() {
-            if let Err(e) = m.unmount() {
-                tracing::warn!("cannot unmount a run input: {e}");
-            }
-        }
-    }
-}
-
-impl datamon::InputMounter for FuseInputs {
-    fn mount<'a>(
-        &'a self,
-        dm: &'a datamon::Datamon,
-        repo: &'a datamon::RepoName,
-        bundle: &'a datamon::BundleId,
-        at: &'a std::path::Path,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = datamon::Result<Box<dyn Send + Sync>>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            let opts = datamon::vfs::VfsOptions {
-                cache_dir: Some(self.cache_dir.clone()),
-                ..datamon::vfs::VfsOptions::default()
-            };
-            let vfs = dm
-                .vfs(repo, bundle, opts, tokio::runtime::Handle::current())
-                .await?;
-            let at_owned = at.to_owned();
-            let m = tokio::task::spawn_blocking(move || {
-                datamon_fuse::mount_read_only(vfs, &at_owned, &datamon_fuse::MountConfig::default())
-            })
-            .await
-            .map_err(|e| datamon::Error::Task(e.to_string()))?
-            .map_err(|source| datamon::Error::Io {
-                path: at.to_owned(),
-                source,
-            })?;
-            Ok(Box::new(MountedInput(Some(m))) as Box<dyn Send + Sync>)
-        })
     }
 }
 
@@ -304,17 +254,8 @@ pub(super) async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(u8::try_from(exit_code).unwrap_or(1).max(1)));
     }
 
-    let result = match plan.succeed(&bar, &interrupts.cancel).await {
-        Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::Cancelled => {
-            return Err(
-                interrupts.stopped("stopped while uploading the outputs; nothing was recorded")
-            )
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if !quiet {
-        for r in &result.uploads {
+    let mut say = |r: &datamon::UploadReport| {
+        if !quiet {
             eprintln!(
                 "output {}: bundle {} ({} files, {})",
                 r.bundle.repo,
@@ -323,7 +264,19 @@ pub(super) async fn exec(a: ExecArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 ByteSize(r.bundle.stats.bytes)
             );
         }
-    }
+    };
+    let result = match plan
+        .succeed_reporting(&bar, &interrupts.cancel, &mut say)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::Cancelled => {
+            return Err(
+                interrupts.stopped("stopped while uploading the outputs; nothing was recorded")
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     output::result(ctx.global.json, &RunView::from(&result.run), || {
         format!("Recorded run id:{id}")
     })?;

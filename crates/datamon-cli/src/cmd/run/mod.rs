@@ -2,8 +2,10 @@
 //!
 //! The library plans, executes and records runs (`datamon::exec`, `Datamon::record_run`...);
 //! this module holds the arguments (here), the execution front end that maps signals onto the
-//! library's cancellation (`exec.rs`), and the views (`views.rs`).
+//! library's cancellation (`exec.rs`), the queries across runs (`compare.rs`: `run compare`,
+//! `run diff --deep`), and the views (`views.rs`).
 
+mod compare;
 mod exec;
 pub(crate) mod views;
 
@@ -32,6 +34,9 @@ pub enum RunCmd {
     Get(GetArgs),
     /// What changed between two runs: code, parameters, inputs, outputs, metrics; exit 1 if they differ
     Diff(DiffArgs),
+    /// Runs side by side (a table; --csv, --json), or with --vary, how the results vary when
+    /// only one component (a parameter, an input, the code) changes
+    Compare(compare::CompareArgs),
 }
 
 /// Shared by `run exec` and `run record`.
@@ -143,6 +148,8 @@ pub struct DiffArgs {
     a: RunId,
     /// The second (new) run
     b: RunId,
+    #[command(flatten)]
+    deep: compare::DeepArgs,
 }
 
 impl RunCmd {
@@ -168,6 +175,8 @@ impl RunCmd {
                 output::result(ctx.global.json, &RunView::from(&r), || show_run(&r))?;
                 Ok(ExitCode::SUCCESS)
             }
+            RunCmd::Compare(a) => compare::compare(a, ctx).await,
+            RunCmd::Diff(a) if a.deep.deep => compare::deep(a.a, a.b, &a.deep, ctx).await,
             RunCmd::Diff(a) => {
                 let dm = ctx.open().await?;
                 let d = dm.diff_runs(&a.a, &a.b).await?;

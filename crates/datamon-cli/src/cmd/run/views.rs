@@ -301,3 +301,246 @@ impl From<&RunDiff> for RunDiffView {
         }
     }
 }
+
+// ---- `run compare` and `run diff --deep` (version 1) ----
+
+/// A bundle of a compared run: its slot and the labels on it now.
+#[derive(Serialize)]
+struct RowBundleView {
+    slot: String,
+    repo: String,
+    bundle: String,
+    labels: Vec<String>,
+}
+
+impl From<&datamon::RowBundle> for RowBundleView {
+    fn from(b: &datamon::RowBundle) -> Self {
+        RowBundleView {
+            slot: b.slot.clone(),
+            repo: b.repo.to_string(),
+            bundle: b.bundle.to_string(),
+            labels: b.labels.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// One line of `run compare --json`: the run (as `run get`), and its bundles with their slots
+/// and labels.
+#[derive(Serialize)]
+pub(crate) struct CompareRowView {
+    run: RunView,
+    inputs: Vec<RowBundleView>,
+    outputs: Vec<RowBundleView>,
+}
+
+impl From<&datamon::RunRow> for CompareRowView {
+    fn from(r: &datamon::RunRow) -> Self {
+        CompareRowView {
+            run: RunView::from(&r.run),
+            inputs: r.inputs.iter().map(RowBundleView::from).collect(),
+            outputs: r.outputs.iter().map(RowBundleView::from).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ComponentValueView {
+    component: String,
+    value: Option<String>,
+}
+
+#[derive(Serialize)]
+struct VaryRunView {
+    value: Vec<Option<String>>,
+    run: RunView,
+}
+
+#[derive(Serialize)]
+struct VaryGroupView {
+    fixed: Vec<ComponentValueView>,
+    runs: Vec<VaryRunView>,
+}
+
+#[derive(Serialize)]
+struct LeftOutByView {
+    component: String,
+    runs: usize,
+}
+
+#[derive(Serialize)]
+struct LeftOutView {
+    runs: usize,
+    by: Vec<LeftOutByView>,
+    other: usize,
+}
+
+/// `run compare --vary --json`.
+#[derive(Serialize)]
+pub(crate) struct VariationView {
+    step: String,
+    component: String,
+    varies: Vec<String>,
+    upstream: bool,
+    runs: usize,
+    groups: Vec<VaryGroupView>,
+    left_out: LeftOutView,
+    steps: Vec<String>,
+}
+
+impl From<&datamon::Variation> for VariationView {
+    fn from(v: &datamon::Variation) -> Self {
+        VariationView {
+            step: v.step.clone(),
+            component: v.asked.clone(),
+            varies: v.varies.iter().map(ToString::to_string).collect(),
+            upstream: v.upstream,
+            runs: v.runs,
+            groups: v
+                .groups
+                .iter()
+                .map(|g| VaryGroupView {
+                    fixed: g
+                        .fixed
+                        .iter()
+                        .map(|f| ComponentValueView {
+                            component: f.component.to_string(),
+                            value: f.value.clone(),
+                        })
+                        .collect(),
+                    runs: g
+                        .runs
+                        .iter()
+                        .map(|r| VaryRunView {
+                            value: r.value.clone(),
+                            run: RunView::from(&r.run),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            left_out: LeftOutView {
+                runs: v.left_out.runs,
+                by: v
+                    .left_out
+                    .by
+                    .iter()
+                    .map(|(c, n)| LeftOutByView {
+                        component: c.to_string(),
+                        runs: *n,
+                    })
+                    .collect(),
+                other: v.left_out.other,
+            },
+            steps: v.steps.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct InputTraceView {
+    slot: String,
+    /// same_bundle, same_content, one_sided, followed, no_producer, depth_limit
+    origin: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_a: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_b: Option<String>,
+}
+
+impl From<&datamon::InputTrace> for InputTraceView {
+    fn from(t: &datamon::InputTrace) -> Self {
+        use datamon::InputOrigin as O;
+        let (origin, step, pa, pb) = match &t.origin {
+            O::SameBundle => ("same_bundle", None, None, None),
+            O::SameContent => ("same_content", None, None, None),
+            O::OneSided => ("one_sided", None, None, None),
+            O::Followed { step } => ("followed", Some(*step), None, None),
+            O::NoProducer { a, b } => ("no_producer", None, *a, *b),
+            O::DepthLimit => ("depth_limit", None, None, None),
+            _ => ("other", None, None, None),
+        };
+        InputTraceView {
+            slot: t.slot.clone(),
+            origin,
+            step,
+            producer_a: pa.map(|r| r.to_string()),
+            producer_b: pb.map(|r| r.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeepStepView {
+    depth: usize,
+    via: Vec<String>,
+    diff: RunDiffView,
+    inputs: Vec<InputTraceView>,
+}
+
+#[derive(Serialize)]
+struct CauseView {
+    step: usize,
+    step_name: String,
+    /// `step` (the runs are of different steps) or `component`
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<String>,
+    a: Option<String>,
+    b: Option<String>,
+    changes: Vec<datamon::Change>,
+    unexplained: bool,
+}
+
+impl From<&datamon::Cause> for CauseView {
+    fn from(c: &datamon::Cause) -> Self {
+        let (kind, component) = match &c.kind {
+            datamon::CauseKind::Component { component } => {
+                ("component", Some(component.to_string()))
+            }
+            _ => ("step", None),
+        };
+        CauseView {
+            step: c.step,
+            step_name: c.step_name.clone(),
+            kind,
+            component,
+            a: c.a.clone(),
+            b: c.b.clone(),
+            changes: c.changes.clone(),
+            unexplained: c.unexplained,
+        }
+    }
+}
+
+/// `run diff --deep --json`.
+#[derive(Serialize)]
+pub(crate) struct DeepDiffView {
+    a: String,
+    b: String,
+    steps: Vec<DeepStepView>,
+    causes: Vec<CauseView>,
+    only: Option<CauseView>,
+}
+
+impl From<&datamon::DeepDiff> for DeepDiffView {
+    fn from(d: &datamon::DeepDiff) -> Self {
+        let top = d.steps.first().map(|s| (s.diff.a.id, s.diff.b.id));
+        DeepDiffView {
+            a: top.map(|t| t.0.to_string()).unwrap_or_default(),
+            b: top.map(|t| t.1.to_string()).unwrap_or_default(),
+            steps: d
+                .steps
+                .iter()
+                .map(|s| DeepStepView {
+                    depth: s.depth,
+                    via: s.via.clone(),
+                    diff: RunDiffView::from(&s.diff),
+                    inputs: s.inputs.iter().map(InputTraceView::from).collect(),
+                })
+                .collect(),
+            causes: d.causes.iter().map(CauseView::from).collect(),
+            only: d.only().map(CauseView::from),
+        }
+    }
+}

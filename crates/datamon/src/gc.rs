@@ -1,0 +1,575 @@
+//! Garbage collection without a lock: `datamon gc`.
+//!
+//! Two passes, each a normal gc run, with write-once records in between (the argument is in
+//! `docs/format/gc.md`):
+//! - **plan**: mark every blob reachable from the roots (live bundles, staged commits, pins),
+//!   and write a plan `gc/plans/<seq>` naming the packs that hold no live blob (and are older
+//!   than the grace period). Nothing is deleted.
+//! - **collect**, in a later run, for each plan older than the grace period: mark again, with
+//!   roots listed *after* the plan was read, spare every condemned pack that now holds a live
+//!   blob, delete the others (pack, then index object) and write `gc/done/<seq>`.
+//!
+//! A commit ([`Datamon::keep_for_commit`], called by every bundle commit and every pin after
+//! its record is written and before it becomes visible) copies into fresh packs the blobs it
+//! uses that unfinished plans condemned, and repeats until no new plan appeared meanwhile.
+//!
+//! **Roots from other modules.** Besides bundles, gc keeps what the *pins* under `gc/pins/`
+//! name ([`Datamon::pin`], [`Datamon::pin_bundle`], [`Datamon::unpin`]): a mutable mount pins
+//! its base bundle, a diamond in progress pins the trees (or chunks) of its splits. A pin
+//! is a store record, so it protects across machines; release it when done.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use datamon_store::{keys, BlobKind, Index, PackEntry, PackWriter};
+use datamon_types::{Bundle, BundleId, Hash, Node, RepoName};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::{CancellationToken, Datamon, Error, Progress, Result, Unit};
+
+/// How many index objects or tree nodes are read at once.
+const CONCURRENCY: usize = 32;
+
+/// Settings of [`Datamon::gc`].
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be planned and collected, write and delete nothing.
+    pub dry_run: bool,
+    /// How old a pack must be before a plan may condemn it, and a plan before it is carried
+    /// out (default one hour). This only spares work (an upload that outlives it copies the
+    /// data it reused, or fails and is retried); safety never depends on clocks.
+    pub grace: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a gc run did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Nothing was written or deleted.
+    pub dry_run: bool,
+    /// Packs in the store (indexed).
+    pub packs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs reachable from the roots.
+    pub live_blobs: usize,
+    /// Roots marked (bundles, staged commits, pins).
+    pub roots: usize,
+    /// Plans carried out by this run.
+    pub plans_collected: Vec<u64>,
+    /// Packs deleted.
+    pub packs_deleted: usize,
+    /// Bytes reclaimed.
+    pub bytes_deleted: u64,
+    /// Condemned packs kept because a blob in them became live again.
+    pub packs_spared: usize,
+    /// The plan this run wrote (none when nothing was unreferenced).
+    pub plan: Option<u64>,
+    /// Packs it condemned (deleted by a later run).
+    pub packs_condemned: usize,
+    /// Their bytes.
+    pub bytes_condemned: u64,
+}
+
+/// A gc plan: packs that held no live blob when it was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcPlan {
+    /// Who made it.
+    pub author: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// The condemned packs.
+    pub packs: Vec<Hash>,
+    /// The grace period it was made with, in seconds: it is carried out no sooner, and its
+    /// done record stays visible to commits that long after.
+    #[serde(default)]
+    pub grace_secs: u64,
+}
+
+/// What a carried-out plan removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GcDone {
+    author: String,
+    time: DateTime<Utc>,
+    deleted: Vec<Hash>,
+    spared: Vec<Hash>,
+    /// The blobs that went with the deleted packs (commits check they reuse none).
+    #[serde(default)]
+    blobs: Vec<Hash>,
+}
+
+/// A root that gc keeps besides bundles: trees (walked) or blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcPin {
+    /// Tree nodes (their whole subtrees are kept) or single blobs.
+    pub roots: Vec<Hash>,
+    /// Who pinned.
+    pub author: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Why (e.g. `mutable mount base r/<id>`, `diamond <id>`).
+    pub reason: String,
+}
+
+/// The raw index: every index object's pack and entries.
+struct RawIndex {
+    packs: Vec<(Hash, Vec<PackEntry>, u64, DateTime<Utc>)>,
+}
+
+impl Datamon {
+    /// Pins `roots` (tree node hashes, whose subtrees are kept, or blob hashes) against gc
+    /// until [`Datamon::unpin`]. Returns the pin's id. Blobs that an unfinished gc plan
+    /// condemned are copied to safety before this returns.
+    ///
+    /// # Errors
+    /// [`Error::CollectedMeanwhile`] when a concurrent gc removed a root first; a store error.
+    pub async fn pin(&self, roots: &[Hash], reason: &str) -> Result<String> {
+        let id = BundleId::generate().to_string();
+        let pin = GcPin {
+            roots: roots.to_vec(),
+            author: self.author.clone(),
+            time: Utc::now(),
+            reason: reason.to_owned(),
+        };
+        self.store.create_json(&keys::gc_pin(&id), &pin).await?;
+        if let Err(e) = self.keep_for_commit(roots, &BundleId::generate()).await {
+            let _ = self.store.delete(&keys::gc_pin(&id)).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Pins a bundle's tree (a mutable mount's base): see [`Datamon::pin`].
+    ///
+    /// # Errors
+    /// [`Error::BundleNotFound`], [`Error::BundleDeleted`]; a store error.
+    pub async fn pin_bundle(&self, repo: &RepoName, id: &BundleId, reason: &str) -> Result<String> {
+        let b = self.get_bundle(repo, id).await?;
+        self.pin(&[b.root], reason).await
+    }
+
+    /// Releases a pin.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn unpin(&self, id: &str) -> Result<()> {
+        match self.store.delete(&keys::gc_pin(id)).await {
+            Ok(()) | Err(datamon_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The unfinished plans (not yet carried out), by sequence number.
+    async fn open_plans(&self) -> Result<Vec<(u64, GcPlan)>> {
+        let plans: Vec<(u64, GcPlan)> = self.store.read_sequence(keys::GC_PLANS).await?;
+        let done: HashSet<String> = self
+            .store
+            .list(keys::GC_DONE)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        Ok(plans
+            .into_iter()
+            .filter(|(seq, _)| !done.contains(&keys::gc_done(*seq)))
+            .collect())
+    }
+
+    /// The plans a commit must check: the unfinished ones (with the entries of their
+    /// condemned packs still indexed) and those carried out less than their grace period ago
+    /// (with the blobs they removed).
+    async fn plans_to_check(&self) -> Result<Vec<(u64, Vec<(Hash, PackEntry)>, Vec<Hash>)>> {
+        let plans: Vec<(u64, GcPlan)> = self.store.read_sequence(keys::GC_PLANS).await?;
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let done_keys: HashSet<String> = self
+            .store
+            .list(keys::GC_DONE)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let now = Utc::now();
+        let mut out = Vec::new();
+        for (seq, plan) in plans {
+            let key = keys::gc_done(seq);
+            if done_keys.contains(&key) {
+                let done: GcDone = self.store.get_json(&key).await?;
+                let window = chrono::Duration::seconds(
+                    i64::try_from(plan.grace_secs).unwrap_or(i64::MAX / 2000),
+                );
+                if now - done.time < window {
+                    out.push((seq, Vec::new(), done.blobs));
+                }
+                continue;
+            }
+            let mut entries = Vec::new();
+            for pack in &plan.packs {
+                match self.store.get(&keys::index(pack)).await {
+                    Ok(b) => {
+                        let (_, es) = Index::decode_object(&b, &keys::index(pack))?;
+                        entries.extend(es.into_iter().map(|e| (*pack, e)));
+                    }
+                    // Being deleted right now: its blobs are checked against the index below.
+                    Err(datamon_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            out.push((seq, entries, Vec::new()));
+        }
+        Ok(out)
+    }
+
+    /// Called by a commit after its (staged) record or pin is written and before it becomes
+    /// visible: every blob reachable from `roots` that an unfinished plan condemned is copied
+    /// into a fresh pack; a blob that a recent plan removed already fails the commit with
+    /// [`Error::CollectedMeanwhile`] (nothing is committed; a retry uploads it again). Repeats
+    /// until no plan appeared meanwhile. With no plan to check this costs one listing. See
+    /// `docs/format/gc.md`.
+    pub(crate) async fn keep_for_commit(&self, roots: &[Hash], id: &BundleId) -> Result<()> {
+        let mut handled: HashSet<u64> = HashSet::new();
+        loop {
+            let plans = self.plans_to_check().await?;
+            let fresh: Vec<_> = plans
+                .into_iter()
+                .filter(|(s, _, _)| !handled.contains(s))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            handled.extend(fresh.iter().map(|(s, _, _)| *s));
+            let mut at_risk: HashMap<Hash, (Hash, PackEntry)> = HashMap::new();
+            let mut removed: HashSet<Hash> = HashSet::new();
+            for (_, entries, blobs) in fresh {
+                at_risk.extend(entries.into_iter().map(|(p, e)| (e.hash, (p, e))));
+                removed.extend(blobs);
+            }
+            let index = self.store.load_index().await?;
+            let mut reached = HashSet::new();
+            self.walk_blobs(&index, roots, &mut reached)
+                .await
+                .map_err(|e| match e {
+                    Error::Corrupt { path, .. } => Error::CollectedMeanwhile {
+                        id: *id,
+                        blob: path,
+                    },
+                    e => e,
+                })?;
+            let mut used = Vec::new();
+            let mut missing: Option<Hash> = None;
+            for h in reached {
+                if let Some(x) = at_risk.get(&h) {
+                    used.push(*x);
+                } else if !index.contains(&h) && (removed.contains(&h) || missing.is_none()) {
+                    missing = Some(h);
+                }
+            }
+            if let Some(h) = missing {
+                return Err(Error::CollectedMeanwhile {
+                    id: *id,
+                    blob: h.to_string(),
+                });
+            }
+            if used.is_empty() {
+                continue;
+            }
+            used.sort_by_key(|(_, e)| e.hash);
+            used.dedup_by_key(|(_, e)| e.hash);
+            let mut w = PackWriter::new(0);
+            for (pack, e) in used {
+                let range = u64::from(e.offset)..u64::from(e.offset) + u64::from(e.stored_len);
+                let stored = match self.store.get_range(&keys::pack(&pack), range).await {
+                    Err(datamon_store::Error::NotFound { .. }) => {
+                        return Err(Error::CollectedMeanwhile {
+                            id: *id,
+                            blob: e.hash.to_string(),
+                        })
+                    }
+                    r => r?,
+                };
+                w.add(e.hash, e.kind, e.compression, e.raw_len as usize, &stored);
+            }
+            let p = w.finish();
+            tracing::debug!(pack = %p.id, blobs = p.entries.len(), "kept blobs a gc plan condemned");
+            self.store.put_pack(&p).await?;
+            self.store.sync().await?;
+        }
+    }
+
+    /// Adds to `out` every blob reachable from `roots` (trees walked; a root that is not a tree
+    /// node is a blob itself), walking each tree not in `out` yet once.
+    async fn walk_blobs(
+        &self,
+        index: &Index,
+        roots: &[Hash],
+        out: &mut HashSet<Hash>,
+    ) -> Result<()> {
+        let mut level: Vec<Hash> = Vec::new();
+        for r in roots {
+            let is_tree = index.get(r).is_some_and(|b| b.kind == BlobKind::Tree);
+            if out.insert(*r) && is_tree {
+                level.push(*r);
+            } else if index.get(r).is_none() {
+                return Err(Error::Corrupt {
+                    path: format!("tree {r}"),
+                    detail: "missing from the store".into(),
+                });
+            }
+        }
+        while !level.is_empty() {
+            let trees: Vec<_> = futures::stream::iter(
+                level
+                    .iter()
+                    .copied()
+                    .map(|h| async move { self.load_tree(index, &h).await }),
+            )
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+            let mut next = Vec::new();
+            for t in trees {
+                for e in &t.entries {
+                    match &e.node {
+                        Node::File { chunks, .. } => out.extend(chunks.iter().map(|c| c.0)),
+                        Node::Dir { tree } => {
+                            if out.insert(*tree) {
+                                next.push(*tree);
+                            }
+                        }
+                        Node::Symlink { .. } => {}
+                    }
+                }
+            }
+            level = next;
+        }
+        Ok(())
+    }
+
+    /// Every index object with its pack's size (from one listing of `packs/`) and the time
+    /// the index object was written.
+    async fn load_raw_index(&self) -> Result<RawIndex> {
+        let sizes: HashMap<String, u64> = self.store.list(keys::PACKS).await?.into_iter().collect();
+        let sizes = &sizes;
+        let listed = self.store.list_times(keys::INDEX).await?;
+        let packs = futures::stream::iter(listed.into_iter().map(|(k, _, t)| async move {
+            let b = match self.store.get(&k).await {
+                // Collected by a concurrent gc run.
+                Err(datamon_store::Error::NotFound { .. }) => return Ok(None),
+                r => r?,
+            };
+            let (pack, entries) = Index::decode_object(&b, &k)?;
+            let bytes = sizes.get(&keys::pack(&pack)).copied().unwrap_or(0);
+            Ok::<_, Error>(Some((pack, entries, bytes, t)))
+        }))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+        Ok(RawIndex {
+            packs: packs.into_iter().flatten().collect(),
+        })
+    }
+
+    /// The roots: every live bundle's tree (staged records listed before bundle records, so a
+    /// commit moving from one to the other is seen), and every pin.
+    async fn gc_roots(&self) -> Result<Vec<Hash>> {
+        let mut roots = Vec::new();
+        for repo in self.list_repos().await? {
+            let staged = keys::staged(repo.name.as_str());
+            for (k, _) in self.store.list(&staged).await? {
+                match self.store.get_json::<Bundle>(&k).await {
+                    Ok(b) => roots.push(b.root),
+                    Err(datamon_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for b in self.list_bundles(&repo.name).await? {
+                roots.push(b.root);
+            }
+        }
+        for (k, _) in self.store.list(keys::GC_PINS).await? {
+            match self.store.get_json::<GcPin>(&k).await {
+                Ok(p) => roots.extend(p.roots),
+                Err(datamon_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(roots)
+    }
+
+    /// Collects garbage, with no lock: carries out the plans older than the grace period
+    /// (deleting their packs that hold no live blob now), then plans the next collection
+    /// (see the module docs and `docs/format/gc.md`). Uploads, downloads, mounts and other gc
+    /// runs may go on meanwhile, anywhere.
+    ///
+    /// Cancel-safe: a run stopped at any point leaves a consistent store, and the next run
+    /// finishes the work.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`]; a store error.
+    pub async fn gc(
+        &self,
+        opts: &GcOptions,
+        cancel: &CancellationToken,
+        progress: &dyn Progress,
+    ) -> Result<GcReport> {
+        let cancelled = || Error::Cancelled {
+            what: "garbage collection".into(),
+        };
+        let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        // Plans first, then roots: a plan read here was made before the roots are listed.
+        let plans = self.open_plans().await?;
+        let roots = self.gc_roots().await?;
+        let raw = self.load_raw_index().await?;
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        let index = Index::from_packs(raw.packs.iter().map(|(p, e, _, _)| (*p, e.clone())));
+        progress.begin("marking", roots.len() as u64, Unit::Items);
+        let mut live: HashSet<Hash> = HashSet::new();
+        for r in &roots {
+            if cancel.is_cancelled() {
+                progress.end();
+                return Err(cancelled());
+            }
+            // A root whose tree is missing is damage (fsck reports it); gc keeps going.
+            match self
+                .walk_blobs(&index, std::slice::from_ref(r), &mut live)
+                .await
+            {
+                Ok(()) | Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            progress.advance(1);
+        }
+        progress.end();
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            packs: raw.packs.len(),
+            bytes: raw.packs.iter().map(|p| p.2).sum(),
+            live_blobs: live.len(),
+            roots: roots.len(),
+            ..GcReport::default()
+        };
+        let by_pack: HashMap<Hash, usize> = raw
+            .packs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.0, i))
+            .collect();
+        let holds_live = |i: usize| raw.packs[i].1.iter().any(|e| live.contains(&e.hash));
+
+        // Collect: plans old enough.
+        let mut still_condemned: HashSet<Hash> = HashSet::new();
+        for (seq, plan) in &plans {
+            if now - plan.time < grace {
+                still_condemned.extend(plan.packs.iter().copied());
+                continue;
+            }
+            let (mut deleted, mut spared, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+            progress.begin("collecting", plan.packs.len() as u64, Unit::Items);
+            for pack in &plan.packs {
+                if cancel.is_cancelled() {
+                    progress.end();
+                    return Err(cancelled());
+                }
+                progress.advance(1);
+                let Some(&i) = by_pack.get(pack) else {
+                    // Gone already (a concurrent or killed run deleted it).
+                    if !opts.dry_run {
+                        let _ = self.store.delete(&keys::pack(pack)).await;
+                    }
+                    continue;
+                };
+                if holds_live(i) {
+                    spared.push(*pack);
+                    continue;
+                }
+                if !opts.dry_run {
+                    // The pack first: an index object without its pack is only a dead name;
+                    // a pack without an index object would be re-indexed by the next upload.
+                    self.delete_if_present(&keys::pack(pack)).await?;
+                    self.delete_if_present(&keys::index(pack)).await?;
+                }
+                report.packs_deleted += 1;
+                report.bytes_deleted += raw.packs[i].2;
+                blobs.extend(raw.packs[i].1.iter().map(|e| e.hash));
+                deleted.push(*pack);
+            }
+            progress.end();
+            report.packs_spared += spared.len();
+            if !opts.dry_run {
+                self.store.sync().await?;
+                let done = GcDone {
+                    author: self.author.clone(),
+                    time: Utc::now(),
+                    deleted,
+                    spared,
+                    blobs,
+                };
+                match self.store.create_json(&keys::gc_done(*seq), &done).await {
+                    Ok(()) | Err(datamon_store::Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            report.plans_collected.push(*seq);
+        }
+
+        // Plan: packs old enough that hold no live blob and no unfinished plan condemned yet.
+        let condemn: Vec<usize> = (0..raw.packs.len())
+            .filter(|&i| {
+                let (id, _, _, t) = &raw.packs[i];
+                now - *t >= grace
+                    && !still_condemned.contains(id)
+                    && !report_deleted(&plans, now, grace, id)
+                    && !holds_live(i)
+            })
+            .collect();
+        report.packs_condemned = condemn.len();
+        report.bytes_condemned = condemn.iter().map(|&i| raw.packs[i].2).sum();
+        if !condemn.is_empty() && !opts.dry_run {
+            let plan = GcPlan {
+                author: self.author.clone(),
+                time: Utc::now(),
+                packs: condemn.iter().map(|&i| raw.packs[i].0).collect(),
+                grace_secs: opts.grace.as_secs(),
+            };
+            let (seq, _) = self
+                .store
+                .append::<GcPlan, Error>(keys::GC_PLANS, |_| Ok(plan.clone()))
+                .await?;
+            report.plan = Some(seq);
+        }
+        Ok(report)
+    }
+
+    async fn delete_if_present(&self, key: &str) -> Result<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(datamon_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether a plan carried out by this run already took `pack`.
+fn report_deleted(
+    plans: &[(u64, GcPlan)],
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+    pack: &Hash,
+) -> bool {
+    plans
+        .iter()
+        .any(|(_, p)| now - p.time >= grace && p.packs.contains(pack))
+}
