@@ -7,10 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version="${KUBERNETES_VERSION:-1.30.0}"
-if ! command -v kubernetes-validate >/dev/null; then
+if command -v kubernetes-validate >/dev/null; then
+    validate=(kubernetes-validate)
+elif python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    validate=(python3 -m kubernetes_validate)
+else
     echo "kubernetes-validate is not installed: pip install kubernetes-validate" >&2
     exit 1
 fi
 mapfile -t files < <(find deploy/kubernetes -name '*.yaml' | sort)
 # --strict: unknown fields are errors.
-kubernetes-validate --strict --kubernetes-version "$version" "${files[@]}"
+"${validate[@]}" --strict --kubernetes-version "$version" "${files[@]}"

@@ -9,8 +9,44 @@ use pyo3::types::PyBytes;
 
 use crate::errors::to_py;
 
-/// The largest piece read with the GIL released before signals are checked again.
+/// The size of one read of the virtual filesystem.
 const PIECE: u64 = 8 << 20;
+
+/// How many pieces of one large read are read at once, from scoped threads.
+const PARALLEL: usize = 4;
+
+/// Fills `part` (the file from `base` on, within its size) with pieces read concurrently.
+fn read_pieces(vfs: &Vfs, fh: u64, base: u64, part: &mut [u8]) -> datamon::Result<()> {
+    let read_one = |at: u64, piece: &mut [u8]| -> datamon::Result<()> {
+        let want = u32::try_from(piece.len()).expect("a piece fits in u32");
+        let data = vfs.read_blocking(fh, at, want)?;
+        if data.len() != piece.len() {
+            return Err(datamon::Error::Corrupt {
+                path: format!("open file {fh}"),
+                detail: format!("read {} of {} bytes at {at}", data.len(), piece.len()),
+            });
+        }
+        piece.copy_from_slice(&data);
+        Ok(())
+    };
+    if part.len() as u64 <= PIECE {
+        return read_one(base, part);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = part
+            .chunks_mut(PIECE as usize)
+            .enumerate()
+            .map(|(i, piece)| {
+                let at = base + i as u64 * PIECE;
+                s.spawn(move || read_one(at, piece))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(datamon::Error::Task("a read thread panicked".into())))
+        })
+    })
+}
 
 /// An open file of a bundle (positionless: the Python layer keeps the position).
 #[pyclass(frozen, module = "datamon._native")]
@@ -79,29 +115,13 @@ impl File {
             .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("read too large"))?;
         let vfs = &self.vfs;
         PyBytes::new_with(py, len, |buf| {
-            let mut done = 0usize;
-            while done < buf.len() {
-                let want = u32::try_from(PIECE.min((buf.len() - done) as u64))
-                    .expect("a piece fits in u32");
-                let at = offset + done as u64;
-                let piece = &mut buf[done..];
-                let got = py
-                    .detach(|| -> datamon::Result<usize> {
-                        let data = vfs.read_blocking(fh, at, want)?;
-                        piece[..data.len()].copy_from_slice(&data);
-                        Ok(data.len())
-                    })
+            // Batches of up to PARALLEL pieces read at once (a large read is as fast as the
+            // store and the cache allow, not one piece at a time), signals checked between.
+            let batch = PIECE as usize * PARALLEL;
+            for (b, part) in buf.chunks_mut(batch).enumerate() {
+                let base = offset + (b * batch) as u64;
+                py.detach(|| read_pieces(vfs, fh, base, part))
                     .map_err(|e| to_py(py, &e))?;
-                if got == 0 {
-                    return Err(to_py(
-                        py,
-                        &datamon::Error::Corrupt {
-                            path: self.path.clone(),
-                            detail: format!("the file ended at {at} of {} bytes", self.size),
-                        },
-                    ));
-                }
-                done += got;
                 py.check_signals()?;
             }
             Ok(())

@@ -1,6 +1,6 @@
 //! datamon-web: a read-only web UI over a datamon store, and the JSON API it uses.
 //!
-//! The UI is plain HTML, CSS and JavaScript embedded in the binary ([`assets`]); every page has a
+//! The UI is plain HTML, CSS and JavaScript embedded in the binary (`assets/`); every page has a
 //! stable URL (`/repos/NAME/bundles/ID/files/PATH`, `/runs/ID`...) served by the same page, which
 //! renders it from the JSON API under `/api/v1/` (documented in `docs/web-api.md`). This crate is
 //! an adapter: every answer comes from a [`datamon::Datamon`] call; file bytes are read through

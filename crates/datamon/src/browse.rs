@@ -112,7 +112,7 @@ mod tests {
     use super::*;
     use crate::{NoProgress, OpenOptions, UploadContext, UploadOptions};
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pages_walk_every_bundle_once_newest_first() {
         let dm = Datamon::open("memory://browse-pages", OpenOptions::default())
             .await

@@ -83,6 +83,87 @@ impl Datamon {
     }
 }
 
+impl Datamon {
+    /// As [`Datamon::sync_records`], but each record as its compact JSON text, for callers
+    /// that parse only the fields they need: cached lines are not parsed here (a damaged one
+    /// fails the caller's parse), fetched records are checked as a `T`. The listing and the
+    /// reading of the cache file run at the same time.
+    pub(crate) async fn sync_lines<T>(
+        &self,
+        prefix: &str,
+        name: &str,
+    ) -> Result<Vec<(String, String)>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let file = self.catalog_file(name);
+        let listing = async {
+            Ok::<_, Error>(
+                self.store
+                    .list(prefix)
+                    .await?
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| k.ends_with(".json"))
+                    .collect::<Vec<String>>(),
+            )
+        };
+        let reading = async {
+            Ok::<_, Error>(match file.clone() {
+                Some(f) => tokio::task::spawn_blocking(move || load_lines(&f)).await?,
+                None => HashMap::new(),
+            })
+        };
+        let (keys, mut cached) = futures::try_join!(listing, reading)?;
+        let missing: Vec<&String> = keys.iter().filter(|k| !cached.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            let fetched: Vec<(String, String)> =
+                futures::stream::iter(missing.into_iter().map(|k| {
+                    let k = k.clone();
+                    async move {
+                        let v: T = self.store.get_json(&k).await?;
+                        let json = serde_json::to_string(&v).expect("records always serialize");
+                        Ok::<_, Error>((k, json))
+                    }
+                }))
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .try_collect()
+                .await?;
+            if let Some(f) = file {
+                let mut lines = String::new();
+                for (k, json) in &fetched {
+                    lines.push_str(k);
+                    lines.push('\t');
+                    lines.push_str(json);
+                    lines.push('\n');
+                }
+                let r = tokio::task::spawn_blocking(move || append(&f, lines.as_bytes())).await?;
+                if let Err(e) = r {
+                    tracing::warn!("cannot update the local catalog cache: {e}");
+                }
+            }
+            cached.extend(fetched);
+        }
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| cached.remove(&k).map(|v| (k, v)))
+            .collect())
+    }
+}
+
+/// The cached lines as (key, JSON text), unparsed; later lines win.
+fn load_lines(path: &std::path::Path) -> HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (k, json) = line.split_once('\t')?;
+            Some((k.to_owned(), json.to_owned()))
+        })
+        .collect()
+}
+
 fn load<T: DeserializeOwned>(path: &std::path::Path) -> HashMap<String, T> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return HashMap::new();

@@ -3,9 +3,11 @@
 //! follows their inputs upstream through the runs that produced them
 //! ([`Datamon::diff_runs_deep`]).
 //!
-//! All three read every run once through the local catalog (see `catalog.rs`: one listing of
-//! `runs/` plus the records not seen before, so runs another machine added are picked up by the
-//! next query) and index them by the bundles they wrote (the `RunGraph` of `lineage.rs`).
+//! All three read every run through the local catalog (see `catalog.rs`: one listing of `runs/`
+//! plus the records not seen before, so runs another machine added are picked up by the next
+//! query) and index them by the bundles they wrote, as the lineage queries do (`lineage.rs`);
+//! only the links of each record (id, step, start, outputs) are parsed up front, the rest of a
+//! record only when the query needs it.
 //!
 //! **Components.** A run's components are its code version (`code`), each parameter
 //! (`param:KEY`) and each input slot (`input:REPO`, or `input:REPO:PATH` when it read part of a
@@ -23,12 +25,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use datamon_store::Index;
+use datamon_store::{keys, Index};
 use datamon_types::{Bundle, BundleId, LabelName, RepoName, Run, RunId, RunStatus};
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::lineage::RunGraph;
 use crate::{BundleDiff, Change, Datamon, Error, Result, RunDiff, ValueDiff};
 
 /// How far upstream lineage is followed at most (a guard against cycles in hand-made records).
@@ -766,29 +767,173 @@ impl SortKey {
     }
 }
 
-/// The runs of the query, oldest first, and the steps of all runs.
-fn select<'a>(graph: &'a RunGraph, query: &CompareQuery) -> (Vec<&'a Run>, Vec<String>) {
-    let steps: BTreeSet<&str> = graph.runs.values().map(|r| r.step.as_str()).collect();
-    let mut runs: Vec<&Run> = graph
-        .runs
-        .values()
-        .filter(|r| {
-            query.step.as_ref().is_none_or(|s| &r.step == s)
-                && query.since.is_none_or(|t| r.started_at >= t)
-                && query.filters.iter().all(|f| f.matches(r))
-        })
-        .collect();
-    // Run ids sort by time only to the second.
-    runs.sort_by_key(|r| (r.started_at, r.id));
-    (runs, steps.into_iter().map(str::to_owned).collect())
+/// What a run's record says about its place in lineage, parsed without the rest of it.
+#[derive(Deserialize)]
+struct Link {
+    id: RunId,
+    step: String,
+    started_at: DateTime<Utc>,
+    #[serde(default)]
+    outputs: Vec<LinkBundle>,
 }
 
-/// Every component of `run` and its value; through lineage (`expand`), inputs that a recorded
+#[derive(Deserialize)]
+struct LinkBundle {
+    repo: RepoName,
+    bundle: BundleId,
+}
+
+impl Link {
+    fn of(r: &Run) -> Link {
+        Link {
+            id: r.id,
+            step: r.step.clone(),
+            started_at: r.started_at,
+            outputs: r
+                .outputs
+                .iter()
+                .map(|o| LinkBundle {
+                    repo: o.repo.clone(),
+                    bundle: o.bundle,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `f` over `items` on a few threads (the parsing of many records), in order.
+fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    if threads < 2 || items.len() < 4096 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Every run, read through the local catalog and indexed by the bundles it wrote. Only the
+/// links of a record (id, step, start, outputs) are parsed up front; a query parses whole only
+/// the records it needs (at 100,000 runs, parsing every record whole costs more than the rest
+/// of a query).
+struct RunIndex {
+    keys: Vec<String>,
+    json: Vec<String>,
+    links: Vec<Link>,
+    /// The run that wrote each bundle: the last in key order, when several name it (as
+    /// `Datamon::log` picks).
+    producers: HashMap<(RepoName, BundleId), usize>,
+}
+
+impl RunIndex {
+    fn new(lines: Vec<(String, String)>, links: Vec<Link>) -> RunIndex {
+        let mut producers = HashMap::with_capacity(links.len());
+        for (i, l) in links.iter().enumerate() {
+            for o in &l.outputs {
+                producers.insert((o.repo.clone(), o.bundle), i);
+            }
+        }
+        let (keys, json) = lines.into_iter().unzip();
+        RunIndex {
+            keys,
+            json,
+            links,
+            producers,
+        }
+    }
+
+    fn producer(&self, repo: &RepoName, bundle: &BundleId) -> Option<usize> {
+        self.producers.get(&(repo.clone(), *bundle)).copied()
+    }
+
+    fn parse(&self, i: usize) -> Result<Run> {
+        serde_json::from_str(&self.json[i]).map_err(|source| {
+            Error::Store(datamon_store::Error::Json {
+                key: self.keys[i].clone(),
+                source,
+            })
+        })
+    }
+
+    fn parse_many(&self, idx: &[usize]) -> Result<Vec<Run>> {
+        par_map(idx, |&i| self.parse(i)).into_iter().collect()
+    }
+
+    /// Every step recorded, sorted.
+    fn steps(&self) -> Vec<String> {
+        let s: BTreeSet<&str> = self.links.iter().map(|l| l.step.as_str()).collect();
+        s.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The runs of the query, by start time.
+    fn select(&self, query: &CompareQuery) -> Result<Vec<Run>> {
+        let idx: Vec<usize> = (0..self.links.len())
+            .filter(|&i| {
+                let l = &self.links[i];
+                query.step.as_ref().is_none_or(|s| &l.step == s)
+                    && query.since.is_none_or(|t| l.started_at >= t)
+            })
+            .collect();
+        let mut runs = self.parse_many(&idx)?;
+        runs.retain(|r| query.filters.iter().all(|f| f.matches(r)));
+        // Run ids sort by time only to the second.
+        runs.sort_by_key(|r| (r.started_at, r.id));
+        Ok(runs)
+    }
+
+    /// The runs that produced the inputs of `runs`, and theirs, recursively, parsed.
+    fn upstream(&self, runs: &[Run]) -> Result<HashMap<usize, Run>> {
+        let mut out: HashMap<usize, Run> = HashMap::new();
+        let producers_of = |r: &Run| -> Vec<usize> {
+            r.inputs
+                .iter()
+                .filter_map(|i| self.producer(&i.repo, &i.bundle))
+                .collect()
+        };
+        let mut next: Vec<usize> = runs.iter().flat_map(producers_of).collect();
+        for _ in 0..MAX_UPSTREAM {
+            next.sort_unstable();
+            next.dedup();
+            next.retain(|i| !out.contains_key(i));
+            if next.is_empty() {
+                break;
+            }
+            let parsed = self.parse_many(&next)?;
+            let after: Vec<usize> = parsed.iter().flat_map(producers_of).collect();
+            out.extend(next.drain(..).zip(parsed));
+            next = after;
+        }
+        Ok(out)
+    }
+}
+
+/// The runs upstream of a query's runs, to see components through lineage.
+struct Upstream<'a> {
+    index: &'a RunIndex,
+    runs: &'a HashMap<usize, Run>,
+}
+
+impl Upstream<'_> {
+    fn producer(&self, repo: &RepoName, bundle: &BundleId) -> Option<&Run> {
+        self.index
+            .producer(repo, bundle)
+            .and_then(|i| self.runs.get(&i))
+    }
+}
+
+/// Every component of `run` and its value; through lineage (`up`), inputs that a recorded
 /// run produced are replaced by that run's components.
 fn components(
     run: &Run,
-    graph: &RunGraph,
-    expand: bool,
+    up: Option<&Upstream<'_>>,
     via: &mut Vec<String>,
     path: &mut Vec<RunId>,
     out: &mut Vec<(Component, String)>,
@@ -810,16 +955,17 @@ fn components(
         ));
     }
     for (slot, repo, bundle) in input_slots(run) {
-        if expand && via.len() < MAX_UPSTREAM {
-            if let Some(p) = graph.producer(&repo, &bundle) {
-                if !path.contains(&p.id) {
-                    via.push(slot);
-                    path.push(p.id);
-                    components(p, graph, expand, via, path, out);
-                    path.pop();
-                    via.pop();
-                    continue;
-                }
+        if let Some(p) = up
+            .filter(|_| via.len() < MAX_UPSTREAM)
+            .and_then(|u| u.producer(&repo, &bundle))
+        {
+            if !path.contains(&p.id) {
+                via.push(slot);
+                path.push(p.id);
+                components(p, up, via, path, out);
+                path.pop();
+                via.pop();
+                continue;
             }
         }
         out.push((
@@ -832,14 +978,19 @@ fn components(
     }
 }
 
-fn all_components(run: &Run, graph: &RunGraph, expand: bool) -> Vec<(Component, String)> {
+fn all_components(run: &Run, up: Option<&Upstream<'_>>) -> Vec<(Component, String)> {
     let mut out = Vec::new();
-    components(run, graph, expand, &mut Vec::new(), &mut vec![run.id], &mut out);
+    components(run, up, &mut Vec::new(), &mut vec![run.id], &mut out);
     out
 }
 
-/// "step train has no component "x"; its components: ...".
-fn no_component(step: &str, asked: &str, direct: &BTreeSet<Component>, up: &BTreeSet<Component>) -> Error {
+/// "the runs of step train have no component "x": they have ...".
+fn no_component(
+    step: &str,
+    asked: &str,
+    direct: &BTreeSet<Component>,
+    up: &BTreeSet<Component>,
+) -> Error {
     let names = |s: &BTreeSet<Component>| {
         s.iter()
             .map(ToString::to_string)
@@ -847,7 +998,7 @@ fn no_component(step: &str, asked: &str, direct: &BTreeSet<Component>, up: &BTre
             .join(", ")
     };
     let upstream = if up.is_empty() {
-        " (no input of it was produced by a recorded run)".to_owned()
+        " (no input of theirs was produced by a recorded run)".to_owned()
     } else {
         format!("; through lineage: {}", names(up))
     };
@@ -857,10 +1008,263 @@ fn no_component(step: &str, asked: &str, direct: &BTreeSet<Component>, up: &BTre
     ))
 }
 
+/// The rows of a run table, sorted as asked.
+fn table_runs(index: &RunIndex, query: &CompareQuery) -> Result<Vec<Run>> {
+    let mut runs = index.select(query)?;
+    if let Some(sort) = &query.sort {
+        let key = SortKey::resolve(&sort.key, runs.iter())?;
+        let mut keyed: Vec<(Option<SortValue>, Run)> =
+            runs.into_iter().map(|r| (key.value(&r), r)).collect();
+        keyed.sort_by(|(a, _), (b, _)| cmp_sort(a, b, sort.descending));
+        runs = keyed.into_iter().map(|(_, r)| r).collect();
+    }
+    Ok(runs)
+}
+
+/// [`Datamon::vary_runs`] once the runs are read.
+fn vary(
+    index: &RunIndex,
+    query: &CompareQuery,
+    step: &str,
+    component: &str,
+    name: &ComponentName,
+) -> Result<Variation> {
+    let steps = index.steps();
+    let runs = index.select(query)?;
+    let empty = |varies: Vec<Component>| Variation {
+        step: step.to_owned(),
+        asked: component.to_owned(),
+        varies,
+        upstream: false,
+        runs: 0,
+        groups: Vec::new(),
+        left_out: LeftOut::default(),
+        steps: steps.clone(),
+    };
+    if runs.is_empty() {
+        return Ok(empty(Vec::new()));
+    }
+
+    // The runs' own components first; through lineage only if the name is not among them.
+    let mut per_run: Vec<Vec<(Component, String)>> =
+        runs.iter().map(|r| all_components(r, None)).collect();
+    let direct: BTreeSet<Component> = per_run
+        .iter()
+        .flat_map(|c| c.iter().map(|(k, _)| k.clone()))
+        .collect();
+    let mut universe = direct.clone();
+    let mut upstream = false;
+    let mut varies: Vec<Component> = if name.via.is_some() {
+        Vec::new()
+    } else {
+        direct.iter().filter(|c| name.matches(c)).cloned().collect()
+    };
+    if varies.is_empty() {
+        let parsed = index.upstream(&runs)?;
+        let up = Upstream {
+            index,
+            runs: &parsed,
+        };
+        per_run = runs.iter().map(|r| all_components(r, Some(&up))).collect();
+        universe = per_run
+            .iter()
+            .flat_map(|c| c.iter().map(|(k, _)| k.clone()))
+            .collect();
+        varies = universe.iter().filter(|c| name.matches(c)).cloned().collect();
+        upstream = true;
+        if varies.is_empty() {
+            let up: BTreeSet<Component> = universe
+                .iter()
+                .filter(|c| c.depth() > 0)
+                .cloned()
+                .collect();
+            return Err(no_component(step, component, &direct, &up));
+        }
+    }
+    let leaf = |c: &Component| match &c.kind {
+        ComponentKind::Code => 0,
+        ComponentKind::Param { .. } => 1,
+        ComponentKind::Input { .. } => 2,
+    };
+    if varies.iter().any(|c| leaf(c) != leaf(&varies[0])) {
+        return Err(Error::InvalidInput(format!(
+            "component {component:?} is ambiguous: it names {}; say param:NAME or input:REPO",
+            varies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )));
+    }
+
+    // Values interned, one column per component of the universe.
+    let universe: Vec<Component> = universe.into_iter().collect();
+    let column: HashMap<&Component, usize> =
+        universe.iter().enumerate().map(|(i, c)| (c, i)).collect();
+    let mut intern: HashMap<String, u32> = HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    let table: Vec<Vec<Option<u32>>> = per_run
+        .into_iter()
+        .map(|comps| {
+            let mut row = vec![None; universe.len()];
+            for (c, v) in comps {
+                let id = match intern.get(&v) {
+                    Some(&id) => id,
+                    None => {
+                        let id = texts.len() as u32;
+                        texts.push(v.clone());
+                        intern.insert(v, id);
+                        id
+                    }
+                };
+                row[column[&c]] = Some(id);
+            }
+            row
+        })
+        .collect();
+    let varied: Vec<usize> = varies.iter().map(|c| column[c]).collect();
+    let others: Vec<usize> = (0..universe.len()).filter(|i| !varied.contains(i)).collect();
+    let project = |row: &[Option<u32>], cols: &[usize]| -> Vec<Option<u32>> {
+        cols.iter().map(|&i| row[i]).collect()
+    };
+
+    // Groups: equal in every other component.
+    let mut order: Vec<Vec<Option<u32>>> = Vec::new();
+    let mut classes: HashMap<Vec<Option<u32>>, Vec<usize>> = HashMap::new();
+    for (i, row) in table.iter().enumerate() {
+        let key = project(row, &others);
+        classes
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let distinct = |members: &[usize]| -> usize {
+        members
+            .iter()
+            .map(|&i| project(&table[i], &varied))
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    let text = |v: Option<u32>| v.map(|i| texts[i as usize].clone());
+    let sort_key = match &query.sort {
+        Some(s) => Some((SortKey::resolve(&s.key, runs.iter())?, s.descending)),
+        None => None,
+    };
+    let n_runs = runs.len();
+    let mut runs: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+    let mut groups = Vec::new();
+    let mut left: Vec<usize> = Vec::new();
+    for key in &order {
+        let members = &classes[key];
+        if distinct(members) < 2 {
+            left.extend(members);
+            continue;
+        }
+        let mut vruns: Vec<VaryRun> = members
+            .iter()
+            .map(|&i| VaryRun {
+                value: varied.iter().map(|&c| text(table[i][c])).collect(),
+                run: runs[i].take().expect("each run is in one group"),
+            })
+            .collect();
+        match &sort_key {
+            Some((k, desc)) => {
+                vruns.sort_by(|a, b| cmp_sort(&k.value(&a.run), &k.value(&b.run), *desc))
+            }
+            None => vruns.sort_by(|a, b| {
+                a.value
+                    .iter()
+                    .zip(&b.value)
+                    .map(|(x, y)| cmp_values(x.as_deref(), y.as_deref()))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            }),
+        }
+        let fixed = others
+            .iter()
+            .zip(key)
+            .map(|(&c, v)| ComponentValue {
+                component: universe[c].clone(),
+                value: text(*v),
+            })
+            .collect();
+        groups.push(VaryGroup {
+            fixed,
+            runs: vruns,
+        });
+    }
+
+    // Why the others are out: which single other component, allowed to differ too, would put
+    // each in a group.
+    let mut by = Vec::new();
+    let mut explained: HashSet<usize> = HashSet::new();
+    if !left.is_empty() {
+        for (j, &c) in others.iter().enumerate() {
+            let rest: Vec<usize> = others
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != j)
+                .map(|(_, &i)| i)
+                .collect();
+            let mut values: HashMap<Vec<Option<u32>>, HashSet<Vec<Option<u32>>>> =
+                HashMap::new();
+            for row in &table {
+                let v = values.entry(project(row, &rest)).or_default();
+                if v.len() < 2 {
+                    v.insert(project(row, &varied));
+                }
+            }
+            let n = left
+                .iter()
+                .filter(|&&i| values[&project(&table[i], &rest)].len() >= 2)
+                .inspect(|&&i| {
+                    explained.insert(i);
+                })
+                .count();
+            if n > 0 {
+                by.push((universe[c].clone(), n));
+            }
+        }
+        by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
+    Ok(Variation {
+        runs: n_runs,
+        left_out: LeftOut {
+            runs: left.len(),
+            other: left.len() - explained.len(),
+            by,
+        },
+        groups,
+        upstream,
+        ..empty(varies)
+    })
+}
+
 impl Datamon {
-    /// Every run with the bundles it wrote indexed (through the local catalog).
-    async fn run_graph(&self) -> Result<RunGraph> {
-        Ok(RunGraph::new(self.all_runs().await?))
+    /// Every run, indexed (see [`RunIndex`]); the parsing runs on the blocking pool.
+    async fn run_index(&self) -> Result<RunIndex> {
+        let lines = self.sync_lines::<Run>(keys::RUNS, "runs").await?;
+        let (mut lines, parsed) = tokio::task::spawn_blocking(move || {
+            let parsed = par_map(&lines, |(_, json)| serde_json::from_str::<Link>(json).ok());
+            (lines, parsed)
+        })
+        .await?;
+        // A damaged cache line (a torn write) costs a read of the record.
+        let mut links = Vec::with_capacity(parsed.len());
+        for (i, link) in parsed.into_iter().enumerate() {
+            match link {
+                Some(l) => links.push(l),
+                None => {
+                    let run: Run = self.store.get_json(&lines[i].0).await?;
+                    lines[i].1 = serde_json::to_string(&run).expect("records always serialize");
+                    links.push(Link::of(&run));
+                }
+            }
+        }
+        Ok(tokio::task::spawn_blocking(move || RunIndex::new(lines, links)).await?)
     }
 
     /// The labels currently on each bundle of `repos` (a repo that is gone has none).
@@ -889,21 +1293,19 @@ impl Datamon {
     }
 
     /// A table of the runs matching `query`: code version, parameters, input and output
-    /// bundles (with the labels on them now) and metrics of each, oldest first or as
+    /// bundles (with the labels on them now) and metrics of each, by start time or as
     /// [`CompareQuery::sort`] says.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a sort key that no run has; a store error.
     pub async fn compare_runs(&self, query: &CompareQuery) -> Result<RunTable> {
-        let graph = self.run_graph().await?;
-        let (mut runs, steps) = select(&graph, query);
-        if let Some(sort) = &query.sort {
-            let key = SortKey::resolve(&sort.key, runs.iter().copied())?;
-            let mut keyed: Vec<(Option<SortValue>, &Run)> =
-                runs.into_iter().map(|r| (key.value(r), r)).collect();
-            keyed.sort_by(|(a, _), (b, _)| cmp_sort(a, b, sort.descending));
-            runs = keyed.into_iter().map(|(_, r)| r).collect();
-        }
+        let index = self.run_index().await?;
+        let q = query.clone();
+        let (runs, steps) = tokio::task::spawn_blocking(move || {
+            let runs = table_runs(&index, &q);
+            runs.map(|r| (r, index.steps()))
+        })
+        .await??;
         let repos: BTreeSet<RepoName> = runs
             .iter()
             .flat_map(|r| {
@@ -935,8 +1337,8 @@ impl Datamon {
         for r in runs {
             params.extend(r.params.keys().cloned());
             metrics.extend(r.metrics.keys().cloned());
-            let ins = row_bundles(input_slots(r));
-            let outs = row_bundles(output_slots(r));
+            let ins = row_bundles(input_slots(&r));
+            let outs = row_bundles(output_slots(&r));
             for (list, seen) in [(&ins, &mut inputs), (&outs, &mut outputs)] {
                 for b in list {
                     if !seen.contains(&b.slot) {
@@ -945,7 +1347,7 @@ impl Datamon {
                 }
             }
             rows.push(RunRow {
-                run: r.clone(),
+                run: r,
                 inputs: ins,
                 outputs: outs,
             });
@@ -979,214 +1381,9 @@ impl Datamon {
             ));
         };
         let name = ComponentName::parse(component)?;
-        let graph = self.run_graph().await?;
-        let (runs, steps) = select(&graph, query);
-        let empty = |varies: Vec<Component>| Variation {
-            step: step.clone(),
-            asked: component.to_owned(),
-            varies,
-            upstream: false,
-            runs: 0,
-            groups: Vec::new(),
-            left_out: LeftOut::default(),
-            steps: steps.clone(),
-        };
-        if runs.is_empty() {
-            return Ok(empty(Vec::new()));
-        }
-
-        // The runs' own components first; through lineage only if the name is not among them.
-        let mut per_run: Vec<Vec<(Component, String)>> = runs
-            .iter()
-            .map(|r| all_components(r, &graph, false))
-            .collect();
-        let direct: BTreeSet<Component> = per_run
-            .iter()
-            .flat_map(|c| c.iter().map(|(k, _)| k.clone()))
-            .collect();
-        let mut universe = direct.clone();
-        let mut upstream = false;
-        let mut varies: Vec<Component> = if name.via.as_ref().is_some_and(|v| !v.is_empty()) {
-            Vec::new()
-        } else {
-            direct.iter().filter(|c| name.matches(c)).cloned().collect()
-        };
-        if varies.is_empty() {
-            per_run = runs
-                .iter()
-                .map(|r| all_components(r, &graph, true))
-                .collect();
-            universe = per_run
-                .iter()
-                .flat_map(|c| c.iter().map(|(k, _)| k.clone()))
-                .collect();
-            varies = universe.iter().filter(|c| name.matches(c)).cloned().collect();
-            upstream = true;
-            if varies.is_empty() {
-                let up: BTreeSet<Component> = universe
-                    .iter()
-                    .filter(|c| c.depth() > 0)
-                    .cloned()
-                    .collect();
-                return Err(no_component(&step, component, &direct, &up));
-            }
-        }
-        let leaf = |c: &Component| match &c.kind {
-            ComponentKind::Code => 0,
-            ComponentKind::Param { .. } => 1,
-            ComponentKind::Input { .. } => 2,
-        };
-        if varies.iter().any(|c| leaf(c) != leaf(&varies[0])) {
-            return Err(Error::InvalidInput(format!(
-                "component {component:?} is ambiguous: it names {}; say param:NAME or input:REPO",
-                varies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            )));
-        }
-
-        // Values interned, one column per component of the universe.
-        let universe: Vec<Component> = universe.into_iter().collect();
-        let column: HashMap<&Component, usize> =
-            universe.iter().enumerate().map(|(i, c)| (c, i)).collect();
-        let mut intern: HashMap<String, u32> = HashMap::new();
-        let mut texts: Vec<String> = Vec::new();
-        let table: Vec<Vec<Option<u32>>> = per_run
-            .iter()
-            .map(|comps| {
-                let mut row = vec![None; universe.len()];
-                for (c, v) in comps {
-                    let id = *intern.entry(v.clone()).or_insert_with(|| {
-                        texts.push(v.clone());
-                        (texts.len() - 1) as u32
-                    });
-                    row[column[c]] = Some(id);
-                }
-                row
-            })
-            .collect();
-        let varied: Vec<usize> = varies.iter().map(|c| column[c]).collect();
-        let others: Vec<usize> = (0..universe.len()).filter(|i| !varied.contains(i)).collect();
-        let project = |row: &[Option<u32>], cols: &[usize]| -> Vec<Option<u32>> {
-            cols.iter().map(|&i| row[i]).collect()
-        };
-
-        // Groups: equal in every other component.
-        let mut order: Vec<Vec<Option<u32>>> = Vec::new();
-        let mut classes: HashMap<Vec<Option<u32>>, Vec<usize>> = HashMap::new();
-        for (i, row) in table.iter().enumerate() {
-            let key = project(row, &others);
-            classes
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
-                })
-                .push(i);
-        }
-        let distinct = |members: &[usize]| -> usize {
-            members
-                .iter()
-                .map(|&i| project(&table[i], &varied))
-                .collect::<HashSet<_>>()
-                .len()
-        };
-        let text = |v: Option<u32>| v.map(|i| texts[i as usize].clone());
-        let sort_key = match &query.sort {
-            Some(s) => Some((
-                SortKey::resolve(&s.key, runs.iter().copied())?,
-                s.descending,
-            )),
-            None => None,
-        };
-        let mut groups = Vec::new();
-        let mut left: Vec<usize> = Vec::new();
-        for key in &order {
-            let members = &classes[key];
-            if distinct(members) < 2 {
-                left.extend(members);
-                continue;
-            }
-            let mut vruns: Vec<VaryRun> = members
-                .iter()
-                .map(|&i| VaryRun {
-                    value: varied.iter().map(|&c| text(table[i][c])).collect(),
-                    run: runs[i].clone(),
-                })
-                .collect();
-            match &sort_key {
-                Some((k, desc)) => vruns.sort_by(|a, b| {
-                    cmp_sort(&k.value(&a.run), &k.value(&b.run), *desc)
-                }),
-                None => vruns.sort_by(|a, b| {
-                    a.value
-                        .iter()
-                        .zip(&b.value)
-                        .map(|(x, y)| cmp_values(x.as_deref(), y.as_deref()))
-                        .find(|o| o.is_ne())
-                        .unwrap_or(Ordering::Equal)
-                }),
-            }
-            let fixed = others
-                .iter()
-                .zip(key)
-                .map(|(&c, v)| ComponentValue {
-                    component: universe[c].clone(),
-                    value: text(*v),
-                })
-                .collect();
-            groups.push(VaryGroup {
-                fixed,
-                runs: vruns,
-            });
-        }
-
-        // Why the others are out: which single other component, allowed to differ too, would
-        // put each in a group.
-        let mut by = Vec::new();
-        let mut explained: HashSet<usize> = HashSet::new();
-        if !left.is_empty() {
-            for (j, &c) in others.iter().enumerate() {
-                let rest: Vec<usize> = others
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| *k != j)
-                    .map(|(_, &i)| i)
-                    .collect();
-                let mut values: HashMap<Vec<Option<u32>>, HashSet<Vec<Option<u32>>>> =
-                    HashMap::new();
-                for row in &table {
-                    let v = values.entry(project(row, &rest)).or_default();
-                    if v.len() < 2 {
-                        v.insert(project(row, &varied));
-                    }
-                }
-                let n = left
-                    .iter()
-                    .filter(|&&i| values[&project(&table[i], &rest)].len() >= 2)
-                    .inspect(|&&i| {
-                        explained.insert(i);
-                    })
-                    .count();
-                if n > 0 {
-                    by.push((universe[c].clone(), n));
-                }
-            }
-            by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        }
-        Ok(Variation {
-            runs: runs.len(),
-            left_out: LeftOut {
-                runs: left.len(),
-                other: left.len() - explained.len(),
-                by,
-            },
-            groups,
-            upstream,
-            ..empty(varies)
-        })
+        let index = self.run_index().await?;
+        let (q, c) = (query.clone(), component.to_owned());
+        tokio::task::spawn_blocking(move || vary(&index, &q, &step, &c, &name)).await?
     }
 
     /// The input and output slots of two runs side by side, with file-level changes where the
@@ -1286,7 +1483,7 @@ impl Datamon {
     /// [`Error::RunNotFound`]; a store error.
     pub async fn diff_runs_deep(&self, a: &RunId, b: &RunId, opts: DeepOptions) -> Result<DeepDiff> {
         let (ra, rb) = futures::try_join!(self.get_run(a), self.get_run(b))?;
-        let graph = self.run_graph().await?;
+        let runs = self.run_index().await?;
         let limit = opts.depth.unwrap_or(usize::MAX);
         let mut index: Option<Index> = None;
         let mut records: HashMap<(RepoName, BundleId), Bundle> = HashMap::new();
@@ -1306,21 +1503,26 @@ impl Datamon {
                     (Some(_), Some(_)) if !d.changed() => InputOrigin::SameContent,
                     (Some(_), Some(_)) if depth >= limit => InputOrigin::DepthLimit,
                     (Some(x), Some(y)) => {
-                        let pa = graph.producer(&d.repo, &x);
-                        let pb = graph.producer(&d.repo, &y);
+                        let pa = runs.producer(&d.repo, &x);
+                        let pb = runs.producer(&d.repo, &y);
                         match (pa, pb) {
-                            (Some(pa), Some(pb)) if pa.id != pb.id => {
-                                let step = *seen.entry((pa.id, pb.id)).or_insert_with(|| {
-                                    let mut v = via.clone();
-                                    v.push(d.key.clone());
-                                    pending.push((pa.clone(), pb.clone(), depth + 1, v));
-                                    pending.len() - 1
-                                });
+                            (Some(pa), Some(pb)) if pa != pb => {
+                                let ids = (runs.links[pa].id, runs.links[pb].id);
+                                let step = match seen.get(&ids) {
+                                    Some(&s) => s,
+                                    None => {
+                                        let mut v = via.clone();
+                                        v.push(d.key.clone());
+                                        pending.push((runs.parse(pa)?, runs.parse(pb)?, depth + 1, v));
+                                        seen.insert(ids, pending.len() - 1);
+                                        pending.len() - 1
+                                    }
+                                };
                                 InputOrigin::Followed { step }
                             }
                             (pa, pb) => InputOrigin::NoProducer {
-                                a: pa.map(|r| r.id),
-                                b: pb.map(|r| r.id),
+                                a: pa.map(|i| runs.links[i].id),
+                                b: pb.map(|i| runs.links[i].id),
                             },
                         }
                     }

@@ -197,7 +197,8 @@ impl Datamon {
     ) -> Result<DeleteReport> {
         self.get_bundle(repo, id).await?;
         let (labels, branches) = self.refs_to(repo, id).await?;
-        if !opts.remove_refs && !(labels.is_empty() && branches.is_empty()) {
+        let referenced = !labels.is_empty() || !branches.is_empty();
+        if referenced && !opts.remove_refs {
             let refs = labels
                 .iter()
                 .map(|l| format!("label {l}"))

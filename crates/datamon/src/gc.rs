@@ -9,7 +9,7 @@
 //!   roots listed *after* the plan was read, spare every condemned pack that now holds a live
 //!   blob, delete the others (pack, then index object) and write `gc/done/<seq>`.
 //!
-//! A commit ([`Datamon::keep_for_commit`], called by every bundle commit and every pin after
+//! A commit (`Datamon::keep_for_commit`, called by every bundle commit and every pin after
 //! its record is written and before it becomes visible) copies into fresh packs the blobs it
 //! uses that unfinished plans condemned, and repeats until no new plan appeared meanwhile.
 //!

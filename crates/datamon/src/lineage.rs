@@ -117,15 +117,14 @@ type Key = (RepoName, BundleId);
 const SHORT_LOG: usize = 100;
 
 /// Runs indexed by the bundles they read and wrote.
-pub(crate) struct RunGraph {
-    pub(crate) runs: HashMap<RunId, Run>,
-    /// The runs that wrote each bundle, in the order given to [`RunGraph::new`] (oldest first).
-    pub(crate) producers: HashMap<Key, Vec<RunId>>,
+struct RunGraph {
+    runs: HashMap<RunId, Run>,
+    producers: HashMap<Key, Vec<RunId>>,
     consumers: HashMap<Key, Vec<RunId>>,
 }
 
 impl RunGraph {
-    pub(crate) fn new(all: Vec<Run>) -> Self {
+    fn new(all: Vec<Run>) -> Self {
         let mut producers: HashMap<Key, Vec<RunId>> = HashMap::new();
         let mut consumers: HashMap<Key, Vec<RunId>> = HashMap::new();
         for r in &all {
@@ -147,15 +146,6 @@ impl RunGraph {
             producers,
             consumers,
         }
-    }
-
-    /// The run that wrote a bundle: the newest, when several runs name it as an output (as
-    /// `log` picks).
-    pub(crate) fn producer(&self, repo: &RepoName, bundle: &BundleId) -> Option<&Run> {
-        self.producers
-            .get(&(repo.clone(), *bundle))
-            .and_then(|ids| ids.last())
-            .and_then(|id| self.runs.get(id))
     }
 }
 

@@ -12,6 +12,7 @@ mod download;
 mod errors;
 mod faults;
 mod labels_branches;
+mod lifecycle;
 mod lineage;
 mod misc;
 mod mount;

@@ -694,5 +694,5 @@ fn argo_dag_steps_run_in_order_locally_and_record_the_lineage() {
     assert!(runs.iter().all(|r| r["status"] == "succeeded"));
     assert_eq!(runs[1]["params"]["lr"], "0.1");
     assert_eq!(runs[2]["metrics"]["accuracy"], 0.9);
-    assert_eq!(runs[0]["code"]["image"], "busybox:1.36");
+    assert_eq!(runs[0]["image"], "busybox:1.36");
 }

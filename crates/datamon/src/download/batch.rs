@@ -37,9 +37,13 @@ use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 use crate::{Error, Progress, Result};
 
 /// The most stored bytes one region (one range read) spans, gaps included.
-pub(crate) const MAX_REGION: u64 = 4 << 20;
+///
+/// Small enough that the buffers of the regions in flight stay small (large buffers freed on
+/// other threads than the ones that allocated them make the allocator's arenas grow), large
+/// enough that a download of small files makes a few thousandths of a read per file.
+pub(crate) const MAX_REGION: u64 = 1 << 20;
 /// The most decoded bytes one region holds.
-pub(crate) const MAX_REGION_RAW: u64 = 8 << 20;
+pub(crate) const MAX_REGION_RAW: u64 = 2 << 20;
 /// The most bytes no file needs that a region reads between two chunks it needs.
 pub(crate) const MAX_GAP: u64 = 256 << 10;
 /// The most bytes (stored and decoded) of the regions in flight.
@@ -567,9 +571,16 @@ fn write_empties(sh: &Shared, empties: &[u32]) -> Result<()> {
 /// data lie wholly in it and the pieces of the others. Nothing is written unless every chunk
 /// verifies. Returns the bytes written.
 fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, RegionError> {
-    let raw_cap = usize::try_from(region.raw).unwrap_or(0);
+    // Chunks stored as they are are used in place; decompressed ones go to `raw`.
+    let raw_cap: usize = region
+        .pieces
+        .iter()
+        .filter(|p| p.compression != Compression::None)
+        .map(|p| p.raw_len as usize)
+        .sum();
     let mut raw: Vec<u8> = Vec::with_capacity(raw_cap);
-    // (file, offset in the file, start in `raw`, length)
+    let base = bytes.len() + 1;
+    // (file, offset in the file, position in `Source`, length)
     let mut placed: Vec<(u32, u64, usize, usize)> = Vec::with_capacity(region.pieces.len());
     let mut last: Option<(u32, usize)> = None;
     for p in &region.pieces {
@@ -587,8 +598,14 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
                                 p.hash, sh.packs[p.pack as usize]
                             ),
                         })?;
-                let at = raw.len();
-                raw.extend_from_slice(&data);
+                let at = match data {
+                    Cow::Borrowed(_) => from,
+                    Cow::Owned(data) => {
+                        let at = base + raw.len();
+                        raw.extend_from_slice(&data);
+                        at
+                    }
+                };
                 last = Some((p.offset, at));
                 at
             }
@@ -596,6 +613,11 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
         placed.push((p.file, p.file_off, at, p.raw_len as usize));
     }
     placed.sort_unstable_by_key(|&(f, off, _, _)| (f, off));
+    let src = Source {
+        bytes,
+        raw: &raw,
+        base,
+    };
     let mut dirs = Dirs::new(sh);
     let mut written = 0u64;
     for group in placed.chunk_by(|a, b| a.0 == b.0) {
@@ -608,21 +630,40 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
                 let contiguous = group.windows(2).all(|w| w[0].2 + w[0].3 == w[1].2);
                 let data: Cow<'_, [u8]> = if contiguous {
                     let (first, last) = (group[0], group[group.len() - 1]);
-                    Cow::Borrowed(&raw[first.2..last.2 + last.3])
+                    Cow::Borrowed(src.get(first.2, last.2 + last.3 - first.2))
                 } else {
                     let mut v = Vec::with_capacity(group.iter().map(|g| g.3).sum());
                     for g in group {
-                        v.extend_from_slice(&raw[g.2..g.2 + g.3]);
+                        v.extend_from_slice(src.get(g.2, g.3));
                     }
                     Cow::Owned(v)
                 };
                 write_whole(&mut dirs, file, &data)?;
             }
-            Some(m) => write_pieces(&mut dirs, &sh.multis[m], file, group, &raw)?,
+            Some(m) => write_pieces(&mut dirs, &sh.multis[m], file, group, &src)?,
         }
         written += group.iter().map(|g| g.3 as u64).sum::<u64>();
     }
     Ok(written)
+}
+
+/// The decoded bytes of a region: positions below `base` are in the bytes read (chunks stored
+/// uncompressed), positions from `base` on are in `raw` (decompressed chunks). `base` is one
+/// past the end of the bytes read, so no run of contiguous positions spans both.
+struct Source<'a> {
+    bytes: &'a [u8],
+    raw: &'a [u8],
+    base: usize,
+}
+
+impl Source<'_> {
+    fn get(&self, at: usize, len: usize) -> &[u8] {
+        if at >= self.base {
+            &self.raw[at - self.base..at - self.base + len]
+        } else {
+            &self.bytes[at..at + len]
+        }
+    }
 }
 
 /// Writes pieces of a file spread over several regions into its temporary file; the last
@@ -632,7 +673,7 @@ fn write_pieces(
     multi: &Multi,
     file: &FileOut,
     group: &[(u32, u64, usize, usize)],
-    raw: &[u8],
+    src: &Source<'_>,
 ) -> Result<()> {
     let target = dirs.sh.target(file);
     let io = |e: std::io::Error| Error::Io {
@@ -679,7 +720,8 @@ fn write_pieces(
             j += 1;
         }
         let (from, to) = (group[i].2, group[j - 1].2 + group[j - 1].3);
-        f.write_all_at(&raw[from..to], group[i].1).map_err(io)?;
+        f.write_all_at(src.get(from, to - from), group[i].1)
+            .map_err(io)?;
         i = j;
     }
     // Every piece is written before it is counted, so the one that counts the last sees them
@@ -813,9 +855,10 @@ mod tests {
 
     #[test]
     fn a_file_over_several_regions_and_shared_chunks() {
-        // File 0: 12 chunks of 1 MiB over three regions (and two packs); file 1 and 2 share
+        // File 0: 12 chunks of a quarter region over four regions (and two packs); file 1 and 2 share
         // one chunk of pack b; file 3 is empty.
-        let mib = 1u32 << 20;
+        // A quarter of a region.
+        let mib = u32::try_from(MAX_REGION / 4).unwrap();
         let index = Index::from_packs([
             pack(h(9_000), 1, &[mib; 6]),
             pack(h(9_001), 101, &[mib, mib, mib, mib, mib, mib, 100]),

@@ -603,7 +603,7 @@ fn deep_diff_finds_the_one_upstream_change() {
             .iter()
             .map(|c| match &c.kind {
                 CauseKind::Component { component } => (c.step_name.clone(), component.to_string()),
-                CauseKind::Step => (c.step_name.clone(), "step".into()),
+                _ => (c.step_name.clone(), "step".into()),
             })
             .collect();
         assert_eq!(

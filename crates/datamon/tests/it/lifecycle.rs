@@ -143,16 +143,17 @@ fn deleted_bundles_are_refused_everywhere_and_refs_block_the_delete() {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::BundleDeleted { .. }), "{e}");
-        let e = dm
+        let mounted = dm
             .vfs(
                 &r,
                 &b1.id,
                 datamon::vfs::VfsOptions::default(),
                 tokio::runtime::Handle::current(),
             )
-            .await
-            .err()
-            .expect("a deleted bundle does not mount");
+            .await;
+        let Err(e) = mounted else {
+            panic!("a deleted bundle does not mount");
+        };
         assert!(matches!(e, Error::BundleDeleted { .. }), "{e}");
         let e = dm
             .get_label(&r, &"prod".parse().unwrap())

@@ -636,11 +636,30 @@ fn vary_columns(v: &Variation, specs: &[String]) -> anyhow::Result<Vec<Col>> {
     Ok(cols)
 }
 
+/// A code version as [`CodeVersion`] displays it, with git commits cut to 10 digits.
+fn short_code(v: &str) -> String {
+    v.split(", ")
+        .map(|part| match part.strip_prefix("git ") {
+            Some(c) => {
+                let (sha, dirty) = c.split_once('+').map_or((c, ""), |(s, _)| (s, "+dirty"));
+                if sha.len() > 10 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    format!("git {}{dirty}", &sha[..10])
+                } else {
+                    part.to_owned()
+                }
+            }
+            None => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn value_text(value: &[Option<String>], short: &Short) -> String {
     value
         .iter()
         .map(|x| match x {
             Some(s) if s.len() == 27 && s.parse::<BundleId>().is_ok() => short.of(s),
+            Some(s) if s.starts_with("git ") => short_code(s),
             Some(s) => s.clone(),
             None => "-".into(),
         })
@@ -683,16 +702,25 @@ fn vary_text(v: &Variation, specs: &[String]) -> anyhow::Result<String> {
         None => Vec::new(),
     };
     for (n, g) in v.groups.iter().enumerate() {
-        let what: Vec<String> = g
-            .fixed
-            .iter()
-            .zip(&distinct)
-            .filter(|(_, d)| **d)
-            .map(|(f, _)| {
-                let value = value_text(std::slice::from_ref(&f.value), &short);
-                format!("{}={value}", f.component)
-            })
-            .collect();
+        // One code version at several steps is said once.
+        let mut codes: Vec<(String, usize)> = Vec::new();
+        let mut what: Vec<String> = Vec::new();
+        for (f, _) in g.fixed.iter().zip(&distinct).filter(|(_, d)| **d) {
+            let value = value_text(std::slice::from_ref(&f.value), &short);
+            if matches!(f.component.kind, datamon::ComponentKind::Code) {
+                match codes.iter_mut().find(|(v, _)| *v == value) {
+                    Some((_, k)) => *k += 1,
+                    None => codes.push((value, 1)),
+                }
+                continue;
+            }
+            what.push(format!("{}={value}", f.component));
+        }
+        let codes = codes.into_iter().map(|(v, k)| match k {
+            1 => format!("code={v}"),
+            k => format!("code={v} (at {k} steps)"),
+        });
+        let what: Vec<String> = codes.chain(what).collect();
         let what = if what.is_empty() {
             "every other component equal".to_owned()
         } else {
@@ -929,6 +957,18 @@ mod tests {
         assert_eq!(s.of(ids[0]), "3MXU6q2YNl7H");
         assert_eq!(s.of(ids[1]), "3MXU6q2YNl7X");
         assert_eq!(s.of(ids[2]), "3MXU6q5b");
+    }
+
+    #[test]
+    fn code_versions_are_cut_to_ten_digits() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(short_code(&format!("git {sha}")), "git 0123456789");
+        assert_eq!(
+            short_code(&format!("git {sha}+dirty, image x:1")),
+            "git 0123456789+dirty, image x:1"
+        );
+        assert_eq!(short_code("git c1"), "git c1");
+        assert_eq!(short_code("unknown"), "unknown");
     }
 
     #[test]
