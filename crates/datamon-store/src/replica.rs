@@ -126,17 +126,27 @@ impl Store {
             return call(self).await;
         };
         if rep.primary_suspended() {
-            match call(&rep.store).await {
+            let replica_error = match call(&rep.store).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     tracing::debug!(op, key = %key, error = %e, "the replica cannot answer; asking the suspended primary");
+                    e
                 }
-            }
+            };
             let r = call(self).await;
-            if r.as_ref().is_err_and(Error::is_transient) {
-                rep.suspend_primary();
-            }
-            return r;
+            return match r {
+                // The primary is still down: the replica, which gets every write, says what is
+                // not there (a tombstone that was never written, say).
+                Err(e) if e.is_transient() => {
+                    rep.suspend_primary();
+                    if replica_error.kind() == crate::ErrorKind::NotFound {
+                        Err(replica_error)
+                    } else {
+                        Err(e)
+                    }
+                }
+                r => r,
+            };
         }
         match call(self).await {
             Err(e) if falls_back(&e) => {
@@ -144,7 +154,14 @@ impl Store {
                     rep.suspend_primary();
                 }
                 tracing::warn!(op, key = %key, error = %e, replica = %rep.store.url, "reading from the replica");
-                call(&rep.store).await.map_err(|_| e)
+                match call(&rep.store).await {
+                    Ok(v) => Ok(v),
+                    // An unreachable primary: the replica's "not there" is the answer.
+                    Err(re) if e.is_transient() && re.kind() == crate::ErrorKind::NotFound => {
+                        Err(re)
+                    }
+                    Err(_) => Err(e),
+                }
             }
             r => r,
         }
