@@ -313,10 +313,7 @@ async fn generate_grid(
     if post == 2 {
         names.push("report".into());
     }
-    let out_repo: Vec<RepoName> = names
-        .iter()
-        .map(|n| name(&format!("out-{n}")))
-        .collect();
+    let out_repo: Vec<RepoName> = names.iter().map(|n| name(&format!("out-{n}"))).collect();
     let raw_repos: Vec<RepoName> = (0..RAW_REPOS)
         .map(|i| name(&format!("raw-{i:02}")))
         .collect();

@@ -84,18 +84,23 @@ impl Datamon {
 }
 
 impl Datamon {
-    /// As [`Datamon::sync_records`], but each record as its compact JSON text, for callers
-    /// that parse only the fields they need: cached lines are not parsed here (a damaged one
-    /// fails the caller's parse), fetched records are checked as a `T`. The listing and the
-    /// reading of the cache file run at the same time.
-    pub(crate) async fn sync_lines<T>(
+    /// As [`Datamon::sync_records`], for callers that parse only what they need: every record
+    /// as its compact JSON text, with what `prepare` made of it. `prepare` runs over the
+    /// cached lines while the store is being listed (a line it makes nothing of is read again
+    /// from the store, as a damaged one), then over the records fetched, which are checked as
+    /// a `T` first (one `prepare` still makes nothing of is left out).
+    pub(crate) async fn sync_prepared<T, P, F>(
         &self,
         prefix: &str,
         name: &str,
-    ) -> Result<Vec<(String, String)>>
+        prepare: F,
+    ) -> Result<Vec<(String, String, P)>>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
+        P: Send + 'static,
+        F: Fn(&[(String, String)]) -> Vec<Option<P>> + Send + Sync + 'static,
     {
+        let prepare = std::sync::Arc::new(prepare);
         let file = self.catalog_file(name);
         let listing = async {
             Ok::<_, Error>(
@@ -108,11 +113,23 @@ impl Datamon {
                     .collect::<Vec<String>>(),
             )
         };
-        let reading = async {
-            Ok::<_, Error>(match file.clone() {
-                Some(f) => tokio::task::spawn_blocking(move || load_lines(&f)).await?,
-                None => HashMap::new(),
-            })
+        let reading = {
+            let (file, prepare) = (file.clone(), prepare.clone());
+            async move {
+                let Some(f) = file else {
+                    return Ok::<_, Error>(HashMap::new());
+                };
+                Ok(tokio::task::spawn_blocking(move || {
+                    let lines = load_lines(&f);
+                    let prepared = prepare(&lines);
+                    lines
+                        .into_iter()
+                        .zip(prepared)
+                        .filter_map(|((k, json), p)| Some((k, (json, p?))))
+                        .collect::<HashMap<String, (String, P)>>()
+                })
+                .await?)
+            }
         };
         let (keys, mut cached) = futures::try_join!(listing, reading)?;
         let missing: Vec<&String> = keys.iter().filter(|k| !cached.contains_key(*k)).collect();
@@ -142,19 +159,27 @@ impl Datamon {
                     tracing::warn!("cannot update the local catalog cache: {e}");
                 }
             }
-            cached.extend(fetched);
+            let prepared = prepare(&fetched);
+            for ((k, json), p) in fetched.into_iter().zip(prepared) {
+                match p {
+                    Some(p) => {
+                        cached.insert(k, (json, p));
+                    }
+                    None => tracing::warn!("{k}: not a record this query can read; left out"),
+                }
+            }
         }
         Ok(keys
             .into_iter()
-            .filter_map(|k| cached.remove(&k).map(|v| (k, v)))
+            .filter_map(|k| cached.remove(&k).map(|(json, p)| (k, json, p)))
             .collect())
     }
 }
 
-/// The cached lines as (key, JSON text), unparsed; later lines win.
-fn load_lines(path: &std::path::Path) -> HashMap<String, String> {
+/// The cached lines as (key, JSON text), unparsed, in file order.
+fn load_lines(path: &std::path::Path) -> Vec<(String, String)> {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
+        return Vec::new();
     };
     text.lines()
         .filter_map(|line| {

@@ -19,6 +19,7 @@
 //! above) is looked up among the run's own components first, and through lineage only when the
 //! run has no component of that name.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -26,7 +27,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use datamon_store::{keys, Index};
-use datamon_types::{Bundle, BundleId, LabelName, RepoName, Run, RunId, RunStatus};
+use datamon_types::{Bundle, BundleId, CodeVersion, LabelName, RepoName, Run, RunId, RunStatus};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -769,8 +770,9 @@ impl SortKey {
 
 /// What a run's record says about its place in lineage, parsed without the rest of it.
 #[derive(Deserialize)]
+/// Ids stay text: parsing a KSUID costs more than the rest of a link.
 struct Link {
-    id: RunId,
+    id: String,
     step: String,
     started_at: DateTime<Utc>,
     #[serde(default)]
@@ -779,31 +781,15 @@ struct Link {
 
 #[derive(Deserialize)]
 struct LinkBundle {
-    repo: RepoName,
-    bundle: BundleId,
-}
-
-impl Link {
-    fn of(r: &Run) -> Link {
-        Link {
-            id: r.id,
-            step: r.step.clone(),
-            started_at: r.started_at,
-            outputs: r
-                .outputs
-                .iter()
-                .map(|o| LinkBundle {
-                    repo: o.repo.clone(),
-                    bundle: o.bundle,
-                })
-                .collect(),
-        }
-    }
+    repo: String,
+    bundle: String,
 }
 
 /// `f` over `items` on a few threads (the parsing of many records), in order.
 fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8);
     if threads < 2 || items.len() < 4096 {
         return items.iter().map(f).collect();
     }
@@ -828,33 +814,66 @@ struct RunIndex {
     keys: Vec<String>,
     json: Vec<String>,
     links: Vec<Link>,
-    /// The run that wrote each bundle: the last in key order, when several name it (as
-    /// `Datamon::log` picks).
-    producers: HashMap<(RepoName, BundleId), usize>,
+    /// Records parsed whole while reading (those of the query's step).
+    whole: Vec<Option<Box<Run>>>,
+    /// The runs that wrote each bundle (by id, then repo): the last in key order counts, when
+    /// several name it (as `Datamon::log` picks).
+    producers: HashMap<String, Vec<(String, usize)>>,
 }
 
 impl RunIndex {
-    fn new(lines: Vec<(String, String)>, links: Vec<Link>) -> RunIndex {
-        let mut producers = HashMap::with_capacity(links.len());
+    #[allow(clippy::type_complexity)] // (record key, run id, (link, run)) as the catalog yields them
+    fn new(entries: Vec<(String, String, (Link, Option<Box<Run>>))>) -> RunIndex {
+        let n = entries.len();
+        let (mut keys, mut json, mut links, mut whole) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (k, j, (l, w)) in entries {
+            keys.push(k);
+            json.push(j);
+            links.push(l);
+            whole.push(w);
+        }
+        let mut producers: HashMap<String, Vec<(String, usize)>> =
+            HashMap::with_capacity(links.len());
         for (i, l) in links.iter().enumerate() {
             for o in &l.outputs {
-                producers.insert((o.repo.clone(), o.bundle), i);
+                producers
+                    .entry(o.bundle.clone())
+                    .or_default()
+                    .push((o.repo.clone(), i));
             }
         }
-        let (keys, json) = lines.into_iter().unzip();
         RunIndex {
             keys,
             json,
             links,
+            whole,
             producers,
         }
     }
 
-    fn producer(&self, repo: &RepoName, bundle: &BundleId) -> Option<usize> {
-        self.producers.get(&(repo.clone(), *bundle)).copied()
+    fn producer(&self, repo: &str, bundle: &str) -> Option<usize> {
+        self.producers
+            .get(bundle)?
+            .iter()
+            .rev()
+            .find(|(r, _)| r == repo)
+            .map(|(_, i)| *i)
+    }
+
+    fn run_id(&self, i: usize) -> Result<RunId> {
+        Ok(self.links[i].id.parse()?)
     }
 
     fn parse(&self, i: usize) -> Result<Run> {
+        self.parse_as(i)
+    }
+
+    fn parse_as<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<T> {
         serde_json::from_str(&self.json[i]).map_err(|source| {
             Error::Store(datamon_store::Error::Json {
                 key: self.keys[i].clone(),
@@ -873,8 +892,8 @@ impl RunIndex {
         s.into_iter().map(str::to_owned).collect()
     }
 
-    /// The runs of the query, by start time.
-    fn select(&self, query: &CompareQuery) -> Result<Vec<Run>> {
+    /// The runs of the query, by start time (those parsed while reading are taken).
+    fn select(&mut self, query: &CompareQuery) -> Result<Vec<Run>> {
         let idx: Vec<usize> = (0..self.links.len())
             .filter(|&i| {
                 let l = &self.links[i];
@@ -882,23 +901,42 @@ impl RunIndex {
                     && query.since.is_none_or(|t| l.started_at >= t)
             })
             .collect();
-        let mut runs = self.parse_many(&idx)?;
+        // Parsed here only when not already (a query other than the one read for).
+        let missing: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| self.whole[i].is_none())
+            .collect();
+        let mut parsed: HashMap<usize, Run> = missing
+            .iter()
+            .copied()
+            .zip(self.parse_many(&missing)?)
+            .collect();
+        let mut runs: Vec<Run> = Vec::with_capacity(idx.len());
+        for &i in &idx {
+            runs.push(match self.whole[i].take() {
+                Some(r) => *r,
+                None => parsed.remove(&i).expect("parsed above"),
+            });
+        }
         runs.retain(|r| query.filters.iter().all(|f| f.matches(r)));
         // Run ids sort by time only to the second.
         runs.sort_by_key(|r| (r.started_at, r.id));
         Ok(runs)
     }
 
-    /// The runs that produced the inputs of `runs`, and theirs, recursively, parsed.
-    fn upstream(&self, runs: &[Run]) -> Result<HashMap<usize, Run>> {
-        let mut out: HashMap<usize, Run> = HashMap::new();
-        let producers_of = |r: &Run| -> Vec<usize> {
-            r.inputs
-                .iter()
-                .filter_map(|i| self.producer(&i.repo, &i.bundle))
-                .collect()
-        };
-        let mut next: Vec<usize> = runs.iter().flat_map(producers_of).collect();
+    /// The runs that produced the inputs of `runs`, and theirs, recursively, their compared
+    /// parts parsed.
+    fn upstream(&self, runs: &[Run]) -> Result<HashMap<usize, Core>> {
+        let mut out: HashMap<usize, Core> = HashMap::new();
+        let mut next: Vec<usize> = runs
+            .iter()
+            .flat_map(|r| {
+                r.inputs
+                    .iter()
+                    .filter_map(|i| self.producer(i.repo.as_str(), &i.bundle.to_string()))
+            })
+            .collect();
         for _ in 0..MAX_UPSTREAM {
             next.sort_unstable();
             next.dedup();
@@ -906,8 +944,17 @@ impl RunIndex {
             if next.is_empty() {
                 break;
             }
-            let parsed = self.parse_many(&next)?;
-            let after: Vec<usize> = parsed.iter().flat_map(producers_of).collect();
+            let parsed: Vec<Core> = par_map(&next, |&i| self.parse_as::<Core>(i))
+                .into_iter()
+                .collect::<Result<_>>()?;
+            let after: Vec<usize> = parsed
+                .iter()
+                .flat_map(|r| {
+                    r.inputs
+                        .iter()
+                        .filter_map(|i| self.producer(i.repo.as_str(), &i.bundle))
+                })
+                .collect();
             out.extend(next.drain(..).zip(parsed));
             next = after;
         }
@@ -915,73 +962,270 @@ impl RunIndex {
     }
 }
 
-/// The runs upstream of a query's runs, to see components through lineage.
+/// What an upstream run contributes to the components of the runs below it: the parts of its
+/// record a variation compares (parsed without the rest).
+#[derive(Deserialize)]
+struct Core {
+    #[serde(default)]
+    code: CodeVersion,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default)]
+    inputs: Vec<CoreInput>,
+}
+
+/// An input of a [`Core`], ids as text.
+#[derive(Deserialize)]
+struct CoreInput {
+    repo: RepoName,
+    bundle: String,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// The compared parts of a run or of a [`Core`].
+struct Parts<'a> {
+    code: &'a CodeVersion,
+    params: &'a BTreeMap<String, String>,
+    inputs: Vec<InputRef<'a>>,
+}
+
+/// An input of [`Parts`].
+struct InputRef<'a> {
+    repo: &'a RepoName,
+    path: Option<&'a str>,
+    bundle: Cow<'a, str>,
+}
+
+impl<'a> From<&'a Run> for Parts<'a> {
+    fn from(r: &'a Run) -> Self {
+        Parts {
+            code: &r.code,
+            params: &r.params,
+            inputs: r
+                .inputs
+                .iter()
+                .map(|i| InputRef {
+                    repo: &i.repo,
+                    path: i.path.as_deref(),
+                    bundle: Cow::Owned(i.bundle.to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a Core> for Parts<'a> {
+    fn from(r: &'a Core) -> Self {
+        Parts {
+            code: &r.code,
+            params: &r.params,
+            inputs: r
+                .inputs
+                .iter()
+                .map(|i| InputRef {
+                    repo: &i.repo,
+                    path: i.path.as_deref(),
+                    bundle: Cow::Borrowed(i.bundle.as_str()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Input slots as [`input_slots`] names them, borrowed where they can be.
+fn borrowed_slots<'a>(inputs: &[InputRef<'a>]) -> Vec<(Cow<'a, str>, &'a RepoName, Cow<'a, str>)> {
+    let mut out = Vec::with_capacity(inputs.len());
+    let mut seen: Vec<(Cow<'a, str>, usize)> = Vec::new();
+    for i in inputs {
+        let key: Cow<'a, str> = match i.path {
+            Some(p) => Cow::Owned(format!("{}:{p}", i.repo)),
+            None => Cow::Borrowed(i.repo.as_str()),
+        };
+        let n = match seen.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                seen.push((key.clone(), 1));
+                1
+            }
+        };
+        let key = if n == 1 {
+            key
+        } else {
+            Cow::Owned(format!("{key}#{n}"))
+        };
+        out.push((key, i.repo, i.bundle.clone()));
+    }
+    out
+}
+
+/// The upstream runs of a query's runs, to see components through lineage.
 struct Upstream<'a> {
     index: &'a RunIndex,
-    runs: &'a HashMap<usize, Run>,
+    runs: &'a HashMap<usize, Core>,
 }
 
-impl Upstream<'_> {
-    fn producer(&self, repo: &RepoName, bundle: &BundleId) -> Option<&Run> {
-        self.index
-            .producer(repo, bundle)
-            .and_then(|i| self.runs.get(&i))
+impl<'a> Upstream<'a> {
+    fn producer(&self, repo: &str, bundle: &str) -> Option<(usize, &'a Core)> {
+        let i = self.index.producer(repo, bundle)?;
+        self.runs.get(&i).map(|c| (i, c))
     }
 }
 
-/// Every component of `run` and its value; through lineage (`up`), inputs that a recorded
-/// run produced are replaced by that run's components.
-fn components(
-    run: &Run,
-    up: Option<&Upstream<'_>>,
-    via: &mut Vec<String>,
-    path: &mut Vec<RunId>,
-    out: &mut Vec<(Component, String)>,
-) {
-    out.push((
-        Component {
-            via: via.clone(),
-            kind: ComponentKind::Code,
-        },
-        run.code.to_string(),
-    ));
-    for (k, v) in &run.params {
-        out.push((
-            Component {
-                via: via.clone(),
-                kind: ComponentKind::Param { key: k.clone() },
-            },
-            v.clone(),
-        ));
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum KindKey<'a> {
+    Code,
+    Param(&'a str),
+    Input(Cow<'a, str>, &'a RepoName),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ValueKey<'a> {
+    Code(Option<&'a str>, Option<bool>, Option<&'a str>),
+    Text(&'a str),
+    Bundle(Cow<'a, str>),
+}
+
+/// Components and values as numbers, borrowed from the runs (a variation over 100,000 runs
+/// compares millions of them).
+#[derive(Default)]
+struct Interner<'a> {
+    /// (parent path, slot) -> path; path 0 is the run's own.
+    paths: HashMap<(u32, Cow<'a, str>), u32>,
+    path_list: Vec<(u32, Cow<'a, str>)>,
+    comps: HashMap<(u32, KindKey<'a>), u32>,
+    comp_list: Vec<(u32, KindKey<'a>)>,
+    values: HashMap<ValueKey<'a>, u32>,
+    value_list: Vec<ValueKey<'a>>,
+}
+
+fn intern<K: Clone + Eq + std::hash::Hash>(
+    map: &mut HashMap<K, u32>,
+    list: &mut Vec<K>,
+    k: K,
+) -> u32 {
+    if let Some(&id) = map.get(&k) {
+        return id;
     }
-    for (slot, repo, bundle) in input_slots(run) {
-        if let Some(p) = up
-            .filter(|_| via.len() < MAX_UPSTREAM)
-            .and_then(|u| u.producer(&repo, &bundle))
-        {
-            if !path.contains(&p.id) {
-                via.push(slot);
-                path.push(p.id);
-                components(p, up, via, path, out);
-                path.pop();
-                via.pop();
-                continue;
-            }
+    let id = list.len() as u32;
+    list.push(k.clone());
+    map.insert(k, id);
+    id
+}
+
+impl<'a> Interner<'a> {
+    fn new() -> Self {
+        Interner {
+            // Path 0: the run's own components (its parent is never looked up).
+            path_list: vec![(0, Cow::Borrowed(""))],
+            ..Default::default()
         }
-        out.push((
-            Component {
-                via: via.clone(),
-                kind: ComponentKind::Input { slot, repo },
-            },
-            bundle.to_string(),
-        ));
     }
-}
 
-fn all_components(run: &Run, up: Option<&Upstream<'_>>) -> Vec<(Component, String)> {
-    let mut out = Vec::new();
-    components(run, up, &mut Vec::new(), &mut vec![run.id], &mut out);
-    out
+    fn path(&mut self, parent: u32, slot: Cow<'a, str>) -> u32 {
+        intern(&mut self.paths, &mut self.path_list, (parent, slot))
+    }
+
+    fn via(&self, mut path: u32) -> Vec<String> {
+        let mut v = Vec::new();
+        while path != 0 {
+            let (parent, slot) = &self.path_list[path as usize];
+            v.push(slot.to_string());
+            path = *parent;
+        }
+        v.reverse();
+        v
+    }
+
+    fn comp(&mut self, path: u32, kind: KindKey<'a>) -> u32 {
+        intern(&mut self.comps, &mut self.comp_list, (path, kind))
+    }
+
+    fn value(&mut self, v: ValueKey<'a>) -> u32 {
+        intern(&mut self.values, &mut self.value_list, v)
+    }
+
+    fn component(&self, id: u32) -> Component {
+        let (path, kind) = &self.comp_list[id as usize];
+        Component {
+            via: self.via(*path),
+            kind: match kind {
+                KindKey::Code => ComponentKind::Code,
+                KindKey::Param(k) => ComponentKind::Param {
+                    key: (*k).to_owned(),
+                },
+                KindKey::Input(slot, repo) => ComponentKind::Input {
+                    slot: slot.to_string(),
+                    repo: (*repo).clone(),
+                },
+            },
+        }
+    }
+
+    fn text(&self, id: u32) -> String {
+        match &self.value_list[id as usize] {
+            ValueKey::Code(git, dirty, image) => CodeVersion {
+                git_commit: git.map(str::to_owned),
+                git_dirty: *dirty,
+                image: image.map(str::to_owned),
+            }
+            .to_string(),
+            ValueKey::Text(t) => (*t).to_owned(),
+            ValueKey::Bundle(b) => b.to_string(),
+        }
+    }
+
+    /// Every component of a run and its value, as numbers; through lineage (`up`), inputs
+    /// that a recorded run produced are replaced by that run's components.
+    fn collect(
+        &mut self,
+        run: Parts<'a>,
+        up: Option<&Upstream<'a>>,
+        path: u32,
+        depth: usize,
+        seen: &mut Vec<usize>,
+        out: &mut Vec<(u32, u32)>,
+    ) {
+        let c = run.code;
+        let comp = self.comp(path, KindKey::Code);
+        let value = self.value(ValueKey::Code(
+            c.git_commit.as_deref(),
+            c.git_dirty,
+            c.image.as_deref(),
+        ));
+        out.push((comp, value));
+        for (k, v) in run.params {
+            let comp = self.comp(path, KindKey::Param(k));
+            let value = self.value(ValueKey::Text(v));
+            out.push((comp, value));
+        }
+        for (slot, repo, bundle) in borrowed_slots(&run.inputs) {
+            if let Some((i, p)) = up
+                .filter(|_| depth < MAX_UPSTREAM)
+                .and_then(|u| u.producer(repo.as_str(), &bundle))
+            {
+                if !seen.contains(&i) {
+                    let below = self.path(path, slot);
+                    seen.push(i);
+                    self.collect(Parts::from(p), up, below, depth + 1, seen, out);
+                    seen.pop();
+                    continue;
+                }
+            }
+            let comp = self.comp(path, KindKey::Input(slot, repo));
+            let value = self.value(ValueKey::Bundle(bundle));
+            out.push((comp, value));
+        }
+    }
+
+    fn all(&mut self, run: &'a Run, up: Option<&Upstream<'a>>) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        self.collect(Parts::from(run), up, 0, 0, &mut Vec::new(), &mut out);
+        out
+    }
 }
 
 /// "the runs of step train have no component "x": they have ...".
@@ -1009,7 +1253,7 @@ fn no_component(
 }
 
 /// The rows of a run table, sorted as asked.
-fn table_runs(index: &RunIndex, query: &CompareQuery) -> Result<Vec<Run>> {
+fn table_runs(index: &mut RunIndex, query: &CompareQuery) -> Result<Vec<Run>> {
     let mut runs = index.select(query)?;
     if let Some(sort) = &query.sort {
         let key = SortKey::resolve(&sort.key, runs.iter())?;
@@ -1021,112 +1265,54 @@ fn table_runs(index: &RunIndex, query: &CompareQuery) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
-/// [`Datamon::vary_runs`] once the runs are read.
-fn vary(
-    index: &RunIndex,
-    query: &CompareQuery,
-    step: &str,
-    component: &str,
-    name: &ComponentName,
-) -> Result<Variation> {
-    let steps = index.steps();
-    let runs = index.select(query)?;
-    let empty = |varies: Vec<Component>| Variation {
-        step: step.to_owned(),
-        asked: component.to_owned(),
-        varies,
-        upstream: false,
-        runs: 0,
-        groups: Vec::new(),
-        left_out: LeftOut::default(),
-        steps: steps.clone(),
-    };
-    if runs.is_empty() {
-        return Ok(empty(Vec::new()));
-    }
+/// The runs of a group, before they are moved into it: (index, value of the varying
+/// components).
+type Members = Vec<(usize, Vec<Option<String>>)>;
 
-    // The runs' own components first; through lineage only if the name is not among them.
-    let mut per_run: Vec<Vec<(Component, String)>> =
-        runs.iter().map(|r| all_components(r, None)).collect();
-    let direct: BTreeSet<Component> = per_run
+/// The groups of a variation, before the runs are moved into them.
+struct Grouping {
+    varies: Vec<Component>,
+    /// The fixed components and the runs of each group.
+    groups: Vec<(Vec<ComponentValue>, Members)>,
+    left_out: LeftOut,
+}
+
+/// Groups `rows` (each run's components and values) by every component but `varies`.
+fn group(it: &Interner<'_>, rows: &[Vec<(u32, u32)>], varies: &[u32]) -> Grouping {
+    let mut universe: Vec<u32> = rows
         .iter()
-        .flat_map(|c| c.iter().map(|(k, _)| k.clone()))
-        .collect();
-    let mut universe = direct.clone();
-    let mut upstream = false;
-    let mut varies: Vec<Component> = if name.via.is_some() {
-        Vec::new()
-    } else {
-        direct.iter().filter(|c| name.matches(c)).cloned().collect()
-    };
-    if varies.is_empty() {
-        let parsed = index.upstream(&runs)?;
-        let up = Upstream {
-            index,
-            runs: &parsed,
-        };
-        per_run = runs.iter().map(|r| all_components(r, Some(&up))).collect();
-        universe = per_run
-            .iter()
-            .flat_map(|c| c.iter().map(|(k, _)| k.clone()))
-            .collect();
-        varies = universe.iter().filter(|c| name.matches(c)).cloned().collect();
-        upstream = true;
-        if varies.is_empty() {
-            let up: BTreeSet<Component> = universe
-                .iter()
-                .filter(|c| c.depth() > 0)
-                .cloned()
-                .collect();
-            return Err(no_component(step, component, &direct, &up));
-        }
-    }
-    let leaf = |c: &Component| match &c.kind {
-        ComponentKind::Code => 0,
-        ComponentKind::Param { .. } => 1,
-        ComponentKind::Input { .. } => 2,
-    };
-    if varies.iter().any(|c| leaf(c) != leaf(&varies[0])) {
-        return Err(Error::InvalidInput(format!(
-            "component {component:?} is ambiguous: it names {}; say param:NAME or input:REPO",
-            varies
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" and ")
-        )));
-    }
-
-    // Values interned, one column per component of the universe.
-    let universe: Vec<Component> = universe.into_iter().collect();
-    let column: HashMap<&Component, usize> =
-        universe.iter().enumerate().map(|(i, c)| (c, i)).collect();
-    let mut intern: HashMap<String, u32> = HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    let table: Vec<Vec<Option<u32>>> = per_run
+        .flatten()
+        .map(|(c, _)| *c)
+        .collect::<BTreeSet<u32>>()
         .into_iter()
+        .collect();
+    universe.sort_by_cached_key(|&c| it.component(c));
+    let mut column: Vec<Option<usize>> = vec![None; it.comp_list.len()];
+    for (i, &c) in universe.iter().enumerate() {
+        column[c as usize] = Some(i);
+    }
+    let table: Vec<Vec<Option<u32>>> = rows
+        .iter()
         .map(|comps| {
             let mut row = vec![None; universe.len()];
-            for (c, v) in comps {
-                let id = match intern.get(&v) {
-                    Some(&id) => id,
-                    None => {
-                        let id = texts.len() as u32;
-                        texts.push(v.clone());
-                        intern.insert(v, id);
-                        id
-                    }
-                };
-                row[column[&c]] = Some(id);
+            for &(c, v) in comps {
+                if let Some(i) = column[c as usize] {
+                    row[i] = Some(v);
+                }
             }
             row
         })
         .collect();
-    let varied: Vec<usize> = varies.iter().map(|c| column[c]).collect();
-    let others: Vec<usize> = (0..universe.len()).filter(|i| !varied.contains(i)).collect();
+    let varied: Vec<usize> = varies.iter().filter_map(|&c| column[c as usize]).collect();
+    let others: Vec<usize> = (0..universe.len())
+        .filter(|i| !varied.contains(i))
+        .collect();
     let project = |row: &[Option<u32>], cols: &[usize]| -> Vec<Option<u32>> {
         cols.iter().map(|&i| row[i]).collect()
     };
+    let mut texts: HashMap<u32, String> = HashMap::new();
+    let mut text =
+        |v: Option<u32>| v.map(|id| texts.entry(id).or_insert_with(|| it.text(id)).clone());
 
     // Groups: equal in every other component.
     let mut order: Vec<Vec<Option<u32>>> = Vec::new();
@@ -1141,60 +1327,31 @@ fn vary(
             })
             .push(i);
     }
-    let distinct = |members: &[usize]| -> usize {
-        members
-            .iter()
-            .map(|&i| project(&table[i], &varied))
-            .collect::<HashSet<_>>()
-            .len()
-    };
-    let text = |v: Option<u32>| v.map(|i| texts[i as usize].clone());
-    let sort_key = match &query.sort {
-        Some(s) => Some((SortKey::resolve(&s.key, runs.iter())?, s.descending)),
-        None => None,
-    };
-    let n_runs = runs.len();
-    let mut runs: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
     let mut groups = Vec::new();
     let mut left: Vec<usize> = Vec::new();
     for key in &order {
         let members = &classes[key];
-        if distinct(members) < 2 {
+        let values: HashSet<Vec<Option<u32>>> = members
+            .iter()
+            .map(|&i| project(&table[i], &varied))
+            .collect();
+        if values.len() < 2 {
             left.extend(members);
             continue;
         }
-        let mut vruns: Vec<VaryRun> = members
+        let runs: Members = members
             .iter()
-            .map(|&i| VaryRun {
-                value: varied.iter().map(|&c| text(table[i][c])).collect(),
-                run: runs[i].take().expect("each run is in one group"),
-            })
+            .map(|&i| (i, varied.iter().map(|&c| text(table[i][c])).collect()))
             .collect();
-        match &sort_key {
-            Some((k, desc)) => {
-                vruns.sort_by(|a, b| cmp_sort(&k.value(&a.run), &k.value(&b.run), *desc))
-            }
-            None => vruns.sort_by(|a, b| {
-                a.value
-                    .iter()
-                    .zip(&b.value)
-                    .map(|(x, y)| cmp_values(x.as_deref(), y.as_deref()))
-                    .find(|o| o.is_ne())
-                    .unwrap_or(Ordering::Equal)
-            }),
-        }
         let fixed = others
             .iter()
             .zip(key)
             .map(|(&c, v)| ComponentValue {
-                component: universe[c].clone(),
+                component: it.component(universe[c]),
                 value: text(*v),
             })
             .collect();
-        groups.push(VaryGroup {
-            fixed,
-            runs: vruns,
-        });
+        groups.push((fixed, runs));
     }
 
     // Why the others are out: which single other component, allowed to differ too, would put
@@ -1209,8 +1366,7 @@ fn vary(
                 .filter(|(k, _)| *k != j)
                 .map(|(_, &i)| i)
                 .collect();
-            let mut values: HashMap<Vec<Option<u32>>, HashSet<Vec<Option<u32>>>> =
-                HashMap::new();
+            let mut values: HashMap<Vec<Option<u32>>, HashSet<Vec<Option<u32>>>> = HashMap::new();
             for row in &table {
                 let v = values.entry(project(row, &rest)).or_default();
                 if v.len() < 2 {
@@ -1225,46 +1381,186 @@ fn vary(
                 })
                 .count();
             if n > 0 {
-                by.push((universe[c].clone(), n));
+                by.push((it.component(universe[c]), n));
             }
         }
         by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     }
-    Ok(Variation {
-        runs: n_runs,
+    Grouping {
+        varies: varied.iter().map(|&i| it.component(universe[i])).collect(),
+        groups,
         left_out: LeftOut {
             runs: left.len(),
             other: left.len() - explained.len(),
             by,
         },
-        groups,
+    }
+}
+
+/// The components of `it` among `rows` that `name` matches.
+fn matching(it: &Interner<'_>, rows: &[Vec<(u32, u32)>], name: &ComponentName) -> Vec<u32> {
+    let ids: BTreeSet<u32> = rows.iter().flatten().map(|(c, _)| *c).collect();
+    let mut m: Vec<u32> = ids
+        .into_iter()
+        .filter(|&c| name.matches(&it.component(c)))
+        .collect();
+    m.sort_by_cached_key(|&c| it.component(c));
+    m
+}
+
+fn names_of(it: &Interner<'_>, rows: &[Vec<(u32, u32)>]) -> BTreeSet<Component> {
+    rows.iter()
+        .flatten()
+        .map(|(c, _)| *c)
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .map(|c| it.component(c))
+        .collect()
+}
+
+/// [`Datamon::vary_runs`] once the runs are read.
+fn vary(
+    index: &mut RunIndex,
+    query: &CompareQuery,
+    step: &str,
+    component: &str,
+    name: &ComponentName,
+) -> Result<Variation> {
+    let steps = index.steps();
+    let runs = index.select(query)?;
+    let empty = Variation {
+        step: step.to_owned(),
+        asked: component.to_owned(),
+        varies: Vec::new(),
+        upstream: false,
+        runs: 0,
+        groups: Vec::new(),
+        left_out: LeftOut::default(),
+        steps,
+    };
+    if runs.is_empty() {
+        return Ok(empty);
+    }
+    let kind_of = |c: &Component| match &c.kind {
+        ComponentKind::Code => 0,
+        ComponentKind::Param { .. } => 1,
+        ComponentKind::Input { .. } => 2,
+    };
+    let check = |g: &[Component]| -> Result<()> {
+        if g.iter().any(|c| kind_of(c) != kind_of(&g[0])) {
+            return Err(Error::InvalidInput(format!(
+                "component {component:?} is ambiguous: it names {}; say param:NAME or input:REPO",
+                g.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )));
+        }
+        Ok(())
+    };
+
+    // The runs' own components first; through lineage only if the name is not among them.
+    let grouping = {
+        let mut it = Interner::new();
+        let rows: Vec<Vec<(u32, u32)>> = runs.iter().map(|r| it.all(r, None)).collect();
+        let found = if name.via.is_some() {
+            Vec::new()
+        } else {
+            matching(&it, &rows, name)
+        };
+        if found.is_empty() {
+            let direct = names_of(&it, &rows);
+            let parsed = index.upstream(&runs)?;
+            let up = Upstream {
+                index,
+                runs: &parsed,
+            };
+            let mut it = Interner::new();
+            let rows: Vec<Vec<(u32, u32)>> = runs.iter().map(|r| it.all(r, Some(&up))).collect();
+            let found = matching(&it, &rows, name);
+            if found.is_empty() {
+                let up: BTreeSet<Component> = names_of(&it, &rows)
+                    .into_iter()
+                    .filter(|c| c.depth() > 0)
+                    .collect();
+                return Err(no_component(step, component, &direct, &up));
+            }
+            check(&found.iter().map(|&c| it.component(c)).collect::<Vec<_>>())?;
+            (group(&it, &rows, &found), true)
+        } else {
+            check(&found.iter().map(|&c| it.component(c)).collect::<Vec<_>>())?;
+            (group(&it, &rows, &found), false)
+        }
+    };
+    let (grouping, upstream) = grouping;
+
+    let sort_key = match &query.sort {
+        Some(s) => Some((SortKey::resolve(&s.key, runs.iter())?, s.descending)),
+        None => None,
+    };
+    let n_runs = runs.len();
+    let mut runs: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+    let groups = grouping
+        .groups
+        .into_iter()
+        .map(|(fixed, members)| {
+            let mut vruns: Vec<VaryRun> = members
+                .into_iter()
+                .map(|(i, value)| VaryRun {
+                    value,
+                    run: runs[i].take().expect("each run is in one group"),
+                })
+                .collect();
+            match &sort_key {
+                Some((k, desc)) => {
+                    vruns.sort_by(|a, b| cmp_sort(&k.value(&a.run), &k.value(&b.run), *desc))
+                }
+                None => vruns.sort_by(|a, b| {
+                    a.value
+                        .iter()
+                        .zip(&b.value)
+                        .map(|(x, y)| cmp_values(x.as_deref(), y.as_deref()))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(Ordering::Equal)
+                }),
+            }
+            VaryGroup { fixed, runs: vruns }
+        })
+        .collect();
+    Ok(Variation {
+        varies: grouping.varies,
         upstream,
-        ..empty(varies)
+        runs: n_runs,
+        groups,
+        left_out: grouping.left_out,
+        ..empty
     })
 }
 
 impl Datamon {
-    /// Every run, indexed (see [`RunIndex`]); the parsing runs on the blocking pool.
-    async fn run_index(&self) -> Result<RunIndex> {
-        let lines = self.sync_lines::<Run>(keys::RUNS, "runs").await?;
-        let (mut lines, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = par_map(&lines, |(_, json)| serde_json::from_str::<Link>(json).ok());
-            (lines, parsed)
-        })
-        .await?;
-        // A damaged cache line (a torn write) costs a read of the record.
-        let mut links = Vec::with_capacity(parsed.len());
-        for (i, link) in parsed.into_iter().enumerate() {
-            match link {
-                Some(l) => links.push(l),
-                None => {
-                    let run: Run = self.store.get_json(&lines[i].0).await?;
-                    lines[i].1 = serde_json::to_string(&run).expect("records always serialize");
-                    links.push(Link::of(&run));
-                }
-            }
-        }
-        Ok(tokio::task::spawn_blocking(move || RunIndex::new(lines, links)).await?)
+    /// Every run, indexed (see [`RunIndex`]). The records of `query`'s step and time (when
+    /// given) are parsed whole on the way; the parsing runs on the blocking pool, while the
+    /// store is being listed.
+    async fn run_index(&self, query: Option<&CompareQuery>) -> Result<RunIndex> {
+        let wanted = query.map(|q| (q.step.clone(), q.since));
+        let entries = self
+            .sync_prepared::<Run, _, _>(keys::RUNS, "runs", move |lines| {
+                par_map(lines, |(_, json)| {
+                    let link: Link = serde_json::from_str(json).ok()?;
+                    let whole = match &wanted {
+                        Some((step, since))
+                            if step.as_ref().is_none_or(|s| *s == link.step)
+                                && since.is_none_or(|t| link.started_at >= t) =>
+                        {
+                            Some(Box::new(serde_json::from_str::<Run>(json).ok()?))
+                        }
+                        _ => None,
+                    };
+                    Some((link, whole))
+                })
+            })
+            .await?;
+        Ok(tokio::task::spawn_blocking(move || RunIndex::new(entries)).await?)
     }
 
     /// The labels currently on each bundle of `repos` (a repo that is gone has none).
@@ -1286,7 +1582,9 @@ impl Datamon {
         for l in lists {
             let (repo, labels) = l?;
             for (name, rec) in labels {
-                out.entry((repo.clone(), rec.bundle)).or_default().push(name);
+                out.entry((repo.clone(), rec.bundle))
+                    .or_default()
+                    .push(name);
             }
         }
         Ok(out)
@@ -1299,10 +1597,10 @@ impl Datamon {
     /// # Errors
     /// [`Error::InvalidInput`] for a sort key that no run has; a store error.
     pub async fn compare_runs(&self, query: &CompareQuery) -> Result<RunTable> {
-        let index = self.run_index().await?;
+        let mut index = self.run_index(Some(query)).await?;
         let q = query.clone();
         let (runs, steps) = tokio::task::spawn_blocking(move || {
-            let runs = table_runs(&index, &q);
+            let runs = table_runs(&mut index, &q);
             runs.map(|r| (r, index.steps()))
         })
         .await??;
@@ -1381,9 +1679,9 @@ impl Datamon {
             ));
         };
         let name = ComponentName::parse(component)?;
-        let index = self.run_index().await?;
+        let mut index = self.run_index(Some(query)).await?;
         let (q, c) = (query.clone(), component.to_owned());
-        tokio::task::spawn_blocking(move || vary(&index, &q, &step, &c, &name)).await?
+        tokio::task::spawn_blocking(move || vary(&mut index, &q, &step, &c, &name)).await?
     }
 
     /// The input and output slots of two runs side by side, with file-level changes where the
@@ -1481,9 +1779,14 @@ impl Datamon {
     ///
     /// # Errors
     /// [`Error::RunNotFound`]; a store error.
-    pub async fn diff_runs_deep(&self, a: &RunId, b: &RunId, opts: DeepOptions) -> Result<DeepDiff> {
+    pub async fn diff_runs_deep(
+        &self,
+        a: &RunId,
+        b: &RunId,
+        opts: DeepOptions,
+    ) -> Result<DeepDiff> {
         let (ra, rb) = futures::try_join!(self.get_run(a), self.get_run(b))?;
-        let runs = self.run_index().await?;
+        let runs = self.run_index(None).await?;
         let limit = opts.depth.unwrap_or(usize::MAX);
         let mut index: Option<Index> = None;
         let mut records: HashMap<(RepoName, BundleId), Bundle> = HashMap::new();
@@ -1503,17 +1806,22 @@ impl Datamon {
                     (Some(_), Some(_)) if !d.changed() => InputOrigin::SameContent,
                     (Some(_), Some(_)) if depth >= limit => InputOrigin::DepthLimit,
                     (Some(x), Some(y)) => {
-                        let pa = runs.producer(&d.repo, &x);
-                        let pb = runs.producer(&d.repo, &y);
+                        let pa = runs.producer(d.repo.as_str(), &x.to_string());
+                        let pb = runs.producer(d.repo.as_str(), &y.to_string());
                         match (pa, pb) {
                             (Some(pa), Some(pb)) if pa != pb => {
-                                let ids = (runs.links[pa].id, runs.links[pb].id);
+                                let ids = (runs.run_id(pa)?, runs.run_id(pb)?);
                                 let step = match seen.get(&ids) {
                                     Some(&s) => s,
                                     None => {
                                         let mut v = via.clone();
                                         v.push(d.key.clone());
-                                        pending.push((runs.parse(pa)?, runs.parse(pb)?, depth + 1, v));
+                                        pending.push((
+                                            runs.parse(pa)?,
+                                            runs.parse(pb)?,
+                                            depth + 1,
+                                            v,
+                                        ));
                                         seen.insert(ids, pending.len() - 1);
                                         pending.len() - 1
                                     }
@@ -1521,8 +1829,8 @@ impl Datamon {
                                 InputOrigin::Followed { step }
                             }
                             (pa, pb) => InputOrigin::NoProducer {
-                                a: pa.map(|i| runs.links[i].id),
-                                b: pb.map(|i| runs.links[i].id),
+                                a: pa.map(|i| runs.run_id(i)).transpose()?,
+                                b: pb.map(|i| runs.run_id(i)).transpose()?,
                             },
                         }
                     }
@@ -1658,7 +1966,15 @@ mod tests {
             "status=failed".parse::<RunFilter>().unwrap(),
             RunFilter::Status(RunStatus::Failed)
         );
-        for bad in ["", "lr", "=1", "status=odd", "code=", "input.raw=", "meta.=x"] {
+        for bad in [
+            "",
+            "lr",
+            "=1",
+            "status=odd",
+            "code=",
+            "input.raw=",
+            "meta.=x",
+        ] {
             assert!(bad.parse::<RunFilter>().is_err(), "{bad}");
         }
         assert!(json_is(&serde_json::json!(0.5), "0.50"));

@@ -37,22 +37,22 @@ mod browse;
 mod catalog;
 mod compare;
 mod delete;
-pub mod gc;
-mod retention;
 mod diff;
 mod download;
 mod error;
 pub mod exec;
 mod fsck;
+pub mod gc;
 mod lineage;
 pub mod placeholder;
 mod progress;
 mod refs;
 mod repo;
+mod retention;
 mod run;
 mod scan;
-pub mod sidecar;
 mod sdk;
+pub mod sidecar;
 mod statcache;
 mod upload;
 pub mod vfs;
@@ -62,6 +62,11 @@ pub mod worktree;
 use std::path::PathBuf;
 
 pub use browse::{BundlePage, BundlePageQuery};
+pub use compare::{
+    Cause, CauseKind, CompareQuery, Component, ComponentKind, ComponentValue, DeepDiff,
+    DeepOptions, DeepStep, InputOrigin, InputTrace, LeftOut, RowBundle, RunFilter, RunRow, RunSort,
+    RunTable, Variation, VaryGroup, VaryRun,
+};
 pub use datamon_store::{Store, StoreCheck, StoreUrl, SyncReport};
 pub use datamon_types as types;
 pub use datamon_types::{
@@ -69,24 +74,19 @@ pub use datamon_types::{
     Repo, RepoName, Run, RunId, RunInput, RunOutput, RunStatus,
 };
 pub use delete::{DeleteOptions, DeleteReport, Tombstone};
-pub use compare::{
-    Cause, CauseKind, CompareQuery, Component, ComponentKind, ComponentValue, DeepDiff,
-    DeepOptions, DeepStep, InputOrigin, InputTrace, LeftOut, RowBundle, RunFilter, RunRow,
-    RunSort, RunTable, Variation, VaryGroup, VaryRun,
-};
 pub use diff::{Change, ChangeKind};
-pub use gc::{GcOptions, GcPin, GcPlan, GcReport};
-pub use retention::{RetentionPlan, RetentionRules};
 pub use download::{DownloadOptions, DownloadReport};
 pub use error::{Error, ErrorKind, PathRole, Result, VfsErrorKind};
 pub use exec::{InputMounter, MaterializedInput, PlannedOutput, RunPlan, RunResult, RunSpec};
 pub use fsck::FsckReport;
+pub use gc::{GcOptions, GcPin, GcPlan, GcReport};
 pub use lineage::{
     BundleQuery, EdgeKind, Lineage, LineageBundle, LineageDirection, LineageEdge, LineageOptions,
     LogEntry, META_RUN, META_STEP,
 };
 pub use progress::{NoProgress, Progress, Unit};
 pub use refs::BundleSelector;
+pub use retention::{RetentionPlan, RetentionRules};
 pub use run::{BundleDiff, InputSpec, OutputSpec, RunDiff, RunQuery, ValueDiff};
 pub use tokio_util::sync::CancellationToken;
 pub use upload::{UploadContext, UploadOptions, UploadReport};

@@ -340,11 +340,8 @@ impl Datamon {
                 self.all_bundle_records(repo).await
             }
         };
-        let (bundles, runs, deleted) = futures::try_join!(
-            bundles,
-            self.all_runs(),
-            self.deleted_bundle_ids(repo)
-        )?;
+        let (bundles, runs, deleted) =
+            futures::try_join!(bundles, self.all_runs(), self.deleted_bundle_ids(repo))?;
         let by_id: HashMap<BundleId, Bundle> = bundles.into_iter().map(|b| (b.id, b)).collect();
         let graph = RunGraph::new(runs);
         let mut out = Vec::new();

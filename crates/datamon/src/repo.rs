@@ -37,10 +37,7 @@ impl Datamon {
     /// [`Error::RepoNotFound`], [`Error::RepoDeleted`]; a store error.
     pub async fn get_repo(&self, name: &RepoName) -> Result<Repo> {
         let key = keys::repo(name.as_str());
-        let (r, t) = futures::join!(
-            self.store.get_json::<Repo>(&key),
-            self.repo_tombstone(name)
-        );
+        let (r, t) = futures::join!(self.store.get_json::<Repo>(&key), self.repo_tombstone(name));
         if let Some(t) = t? {
             if r.is_ok() {
                 return Err(Error::RepoDeleted {
