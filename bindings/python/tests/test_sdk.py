@@ -262,7 +262,7 @@ def test_interrupted_upload_leaves_no_bundle(dm: datamon.Datamon, tmp_path: Path
     big = tmp_path / "big"
     big.mkdir()
     for i in range(8):
-        (big / f"f{i}.bin").write_bytes(pseudo_random(8 << 20, 50 + i))
+        (big / f"f{i}.bin").write_bytes(pseudo_random(24 << 20, 50 + i))
     fired = []
 
     def progress(what: str, done: int, total: int) -> None:
@@ -277,8 +277,14 @@ def test_interrupted_upload_leaves_no_bundle(dm: datamon.Datamon, tmp_path: Path
     with pytest.raises(datamon.NotFound):
         dm.get_label("r", "x")
     # An exception in the progress callback cancels the same way.
+    # New data: the same folder again would come from the stat cache before any progress call
+    # (and enough of it that the upload outlasts the first 100 ms progress tick).
+    big2 = tmp_path / "big2"
+    big2.mkdir()
+    for i in range(8):
+        (big2 / f"f{i}.bin").write_bytes(pseudo_random(24 << 20, 90 + i))
     with pytest.raises(RuntimeError, match="stop"):
-        dm.upload("r", big, "never", progress=lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+        dm.upload("r", big2, "never", progress=lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
     assert dm.bundles("r") == []
     b = dm.upload("r", big, "now")
     assert [x.id for x in dm.bundles("r")] == [b.id]

@@ -118,7 +118,16 @@ fn grid(dm: &Dm) -> Grid {
     for v in ["y,2\n", "y,3\n"] {
         crate::util::write(&dm.cwd().join("raw/b.csv"), v);
         let out = dm.ok([
-            "-q", "bundle", "upload", "--repo", "raw", "--path", "raw", "--message", v, "--label",
+            "-q",
+            "bundle",
+            "upload",
+            "--repo",
+            "raw",
+            "--path",
+            "raw",
+            "--message",
+            v,
+            "--label",
             "latest",
         ]);
         let r = last_id(&out.stdout, "Uploaded bundle id:");
@@ -194,28 +203,45 @@ fn compare_vary_and_deep_diff_over_a_grid_of_runs() {
     assert!(lines[1].ends_with("0.9"), "{o:?}");
     let o = compare(&dm, &["--step", "prepare"]).success();
     let lines = o.lines();
-    assert!(lines[1].contains(&g.raw[0][..8]) && !lines[1].contains("(latest)"), "{o:?}");
-    assert!(lines[2].contains(&format!("{} (latest)", &g.raw[1][..8])), "{o:?}");
+    assert!(
+        lines[1].contains(&g.raw[0][..8]) && !lines[1].contains("(latest)"),
+        "{o:?}"
+    );
+    assert!(
+        lines[2].contains(&format!("{} (latest)", &g.raw[1][..8])),
+        "{o:?}"
+    );
     // Every step, with a step column.
     let o = compare(&dm, &[]).success();
     assert_eq!(o.lines().len(), 1 + 2 + 4 + 4);
     assert!(o.lines()[0].contains("step"), "{o:?}");
 
     // JSON: NDJSON, the run as `run get` prints it, bundles with slots and labels.
-    let rows = dm.ok(["--json", "run", "compare", "--step", "prepare"]).json_lines();
+    let rows = dm
+        .ok(["--json", "run", "compare", "--step", "prepare"])
+        .json_lines();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["run"]["step"], "prepare");
     assert_eq!(rows[1]["run"]["params"]["scale"], "1");
     assert_eq!(rows[1]["inputs"][0]["slot"], "raw");
     assert_eq!(rows[1]["inputs"][0]["bundle"], g.raw[1].as_str());
-    assert_eq!(rows[1]["inputs"][0]["labels"], serde_json::json!(["latest"]));
+    assert_eq!(
+        rows[1]["inputs"][0]["labels"],
+        serde_json::json!(["latest"])
+    );
     assert_eq!(rows[0]["outputs"][0]["repo"], "prepared");
 
     // CSV: a header, full ids, chosen columns, sorted.
     let o = compare(
         &dm,
         &[
-            "--step", "train", "--csv", "--columns", "id,lr,loss,prepared", "--sort", "-loss",
+            "--step",
+            "train",
+            "--csv",
+            "--columns",
+            "id,lr,loss,prepared",
+            "--sort",
+            "-loss",
         ],
     )
     .success();
@@ -234,7 +260,9 @@ fn compare_vary_and_deep_diff_over_a_grid_of_runs() {
 
     // --vary lr: per raw version, the two runs that differ only in lr.
     let v = dm
-        .ok(["--json", "run", "compare", "--step", "train", "--vary", "lr"])
+        .ok([
+            "--json", "run", "compare", "--step", "train", "--vary", "lr",
+        ])
         .json();
     assert_eq!(v["varies"], serde_json::json!(["param:lr"]));
     assert_eq!(v["upstream"], false);
@@ -242,18 +270,26 @@ fn compare_vary_and_deep_diff_over_a_grid_of_runs() {
         group_ids(&v),
         [sorted(g.train[0].to_vec()), sorted(g.train[1].to_vec())]
     );
-    assert_eq!(v["groups"][0]["runs"][0]["value"], serde_json::json!(["0.1"]));
+    assert_eq!(
+        v["groups"][0]["runs"][0]["value"],
+        serde_json::json!(["0.1"])
+    );
     assert_eq!(v["left_out"]["runs"], 0);
     let text = compare(&dm, &["--step", "train", "--vary", "lr"])
         .success()
         .stdout;
-    assert!(text.contains("runs that differ only in param:lr: 2 groups, 4 of 4 runs"), "{text}");
+    assert!(
+        text.contains("runs that differ only in param:lr: 2 groups, 4 of 4 runs"),
+        "{text}"
+    );
     assert!(text.contains("group 1: input:prepared="), "{text}");
     assert!(text.contains("group 2: input:prepared="), "{text}");
 
     // --vary raw: two steps up, through the prepare runs.
     let v = dm
-        .ok(["--json", "run", "compare", "--step", "train", "--vary", "raw"])
+        .ok([
+            "--json", "run", "compare", "--step", "train", "--vary", "raw",
+        ])
         .json();
     assert_eq!(v["varies"], serde_json::json!(["prepared/input:raw"]));
     assert_eq!(v["upstream"], true);
@@ -269,7 +305,9 @@ fn compare_vary_and_deep_diff_over_a_grid_of_runs() {
     assert!(text.contains("(through lineage)"), "{text}");
     assert!(text.contains("group 1: param:lr=0.1"), "{text}");
     let v = dm
-        .ok(["--json", "run", "compare", "--step", "evaluate", "--vary", "raw"])
+        .ok([
+            "--json", "run", "compare", "--step", "evaluate", "--vary", "raw",
+        ])
         .json();
     assert_eq!(
         v["varies"],
@@ -292,9 +330,19 @@ fn compare_vary_and_deep_diff_over_a_grid_of_runs() {
     let o = dm.run(["run", "diff", e1, e2, "--deep"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stdout.contains("[1] evaluate:"), "{o:?}");
-    assert!(o.stdout.contains("[2] train (via model:model.txt):"), "{o:?}");
-    assert!(o.stdout.contains("[3] prepare (via model:model.txt/prepared):"), "{o:?}");
-    assert!(o.stdout.contains("no recorded run produced either bundle"), "{o:?}");
+    assert!(
+        o.stdout.contains("[2] train (via model:model.txt):"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout
+            .contains("[3] prepare (via model:model.txt/prepared):"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout.contains("no recorded run produced either bundle"),
+        "{o:?}"
+    );
     assert!(
         o.stdout.contains(
             "only one component differs: model:model.txt/prepared/input:raw (step prepare, 2 steps up)"
@@ -317,10 +365,20 @@ fn compare_vary_and_deep_diff_over_a_grid_of_runs() {
         serde_json::json!([{"path": "b.csv", "kind": "M"}])
     );
     // Other raw and other lr: two components differ, listed.
-    let o = dm.run(["run", "diff", &g.evaluate[0][0], &g.evaluate[1][1], "--deep"]);
+    let o = dm.run([
+        "run",
+        "diff",
+        &g.evaluate[0][0],
+        &g.evaluate[1][1],
+        "--deep",
+    ]);
     assert_eq!(o.code, 1);
     assert!(o.stdout.contains("2 components differ:"), "{o:?}");
-    assert!(o.stdout.contains("model:model.txt/param:lr (step train, 1 step up): 0.1 -> 0.2"), "{o:?}");
+    assert!(
+        o.stdout
+            .contains("model:model.txt/param:lr (step train, 1 step up): 0.1 -> 0.2"),
+        "{o:?}"
+    );
     // --depth stops the walk.
     let d = dm
         .run(["--json", "run", "diff", e1, e2, "--deep", "--depth", "1"])
@@ -340,7 +398,10 @@ fn bad_names_and_empty_results_get_clear_messages() {
     // No runs at all.
     let o = compare(&dm, &[]).success();
     assert!(o.stdout.is_empty());
-    assert!(o.stderr.contains("no run is recorded in this store"), "{o:?}");
+    assert!(
+        o.stderr.contains("no run is recorded in this store"),
+        "{o:?}"
+    );
 
     let g = grid(&dm);
     let o = compare(&dm, &["--step", "trian"]).success();
@@ -351,9 +412,17 @@ fn bad_names_and_empty_results_get_clear_messages() {
         "{o:?}"
     );
     let o = compare(&dm, &["--step", "train", "--where", "lr=9"]).success();
-    assert!(o.stderr.contains("no runs match (step train, 1 --where filters)"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("no runs match (step train, 1 --where filters)"),
+        "{o:?}"
+    );
     let o = compare(&dm, &["--since", "2999-01-01"]).success();
-    assert!(o.stderr.contains("no runs match (since 2999-01-01T00:00:00Z)"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("no runs match (since 2999-01-01T00:00:00Z)"),
+        "{o:?}"
+    );
 
     // A component the runs do not have: the message lists those they have.
     let o = compare(&dm, &["--step", "train", "--vary", "momentum"]).code(1);
@@ -370,10 +439,15 @@ fn bad_names_and_empty_results_get_clear_messages() {
     let o = compare(&dm, &["--vary", "lr"]).code(2);
     assert!(o.stderr.contains("--step"), "{o:?}");
     // A variation with no group: said so, and why.
-    let o = compare(&dm, &["--step", "train", "--where", "lr=0.1", "--vary", "lr"]).success();
+    let o = compare(
+        &dm,
+        &["--step", "train", "--where", "lr=0.1", "--vary", "lr"],
+    )
+    .success();
     assert!(
-        o.stderr
-            .contains("no two runs of step \"train\" differ only in param:lr; 2 of 2 runs left out"),
+        o.stderr.contains(
+            "no two runs of step \"train\" differ only in param:lr; 2 of 2 runs left out"
+        ),
         "{o:?}"
     );
     let o = compare(&dm, &["--step", "trian", "--vary", "lr"]).success();
@@ -381,7 +455,10 @@ fn bad_names_and_empty_results_get_clear_messages() {
     assert!(o.stdout.is_empty());
     // Bad columns, sort keys, filters.
     let o = compare(&dm, &["--step", "train", "--columns", "id,nope"]).code(1);
-    assert!(o.stderr.contains("--columns \"nope\": no such column"), "{o:?}");
+    assert!(
+        o.stderr.contains("--columns \"nope\": no such column"),
+        "{o:?}"
+    );
     assert!(o.stderr.contains("params (epochs, lr)"), "{o:?}");
     let o = compare(&dm, &["--step", "train", "--sort", "nope"]).code(1);
     assert!(o.stderr.contains("cannot sort by \"nope\""), "{o:?}");
@@ -390,9 +467,22 @@ fn bad_names_and_empty_results_get_clear_messages() {
     let o = dm.run(["--json", "run", "compare", "--csv"]).code(1);
     assert!(o.stderr.contains("--csv and --json"), "{o:?}");
     // --depth without --deep; an unknown run.
-    let o = dm.run(["run", "diff", &g.train[0][0], &g.train[0][1], "--depth", "1"]);
+    let o = dm.run([
+        "run",
+        "diff",
+        &g.train[0][0],
+        &g.train[0][1],
+        "--depth",
+        "1",
+    ]);
     assert_eq!(o.code, 2, "{o:?}");
-    let o = dm.run(["run", "diff", &g.train[0][0], "3MXU6q2YNl7HHKtRDaepSNiNh3P", "--deep"]);
+    let o = dm.run([
+        "run",
+        "diff",
+        &g.train[0][0],
+        "3MXU6q2YNl7HHKtRDaepSNiNh3P",
+        "--deep",
+    ]);
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.stderr.contains("not found"), "{o:?}");
 }

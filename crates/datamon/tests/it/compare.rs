@@ -7,8 +7,8 @@ use std::path::Path;
 
 use chrono::{Duration, Utc};
 use datamon::{
-    BundleId, CauseKind, CodeVersion, LabelName, CompareQuery, Component, ComponentKind, Datamon,
-    DeepOptions, ErrorKind, InputOrigin, OpenOptions, RepoName, Run, RunFilter, RunId, RunInput,
+    BundleId, CauseKind, CodeVersion, CompareQuery, Component, ComponentKind, Datamon, DeepOptions,
+    ErrorKind, InputOrigin, LabelName, OpenOptions, RepoName, Run, RunFilter, RunId, RunInput,
     RunOutput, RunSort, RunStatus, Variation,
 };
 
@@ -157,7 +157,9 @@ impl Pipeline {
 
     /// evaluate: reads `model.txt` of the model; acc depends on lr and the raw version.
     async fn evaluate(&mut self, model: BundleId, acc: f64) -> RunId {
-        let out = self.bundle("eval", &[("score.txt", format!("{acc}\n"))]).await;
+        let out = self
+            .bundle("eval", &[("score.txt", format!("{acc}\n"))])
+            .await;
         self.run(
             "evaluate",
             "c1",
@@ -237,8 +239,11 @@ fn groups(v: &Variation) -> Vec<Vec<(String, RunId)>> {
             g.runs
                 .iter()
                 .map(|r| {
-                    let value: Vec<String> =
-                        r.value.iter().map(|x| x.clone().unwrap_or_default()).collect();
+                    let value: Vec<String> = r
+                        .value
+                        .iter()
+                        .map(|x| x.clone().unwrap_or_default())
+                        .collect();
                     (value.join(","), r.run.id)
                 })
                 .collect()
@@ -503,7 +508,11 @@ fn the_run_table_filters_sorts_and_labels() {
         };
         assert_eq!(count(&["lr=0.1"]).await, 3);
         assert_eq!(count(&["param.lr=0.1", "code=c2"]).await, 1);
-        assert_eq!(count(&["metric.acc=0.70"]).await, 2, "v1 with lr 0.2, and lr 0.4");
+        assert_eq!(
+            count(&["metric.acc=0.70"]).await,
+            2,
+            "v1 with lr 0.2, and lr 0.4"
+        );
         assert_eq!(count(&["status=failed"]).await, 0);
         let prefix = &g.raw[0].to_string()[..20];
         assert_eq!(count(&[&format!("input.raw={prefix}")]).await, 1);
@@ -723,5 +732,26 @@ fn a_warm_catalog_sees_runs_another_machine_added() {
             here.compare_runs(&step("train")).await.unwrap().rows.len(),
             2
         );
+
+        // A damaged cache (a line cut short, a torn last line) only costs a read from the store.
+        let file = tmp
+            .path()
+            .join("cache-here/catalog")
+            .join(&here.store().config().id)
+            .join("runs.ndjson");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let half = lines[0].len() / 2;
+        lines[0].truncate(half);
+        std::fs::write(&file, format!("{}\n{{\"torn", lines.join("\n"))).unwrap();
+        let v = here.vary_runs(&step("train"), "lr").await.unwrap();
+        assert_eq!(v.runs, 2);
+        assert_eq!(v.groups.len(), 1);
+        let d = here
+            .diff_runs_deep(&v.groups[0].runs[0].run.id, &t2, DeepOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(d.only().unwrap().a.as_deref(), Some("0.1"));
     });
 }
