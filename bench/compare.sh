@@ -80,8 +80,9 @@ DATAMON_HOME="$WORK/home-other" "$BIN" -q run record --step train --param lr=9 -
   --input "$in_spec" --output "$out_spec" --git-commit bench >/dev/null
 REPEAT=1 t "run compare --step train --where lr=9 (after another machine's run)" "$BIN" run compare --step train --where lr=9 --csv
 after=$(($(wc -l <"$WORK/out.txt") - 1))
+before=$((before > 0 ? before - 1 : 0))
 echo
-echo "catalog catch-up: rows for lr=9 before: $((before > 0 ? before - 1 : 0)), after the other machine's run: $after ($([ "$after" = 1 ] && echo ok || echo FAIL))"
+echo "catalog catch-up: rows for lr=9 before: $before, after the other machine's run: $after ($([ "$after" = $((before + 1)) ] && echo ok || echo FAIL))"
 
 echo
 echo '`run diff --deep A B`:'

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use datamon::{CancellationToken, Progress, Unit};
@@ -34,15 +34,17 @@ pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
-/// Runs `fut` on the runtime with the GIL released, and returns its result as a Python result.
+/// Runs the future `make` builds on the runtime with the GIL released, and returns its result
+/// as a Python result.
 ///
-/// Every 100 ms the calling thread takes the GIL back to check for signals and to report
-/// `progress`. On KeyboardInterrupt (or an exception of the progress callback): with `cancel`,
-/// the token is cancelled and the future runs to its end (an upload stops within a chunk and
-/// commits nothing), then the interrupt is raised; without, the future is dropped at once.
+/// The future runs on a helper thread, so the calling thread stays free whatever the future
+/// does (an upload hashes in `block_in_place`, which would otherwise hold it): every 100 ms, and
+/// at once when a phase of `progress` begins, it takes the GIL back to check for signals and to
+/// report `progress`. On KeyboardInterrupt (or an exception of the progress callback): with
+/// `cancel`, the token is cancelled and the future runs to its end (an upload stops within a
+/// chunk and commits nothing), then the interrupt is raised; without, the future is dropped.
 ///
-/// `make` builds the future on the calling thread once the GIL is released (so the future
-/// itself need not be `Send`).
+/// `make` builds the future on the helper thread (so the future itself need not be `Send`).
 pub(crate) fn block<T, G, F>(
     py: Python<'_>,
     cancel: Option<&CancellationToken>,
@@ -55,45 +57,74 @@ where
     F: Future<Output = datamon::Result<T>>,
 {
     let rt = runtime()?;
-    let out: PyResult<datamon::Result<T>> = py.detach(|| {
-        rt.block_on(async {
-            let fut = make();
-            tokio::pin!(fut);
-            let mut tick = tokio::time::interval(TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            tick.tick().await;
-            let mut interrupted: Option<PyErr> = None;
-            loop {
-                tokio::select! {
-                    r = &mut fut => {
-                        return match interrupted {
-                            Some(e) => Err(e),
-                            None => Ok(r),
-                        };
-                    }
-                    _ = tick.tick(), if interrupted.is_none() => {
-                        let checked = Python::attach(|py| {
-                            py.check_signals()?;
-                            match progress {
-                                Some(p) => p.report(py),
-                                None => Ok(()),
-                            }
-                        });
-                        if let Err(e) = checked {
-                            match cancel {
-                                Some(token) => {
-                                    token.cancel();
-                                    interrupted = Some(e);
-                                }
-                                None => return Err(e),
-                            }
+    let (wake, woken) = mpsc::channel::<()>();
+    if let Some(p) = progress {
+        *p.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake.clone());
+    }
+    // Stops a future that has no cancellation token of its own.
+    let drop_it = CancellationToken::new();
+    let out: PyResult<Option<datamon::Result<T>>> = py.detach(move || {
+        std::thread::scope(|scope| {
+            let drop_it = &drop_it;
+            let worker = std::thread::Builder::new()
+                .name("datamon-call".into())
+                .spawn_scoped(scope, move || {
+                    let r = rt.block_on(async {
+                        tokio::select! {
+                            r = make() => Some(r),
+                            () = drop_it.cancelled() => None,
                         }
-                    }
+                    });
+                    let _ = wake.send(());
+                    r
+                })
+                .map_err(|e| {
+                    pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "cannot start a datamon call thread: {e}"
+                    ))
+                })?;
+            let mut interrupted: Option<PyErr> = None;
+            while !worker.is_finished() {
+                // Woken by the end of the call, by a new phase, or by the tick.
+                let _ = woken.recv_timeout(TICK);
+                if worker.is_finished() || interrupted.is_some() {
+                    continue;
                 }
+                let checked = Python::attach(|py| {
+                    py.check_signals()?;
+                    match progress {
+                        Some(p) => p.report(py),
+                        None => Ok(()),
+                    }
+                });
+                if let Err(e) = checked {
+                    match cancel {
+                        Some(token) => token.cancel(),
+                        None => drop_it.cancel(),
+                    }
+                    interrupted = Some(e);
+                }
+            }
+            let r = match worker.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            match interrupted {
+                Some(e) => Err(e),
+                None => Ok(r),
             }
         })
     });
-    let r = out?.map_err(|e| to_py(py, &e));
+    if let Some(p) = progress {
+        *p.wake.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+    let r = match out? {
+        Some(r) => r.map_err(|e| to_py(py, &e)),
+        // Only an interrupt drops the future, and the interrupt was returned above.
+        None => Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(
+            "interrupted",
+        )),
+    };
     if let Some(p) = progress {
         p.report(py)?;
     }
@@ -115,6 +146,8 @@ pub(crate) struct PyProgress {
     phase: Mutex<(String, u64)>,
     done: AtomicU64,
     dirty: AtomicBool,
+    /// Wakes the calling thread of the running call, so that a new phase is reported at once.
+    wake: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 impl PyProgress {
@@ -125,6 +158,7 @@ impl PyProgress {
             phase: Mutex::new((String::new(), 0)),
             done: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            wake: Mutex::new(None),
         }
     }
 
@@ -136,7 +170,7 @@ impl PyProgress {
         let (what, total) = self
             .phase
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let done = self.done.load(Ordering::Acquire);
         self.callback.call1(py, (what, done, total))?;
@@ -146,12 +180,12 @@ impl PyProgress {
 
 impl Progress for PyProgress {
     fn begin(&self, what: &str, total: u64, _unit: Unit) {
-        *self
-            .phase
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = (what.to_owned(), total);
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = (what.to_owned(), total);
         self.done.store(0, Ordering::Release);
         self.dirty.store(true, Ordering::Release);
+        if let Some(wake) = &*self.wake.lock().unwrap_or_else(PoisonError::into_inner) {
+            let _ = wake.send(());
+        }
     }
 
     fn advance(&self, n: u64) {

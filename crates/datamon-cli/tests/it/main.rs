@@ -4,6 +4,7 @@
 mod util;
 
 mod bundle;
+mod compare;
 mod compat;
 mod concurrency;
 mod context;

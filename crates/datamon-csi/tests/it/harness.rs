@@ -149,13 +149,27 @@ pub async fn connect(socket: &Path) -> Clients {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let channel = tonic::transport::Endpoint::try_from("http://[::1]:1")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            tokio::net::UnixStream::connect(path.clone())
-        }))
-        .await
-        .unwrap();
+    // The socket file may be a killed driver's until the new one binds it: retry refusals.
+    let channel = loop {
+        let p = path.clone();
+        match tonic::transport::Endpoint::try_from("http://[::1]:1")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                tokio::net::UnixStream::connect(p.clone())
+            }))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot connect to the driver on {}: {e}",
+                    path.display()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     Clients {
         identity: IdentityClient::new(channel.clone()),
         node: NodeClient::new(channel.clone()),

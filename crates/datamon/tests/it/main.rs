@@ -10,6 +10,7 @@ use datamon::{
 };
 use proptest::prelude::*;
 
+mod compare;
 mod download;
 mod lifecycle;
 mod pipeline;
