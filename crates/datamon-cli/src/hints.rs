@@ -58,6 +58,18 @@ pub(crate) fn hint(e: &Error) -> Option<String> {
             PathRole::DownloadDestination => ": --destination takes a folder".to_owned(),
             _ => return None,
         },
+        Error::DiamondNotFound { repo, .. } => {
+            format!(": see `datamon diamond list --repo {repo}`")
+        }
+        Error::DiamondClosed { repo, diamond, .. } => format!(
+            ": start a new one with `datamon diamond initialize --repo {repo}` (see `datamon diamond get --repo {repo} --diamond {diamond}`)"
+        ),
+        Error::DiamondEmpty { repo, diamond } => format!(
+            ": add one with `datamon diamond split add --repo {repo} --diamond {diamond} --path DIR`"
+        ),
+        Error::DiamondConflicts { .. } => {
+            ": pass --conflicts latest or --conflicts keep-all to resolve them".to_owned()
+        }
         Error::Invalid(datamon::types::Error::InvalidBundleId { .. }) => {
             " (see `datamon bundle list`)".to_owned()
         }

@@ -142,3 +142,44 @@ pub const GC_PINS: &str = "gc/pins/";
 pub fn gc_pin(id: &str) -> String {
     format!("gc/pins/{id}.json")
 }
+
+/// `repos/<repo>/diamonds/`: the repo's diamonds (many writers of one bundle).
+pub fn diamonds(repo: &str) -> String {
+    format!("repos/{repo}/diamonds/")
+}
+
+/// `repos/<repo>/diamonds/<id>/diamond.json`: a diamond, written once at its initialization.
+pub fn diamond(repo: &str, id: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/diamond.json")
+}
+
+/// `repos/<repo>/diamonds/<id>/splits/`: the diamond's split records.
+pub fn diamond_splits(repo: &str, id: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/splits/")
+}
+
+/// `repos/<repo>/diamonds/<id>/splits/<split>.json`: one split, written once after its data.
+pub fn diamond_split(repo: &str, id: &str, split: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/splits/{split}.json")
+}
+
+/// `repos/<repo>/diamonds/<id>/closing/`: markers of commits in progress.
+pub fn diamond_closing(repo: &str, id: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/closing/")
+}
+
+/// `repos/<repo>/diamonds/<id>/closing/<committer>.json`: a commit has started listing splits.
+pub fn diamond_closing_marker(repo: &str, id: &str, committer: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/closing/{committer}.json")
+}
+
+/// `repos/<repo>/diamonds/<id>/commit.json`: the diamond's commit, create-if-absent (the one
+/// arbitration point between committers).
+pub fn diamond_commit(repo: &str, id: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/commit.json")
+}
+
+/// `repos/<repo>/diamonds/<id>/cancel.json`: the diamond was cancelled, create-if-absent.
+pub fn diamond_cancel(repo: &str, id: &str) -> String {
+    format!("repos/{repo}/diamonds/{id}/cancel.json")
+}

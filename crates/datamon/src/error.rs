@@ -287,6 +287,52 @@ pub enum Error {
         /// What the sidecar reported.
         reason: String,
     },
+    /// No such diamond in the repo.
+    #[error("diamond {diamond} not found in repo {repo:?}")]
+    DiamondNotFound {
+        /// The repo.
+        repo: String,
+        /// The diamond id.
+        diamond: String,
+    },
+    /// The diamond accepts no more splits or commits: it was committed or cancelled.
+    #[error("diamond {diamond} of repo {repo:?} is {state}")]
+    DiamondClosed {
+        /// The repo.
+        repo: String,
+        /// The diamond id.
+        diamond: String,
+        /// "cancelled", or "committed as bundle ID".
+        state: String,
+    },
+    /// Another commit of the diamond won: its bundle is the diamond's result.
+    #[error("diamond {diamond} of repo {repo:?} was already committed as bundle {bundle}")]
+    DiamondCommitted {
+        /// The repo.
+        repo: String,
+        /// The diamond id.
+        diamond: String,
+        /// The bundle the winning commit made.
+        bundle: BundleId,
+    },
+    /// The diamond has no completed split to commit.
+    #[error("diamond {diamond} of repo {repo:?} has no completed split")]
+    DiamondEmpty {
+        /// The repo.
+        repo: String,
+        /// The diamond id.
+        diamond: String,
+    },
+    /// Splits of the diamond wrote the same paths, and the commit's policy was to fail.
+    #[error("diamond {diamond} of repo {repo:?}: {} path(s) written by more than one split: {}", conflicts.len(), crate::diamond::describe_conflicts(conflicts))]
+    DiamondConflicts {
+        /// The repo.
+        repo: String,
+        /// The diamond id.
+        diamond: String,
+        /// The conflicting paths.
+        conflicts: Vec<crate::diamond::Conflict>,
+    },
     /// A mounted filesystem was asked about an inode or handle it does not know (or of the
     /// wrong kind).
     #[error("{what}")]
@@ -340,7 +386,11 @@ impl Error {
             | Error::RunNotFound { .. }
             | Error::SelectorNotFound { .. }
             | Error::BundleDeleted { .. }
-            | Error::RepoDeleted { .. } => ErrorKind::NotFound,
+            | Error::RepoDeleted { .. }
+            | Error::DiamondNotFound { .. } => ErrorKind::NotFound,
+            Error::DiamondClosed { .. } | Error::DiamondConflicts { .. } => ErrorKind::Conflict,
+            Error::DiamondCommitted { .. } => ErrorKind::AlreadyExists,
+            Error::DiamondEmpty { .. } => ErrorKind::InvalidInput,
             Error::BundleReferenced { .. } => ErrorKind::InvalidInput,
             Error::CollectedMeanwhile { .. } => ErrorKind::Conflict,
             Error::RepoExists { .. }

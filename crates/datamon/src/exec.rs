@@ -474,6 +474,12 @@ impl RunPlan {
             .collect()
     }
 
+    /// Sets the command line the run records, for callers that learn it only after planning
+    /// (the pod sidecar hears it from the wrapper that ran it).
+    pub fn set_command(&mut self, argv: Vec<String>) {
+        self.spec.command = argv;
+    }
+
     /// A child process for `argv` (substituted, see [`RunPlan::substitute`]) with the step's
     /// [environment](RunPlan::environment), for callers that wait for it their own way (the
     /// CLI passes its signals on).

@@ -15,7 +15,7 @@
 //!
 //! **Roots from other modules.** Besides bundles, gc keeps what the *pins* under `gc/pins/`
 //! name ([`Datamon::pin`], [`Datamon::pin_bundle`], [`Datamon::unpin`]): a mutable mount pins
-//! its base bundle, a diamond in progress pins the trees (or chunks) of its splits. A pin
+//! its base bundle. An open diamond's split records are roots themselves (see [`crate::diamond`]). A pin
 //! is a store record, so it protects across machines; release it when done.
 
 use std::collections::{HashMap, HashSet};
@@ -396,6 +396,8 @@ impl Datamon {
             for b in self.list_bundles(&repo.name).await? {
                 roots.push(b.root);
             }
+            // Open diamonds' splits, and commits that are not bundles yet.
+            roots.extend(self.diamond_gc_roots(&repo.name).await?);
         }
         for (k, _) in self.store.list(keys::GC_PINS).await? {
             match self.store.get_json::<GcPin>(&k).await {

@@ -16,6 +16,8 @@
 //! - queries across runs: [`Datamon::compare_runs`] (a table), [`Datamon::vary_runs`] ("if only
 //!   one component changes, how does the result vary?"), [`Datamon::diff_runs_deep`] (what
 //!   differs, step by step upstream);
+//! - many writers of one bundle: [`Datamon::diamond_initialize`], [`Datamon::diamond_add_split`],
+//!   [`Datamon::diamond_commit`] ([`diamond`]);
 //! - integrity: [`Datamon::fsck`];
 //! - mounts: [`Datamon::vfs`] opens a bundle as a read-only virtual filesystem ([`vfs::Vfs`]);
 //!   [`Datamon::worktree_create`] and [`Datamon::worktree_commit`] back mutable mounts
@@ -37,6 +39,7 @@ mod browse;
 mod catalog;
 mod compare;
 mod delete;
+pub mod diamond;
 mod diff;
 mod download;
 mod error;
@@ -74,6 +77,10 @@ pub use datamon_types::{
     Repo, RepoName, Run, RunId, RunInput, RunOutput, RunStatus,
 };
 pub use delete::{DeleteOptions, DeleteReport, Tombstone};
+pub use diamond::{
+    Conflict, ConflictPolicy, Diamond, DiamondCommit, DiamondCommitOptions, DiamondCommitReport,
+    DiamondId, DiamondInfo, DiamondState, Split, SplitId, SplitOptions, SplitReport,
+};
 pub use diff::{Change, ChangeKind};
 pub use download::{DownloadOptions, DownloadReport};
 pub use error::{Error, ErrorKind, PathRole, Result, VfsErrorKind};

@@ -134,6 +134,87 @@ impl Datamon {
         Ok(bundle)
     }
 
+    /// Commits `bundle` like [`Datamon::commit_bundle`], but idempotently: it may run again, or
+    /// in several processes at once, with the same record (a diamond's commit, whose record is
+    /// chosen before it is written), and the bundle is appended to its branch exactly once.
+    /// Each append attempt first looks for a branch record naming the bundle, and writes at the
+    /// number after the last record it read, so an append made by another process meanwhile
+    /// makes the attempt lose its place and look again.
+    pub(crate) async fn commit_bundle_once(
+        &self,
+        mut bundle: Bundle,
+        branch: &BranchName,
+    ) -> Result<Bundle> {
+        let repo = bundle.repo.clone();
+        match self.get_bundle_record(&repo, &bundle.id).await {
+            Ok(b) => return Ok(b),
+            Err(Error::BundleNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        bundle.parents.clear();
+        bundle.branch = Some(branch.clone());
+        let staged = keys::staged_bundle(repo.as_str(), &bundle.id);
+        match self.store.create_json(&staged, &bundle).await {
+            Err(datamon_store::Error::AlreadyExists { .. }) => {
+                let there: Bundle = self.store.get_json(&staged).await?;
+                if there != bundle {
+                    return Err(Error::Corrupt {
+                        path: staged,
+                        detail: "another staged record holds this id".into(),
+                    });
+                }
+            }
+            r => r?,
+        }
+        self.store.sync().await?;
+        self.keep_for_commit(&[bundle.root], &bundle.id).await?;
+        let prefix = keys::branch(repo.as_str(), branch.as_str());
+        let mut retry: u32 = 0;
+        let previous = loop {
+            if let Some(rec) = self.find_append(&repo, branch, &bundle).await? {
+                break rec.previous;
+            }
+            let last = self.store.last_record::<BranchRecord>(&prefix).await?;
+            // A record appended between the search and this read is searched again.
+            if last
+                .as_ref()
+                .is_some_and(|(_, r)| r.head == Some(bundle.id))
+            {
+                break last.and_then(|(_, r)| r.previous);
+            }
+            let next = last.as_ref().map_or(1, |(s, _)| s + 1);
+            let rec = BranchRecord {
+                head: Some(bundle.id),
+                previous: last.and_then(|(_, r)| r.head),
+                author: self.author.clone(),
+                time: Utc::now(),
+            };
+            match self
+                .store
+                .create_json(&keys::seq(&prefix, next), &rec)
+                .await
+            {
+                Ok(()) => break rec.previous,
+                Err(datamon_store::Error::AlreadyExists { .. }) if retry < 200 => {
+                    // Lost the place to another writer: wait a random while, look again.
+                    let ms = 5 + rand::random::<u64>() % (10 * u64::from(retry.min(10) + 1));
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    retry += 1;
+                }
+                Err(datamon_store::Error::AlreadyExists { .. }) => {
+                    return Err(datamon_store::Error::Precondition { key: prefix }.into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        bundle.parents = previous.into_iter().collect();
+        self.write_bundle_record(&bundle).await?;
+        if let Err(e) = self.store.delete(&staged).await {
+            tracing::debug!("could not remove {staged}: {e}");
+        }
+        Ok(bundle)
+    }
+
     /// Writes a bundle's final record; one written already with the same bytes (by a reader
     /// that completed the commit) is accepted.
     async fn write_bundle_record(&self, bundle: &Bundle) -> Result<()> {

@@ -175,6 +175,9 @@ pub struct Done {
     pub session: String,
     /// The command's exit status (128 + the signal when a signal ended it).
     pub exit_code: i32,
+    /// The command line that ran, for the run record (absent from older wrappers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
 }
 
 /// How a sidecar's run ended.
@@ -595,6 +598,10 @@ pub async fn run_sidecar(
         }
     };
 
+    // The wrapper knows the command line; the sidecar's spec does not.
+    if !done.command.is_empty() {
+        plan.set_command(done.command.clone());
+    }
     if done.exit_code != 0 {
         hb.set_state("recording");
         let r = plan.fail(done.exit_code).await;
@@ -774,16 +781,22 @@ pub async fn wait_ready(coord: &Coordination, cancel: &CancellationToken) -> Res
         .await
 }
 
-/// The wrapper's "done": tells the sidecar how the command ended.
+/// The wrapper's "done": tells the sidecar how the command `argv` ended.
 ///
 /// # Errors
 /// [`Error::Io`].
-pub fn write_done(coord: &Coordination, ready: &Ready, exit_code: i32) -> Result<()> {
+pub fn write_done(
+    coord: &Coordination,
+    ready: &Ready,
+    argv: &[String],
+    exit_code: i32,
+) -> Result<()> {
     coord.write(
         DONE,
         &Done {
             session: ready.session.clone(),
             exit_code,
+            command: argv.to_vec(),
         },
     )
 }

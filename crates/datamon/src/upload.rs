@@ -10,7 +10,7 @@
 //! and at every step before the commit; once the commit starts it finishes.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -74,7 +74,7 @@ pub struct UploadReport {
 type BufferPool = std::sync::Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// The largest pack an upload builds in memory (the store's `pack_size` may ask for less).
-const MAX_PACK_IN_MEMORY: usize = 8 << 20;
+const MAX_PACK_IN_MEMORY: usize = 4 << 20;
 
 /// Decides, per file, whether trying zstd on the next chunk is worth it. After 4 chunks in a
 /// row that did not compress, only every 32nd chunk is tried, so a file of random or already
@@ -244,9 +244,61 @@ impl Datamon {
                 .parse()
                 .expect("the default branch name is valid"),
         };
+        let stored = self.store_folder(&ctx.path, &opts, progress).await?;
+        let StoredFolder {
+            root,
+            stats,
+            skipped,
+            unchanged_files,
+            recovered_packs,
+            cache,
+        } = stored;
+
+        if opts.cancel.is_cancelled() {
+            return Err(Error::cancelled("the upload"));
+        }
+        // Commit: the bundle record and the branch (see `commit_bundle`), then the label.
+        let bundle = Bundle {
+            id: BundleId::generate(),
+            repo: ctx.repo.clone(),
+            parents: Vec::new(),
+            branch: Some(branch.clone()),
+            message: ctx.message.clone(),
+            author: self.author.clone(),
+            created_at: Utc::now(),
+            root,
+            stats,
+            meta: opts.meta.clone(),
+        };
+        // Packs, index objects and trees are durable before the record that points to them
+        // (a local store's writes sit in the page cache until then).
+        self.store.sync().await?;
+        let bundle = self.commit_bundle(bundle, &branch).await?;
+        if let Some(label) = &opts.label {
+            self.set_label(&ctx.repo, label, &bundle.id, None).await?;
+        }
+        self.store.sync().await?;
+        save_stat_cache(cache).await;
+        Ok(UploadReport {
+            bundle,
+            skipped,
+            unchanged_files,
+            recovered_packs,
+        })
+    }
+
+    /// Stores a folder's chunks and tree nodes (everything a bundle of it needs but its
+    /// records) and returns its root; the first half of [`Datamon::upload`], shared with the
+    /// splits of a diamond. Only `files`, `skip_on_error` and `cancel` of `opts` are used.
+    pub(crate) async fn store_folder(
+        &self,
+        path: &Path,
+        opts: &UploadOptions,
+        progress: &dyn Progress,
+    ) -> Result<StoredFolder> {
         let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
 
-        let root = ctx.path.clone();
+        let root = path.to_path_buf();
         let (only, skip) = (opts.files.clone(), opts.skip_on_error);
         let scanned: Scan = cancellable(&opts.cancel, "the upload", async {
             tokio::task::spawn_blocking(move || scan(&root, only.as_deref(), skip)).await?
@@ -282,7 +334,7 @@ impl Datamon {
         let cache_file = self
             .cache_dir
             .as_ref()
-            .map(|d| cache_path(d, &self.store.config().id, &ctx.path));
+            .map(|d| cache_path(d, &self.store.config().id, path));
         let cache = match &cache_file {
             Some(p) => {
                 let p = p.clone();
@@ -387,43 +439,57 @@ impl Datamon {
         if opts.cancel.is_cancelled() {
             return Err(Error::cancelled("the upload"));
         }
-        // Commit: the bundle record and the branch (see `commit_bundle`), then the label.
-        let bundle = Bundle {
-            id: BundleId::generate(),
-            repo: ctx.repo.clone(),
-            parents: Vec::new(),
-            branch: Some(branch.clone()),
-            message: ctx.message.clone(),
-            author: self.author.clone(),
-            created_at: Utc::now(),
+        Ok(StoredFolder {
             root,
             stats,
-            meta: opts.meta.clone(),
-        };
-        // Packs, index objects and trees are durable before the record that points to them
-        // (a local store's writes sit in the page cache until then).
-        self.store.sync().await?;
-        let bundle = self.commit_bundle(bundle, &branch).await?;
-        if let Some(label) = &opts.label {
-            self.set_label(&ctx.repo, label, &bundle.id, None).await?;
-        }
-        self.store.sync().await?;
-
-        if let Some(path) = cache_file {
-            let r = tokio::task::spawn_blocking(move || {
-                StatCache::save(&path, started_ns, &scanned.files, &chunks)
-            })
-            .await?;
-            if let Err(e) = r {
-                tracing::warn!("could not write the stat cache: {e}");
-            }
-        }
-        Ok(UploadReport {
-            bundle,
             skipped,
             unchanged_files,
             recovered_packs,
+            cache: cache_file.map(|path| StatCacheUpdate {
+                path,
+                started_ns,
+                files: scanned.files,
+                chunks,
+            }),
         })
+    }
+}
+
+/// A folder whose data and trees are stored (see [`Datamon::store_folder`]).
+pub(crate) struct StoredFolder {
+    /// Its root tree node.
+    pub root: Hash,
+    /// Its statistics.
+    pub stats: BundleStats,
+    /// Paths left out under `skip_on_error`, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Files whose chunks came from the stat cache without being read.
+    pub unchanged_files: u64,
+    /// Packs of an interrupted earlier upload that were recovered and reused.
+    pub recovered_packs: usize,
+    /// What to write to the stat cache once the data is committed.
+    pub cache: Option<StatCacheUpdate>,
+}
+
+/// The stat cache entries of a stored folder, written after its commit.
+pub(crate) struct StatCacheUpdate {
+    path: PathBuf,
+    started_ns: i64,
+    files: Vec<FileJob>,
+    chunks: FileChunks,
+}
+
+/// Writes the stat cache of a committed folder; a failure only costs the next upload a read.
+pub(crate) async fn save_stat_cache(update: Option<StatCacheUpdate>) {
+    let Some(u) = update else { return };
+    let r = tokio::task::spawn_blocking(move || {
+        StatCache::save(&u.path, u.started_ns, &u.files, &u.chunks)
+    })
+    .await;
+    match r {
+        Ok(Err(e)) => tracing::warn!("could not write the stat cache: {e}"),
+        Err(e) => tracing::warn!("could not write the stat cache: {e}"),
+        Ok(Ok(())) => {}
     }
 }
 

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod context;
 pub mod csi;
 pub mod delete;
+pub mod diamond;
 pub mod fuse_inputs;
 pub mod gc;
 pub mod label;
@@ -31,6 +32,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Bundle(c) => (*c).run(ctx).await,
         Command::Label(c) => c.run(ctx).await,
         Command::Branch(c) => c.run(ctx).await,
+        Command::Diamond(c) => c.run(ctx).await,
         Command::Context(c) => c.run(ctx).await,
         Command::Store(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),

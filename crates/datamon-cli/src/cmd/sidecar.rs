@@ -472,7 +472,7 @@ async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
             } else {
                 126
             };
-            sidecar::write_done(&coord, &ready, code)?;
+            sidecar::write_done(&coord, &ready, &a.command, code)?;
             return Err(anyhow::Error::from(spawn_error(&program, e))
                 .context("the command did not start; the sidecar records a failed run"));
         }
@@ -504,7 +504,7 @@ async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let code = exit_code_of(status);
     if let Some(e) = lost {
-        let _ = sidecar::write_done(&coord, &ready, code);
+        let _ = sidecar::write_done(&coord, &ready, &a.command, code);
         return Err(anyhow::Error::from(e).context(format!(
             "{program:?} was stopped: the sidecar cannot upload its outputs"
         )));
@@ -515,7 +515,7 @@ async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     } else {
         code
     };
-    sidecar::write_done(&coord, &ready, code)?;
+    sidecar::write_done(&coord, &ready, &a.command, code)?;
     if sig != 0 {
         eprintln!("datamon: stopped by signal {sig}; {program:?} exited with status {code}");
         return Ok(ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)));

@@ -186,6 +186,15 @@ fn sidecar_success_uploads_records_and_writes_ids() {
     let run = pod.dm.ok(["--json", "run", "get", &run_id]).json();
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["step"], "train");
+    // The command line is the wrapper's, as written (before `{input:..}` substitution).
+    assert_eq!(run["command"][0], "sh", "{run}");
+    assert_eq!(run["command"][1], "-c", "{run}");
+    assert!(
+        run["command"][2]
+            .as_str()
+            .is_some_and(|c| c.contains("{param:lr}")),
+        "{run}"
+    );
     assert_eq!(run["params"]["lr"], "0.1");
     assert_eq!(run["metrics"]["acc"], 0.9);
     assert_eq!(run["inputs"][0]["repo"], "raw");
@@ -215,6 +224,7 @@ fn app_failure_records_a_failed_run_and_uploads_nothing() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "failed");
     assert_eq!(runs[0]["exit_code"], 3);
+    assert_eq!(runs[0]["command"][0], "sh", "{:?}", runs[0]);
     assert!(!pod.ids().join("model").exists());
 }
 

@@ -47,7 +47,7 @@ pub(crate) const MAX_REGION_RAW: u64 = 2 << 20;
 /// The most bytes no file needs that a region reads between two chunks it needs.
 pub(crate) const MAX_GAP: u64 = 256 << 10;
 /// The most bytes (stored and decoded) of the regions in flight.
-pub(crate) const BUDGET: u64 = 64 << 20;
+pub(crate) const BUDGET: u64 = 32 << 20;
 
 /// One chunk of one file, where it is stored.
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@ use datamon::{
 use proptest::prelude::*;
 
 mod compare;
+mod diamond;
 mod download;
 mod lifecycle;
 mod pipeline;

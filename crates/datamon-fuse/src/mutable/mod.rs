@@ -3,9 +3,18 @@
 //!
 //! Every request is forwarded to the same path under `files/`, with the caller's semantics
 //! (rename over files, `RENAME_NOREPLACE`/`RENAME_EXCHANGE`, fsync, xattrs, hard links,
-//! fallocate; POSIX and BSD locks are kept by the kernel). Inode numbers are the mount's own:
-//! a table maps each to (parent inode, name), so a rename is one table update whatever the size
-//! of the renamed directory.
+//! fallocate; POSIX and BSD locks are kept by the kernel). Inode numbers are the mount's own,
+//! one per backing file: the table is keyed by the backing (st_dev, st_ino), so the names of a
+//! hard link share one inode (and its nlink), and maps each inode to the (parent inode, name)
+//! pairs known to lead to it, so a rename is one table update whatever the size of the renamed
+//! directory. A local path longer than one system call takes (the work tree's folder in front
+//! of a path valid in the mount) is reached relative to a handle on its directory.
+//!
+//! The kernel checks permissions (`default_permissions`; `allow_other` lets other users in).
+//! Serving as root, creations (create, mkdir, mknod, symlink, link) run on the FUSE thread
+//! with the caller's fsuid, fsgid and supplementary groups, as a passthrough filesystem does,
+//! so the backing filesystem gives new files their owner and group (the directory's under a
+//! setgid directory) and answers EACCES and EPERM as it would to the caller.
 //!
 //! Placeholders ([`datamon::placeholder`]) are where copy-on-write happens:
 //! - `getattr` shows the placeholder's own stat (size, mode, mtime are exact; blocks count the
@@ -40,6 +49,9 @@ use fuser::{
 
 use crate::MountConfig;
 
+mod inodes;
+use inodes::{Inodes, Node};
+
 /// How long the kernel may cache names and attributes. Every change goes through this mount,
 /// so the kernel's own updates keep them right; the short TTL bounds the effect of edits made
 /// under `files/` directly.
@@ -68,31 +80,6 @@ pub fn mount_work_tree(
 }
 
 #[derive(Debug)]
-struct Node {
-    /// 0 once the entry was unlinked or replaced (only open handles still use it).
-    parent: u64,
-    name: OsString,
-    lookups: u64,
-}
-
-#[derive(Debug, Default)]
-struct Inodes {
-    map: HashMap<u64, Node>,
-    by_name: HashMap<(u64, OsString), u64>,
-    next: u64,
-}
-
-impl Inodes {
-    fn detach(&mut self, parent: u64, name: &OsStr) {
-        if let Some(ino) = self.by_name.remove(&(parent, name.to_owned())) {
-            if let Some(n) = self.map.get_mut(&ino) {
-                n.parent = 0;
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
 enum Handle {
     File(File),
     /// A placeholder opened read-only: read from the store until the file is hydrated, then
@@ -102,8 +89,8 @@ enum Handle {
         file: File,
         st_ino: u64,
     },
-    /// A directory listing, taken at opendir.
-    Dir(Vec<(OsString, FileType)>),
+    /// A directory listing, taken at opendir: names, types and backing inode numbers.
+    Dir(Vec<(OsString, FileType, u64)>),
 }
 
 /// The passthrough filesystem (see the module docs).
@@ -118,6 +105,62 @@ pub struct MutableFs {
     hydrating: Vec<Mutex<()>>,
     /// Local inode numbers of placeholders this process hydrated or emptied.
     hydrated: Mutex<HashSet<u64>>,
+    /// Serving as root: file creations run with the caller's fsuid, fsgid and groups.
+    as_root: bool,
+    /// The device of `files/`.
+    dev: u64,
+    /// This process's groups, restored after a request made with the caller's.
+    groups: Vec<rustix::process::Gid>,
+    /// The permission bits this process's umask removes from new files (put back: the
+    /// kernel already applied the caller's umask).
+    umask: u32,
+}
+
+/// The supplementary groups of process `pid` (none when it cannot be read).
+fn caller_groups(pid: u32) -> Vec<rustix::process::Gid> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .map(rustix::process::Gid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// This process's umask (read once, when the filesystem is made).
+fn process_umask() -> u32 {
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::umask(old);
+    old.bits()
+}
+
+/// Local paths at least this long are given relative to a directory handle.
+const LONG_PATH: usize = 4000;
+
+/// A local path (see [`MutableFs::local_path`]): valid while this lives.
+#[derive(Debug)]
+struct LocalPath {
+    path: PathBuf,
+    _dir: Option<std::os::fd::OwnedFd>,
+}
+
+impl std::ops::Deref for LocalPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for LocalPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,14 +249,19 @@ impl MutableFs {
             next: ROOT + 1,
             ..Default::default()
         };
+        let backing = std::fs::symlink_metadata(&root)
+            .map(|m| (m.dev(), m.ino()))
+            .unwrap_or_default();
         inodes.map.insert(
             ROOT,
             Node {
-                parent: ROOT,
-                name: OsString::new(),
+                names: Vec::new(),
                 lookups: 1,
+                backing,
+                kind: libc::S_IFDIR,
             },
         );
+        inodes.by_backing.insert(backing, ROOT);
         MutableFs {
             root,
             base,
@@ -222,58 +270,113 @@ impl MutableFs {
             next_fh: AtomicU64::new(1),
             hydrating: (0..HYDRATION_LOCKS).map(|_| Mutex::new(())).collect(),
             hydrated: Mutex::new(HashSet::new()),
+            as_root: rustix::process::geteuid().is_root(),
+            dev: backing.0,
+            groups: nix::unistd::getgroups()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| rustix::process::Gid::from_raw(g.as_raw()))
+                .collect(),
+            umask: process_umask(),
+        }
+    }
+
+    /// Runs `f` on this thread with the caller's fsuid, fsgid and supplementary groups (when
+    /// serving as root), as a passthrough filesystem does: the backing filesystem then makes
+    /// new files the caller's (in the directory's group under a setgid directory) and answers
+    /// EACCES and EPERM as it would to the caller.
+    fn as_caller<T>(&self, req: &Request, f: impl FnOnce() -> T) -> T {
+        if !self.as_root || req.uid() == 0 {
+            return f();
+        }
+        let groups = caller_groups(req.pid());
+        let _ = rustix::thread::set_thread_groups(&groups);
+        let gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(req.gid()));
+        let uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(req.uid()));
+        let r = f();
+        nix::unistd::setfsuid(uid);
+        nix::unistd::setfsgid(gid);
+        let _ = rustix::thread::set_thread_groups(&self.groups);
+        r
+    }
+
+    /// Puts back the permission bits of a new `path` that this process's umask removed.
+    fn restore_umasked(&self, path: &Path, perm: u32) {
+        if perm & self.umask == 0 {
+            return;
+        }
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            let want = m.mode() & 0o7777 | (perm & self.umask);
+            if want != m.mode() & 0o7777 {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(want));
+            }
         }
     }
 
     /// The local path of an inode.
-    fn path(&self, ino: u64) -> Result<PathBuf, Errno> {
-        let inodes = lock(&self.inodes);
-        let mut parts = Vec::new();
-        let mut at = ino;
-        while at != ROOT {
-            let n = inodes.map.get(&at).ok_or(Errno::ESTALE)?;
-            if n.parent == 0 {
-                return Err(Errno::ENOENT);
-            }
-            parts.push(n.name.clone());
-            at = n.parent;
-        }
-        let mut p = self.root.clone();
-        for part in parts.iter().rev() {
-            p.push(part);
-        }
-        Ok(p)
+    fn path(&self, ino: u64) -> Result<LocalPath, Errno> {
+        self.local_path(ino, None)
     }
 
-    fn child(&self, parent: u64, name: &OsStr) -> Result<PathBuf, Errno> {
+    /// The local path of `ino`, or of its entry `name`. A path too long for one system call
+    /// (the work tree's folder in front of a path that is valid in the mount) is given relative
+    /// to a handle on its directory: `/proc/self/fd/N/NAME`.
+    fn local_path(&self, ino: u64, name: Option<&OsStr>) -> Result<LocalPath, Errno> {
+        let mut parts = Vec::new();
+        {
+            let inodes = lock(&self.inodes);
+            let mut at = ino;
+            while at != ROOT {
+                let n = inodes.map.get(&at).ok_or(Errno::ESTALE)?;
+                let (parent, name) = n.names.first().ok_or(Errno::ENOENT)?;
+                parts.push(name.clone());
+                at = *parent;
+            }
+        }
+        parts.reverse();
+        parts.extend(name.map(OsStr::to_owned));
+        let len = self.root.as_os_str().len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        if len < LONG_PATH {
+            let mut p = self.root.clone();
+            p.extend(&parts);
+            return Ok(LocalPath {
+                path: p,
+                _dir: None,
+            });
+        }
+        let Some(last) = parts.pop() else {
+            return Err(Errno::ENAMETOOLONG);
+        };
+        let flags = rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC;
+        let errno = |e: rustix::io::Errno| Errno::from_i32(e.raw_os_error());
+        let mut dir =
+            rustix::fs::open(&self.root, flags, rustix::fs::Mode::empty()).map_err(errno)?;
+        for part in &parts {
+            dir = rustix::fs::openat(&dir, part.as_os_str(), flags, rustix::fs::Mode::empty())
+                .map_err(errno)?;
+        }
+        use std::os::fd::AsRawFd as _;
+        let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        p.push(last);
+        Ok(LocalPath {
+            path: p,
+            _dir: Some(dir),
+        })
+    }
+
+    fn child(&self, parent: u64, name: &OsStr) -> Result<LocalPath, Errno> {
         if name.as_bytes().contains(&b'/') || name == ".." || name == "." {
             return Err(Errno::EINVAL);
         }
-        Ok(self.path(parent)?.join(name))
+        self.local_path(parent, Some(name))
     }
 
-    /// The inode of `parent/name`, counting one lookup.
-    fn intern(&self, parent: u64, name: &OsStr) -> u64 {
-        let mut inodes = lock(&self.inodes);
-        let key = (parent, name.to_owned());
-        if let Some(&ino) = inodes.by_name.get(&key) {
-            if let Some(n) = inodes.map.get_mut(&ino) {
-                n.lookups += 1;
-                return ino;
-            }
-        }
-        let ino = inodes.next;
-        inodes.next += 1;
-        inodes.map.insert(
-            ino,
-            Node {
-                parent,
-                name: name.to_owned(),
-                lookups: 1,
-            },
-        );
-        inodes.by_name.insert(key, ino);
-        ino
+    /// The inode of `parent/name` (whose backing file is `m`), counting one lookup.
+    fn intern(&self, parent: u64, name: &OsStr, m: &Metadata) -> u64 {
+        lock(&self.inodes).intern(parent, name, m)
     }
 
     fn attr(&self, ino: u64, m: &Metadata, path: Option<&Path>) -> FileAttr {
@@ -306,16 +409,10 @@ impl MutableFs {
     }
 
     /// Looks up `parent/name` after it was created, counting one lookup.
-    fn entry(&self, parent: u64, name: &OsStr, path: &Path, req: &Request, reply: ReplyEntry) {
-        // Created as the mount's owner: give it to the caller (works when serving as root).
-        if let Ok(m) = std::fs::symlink_metadata(path) {
-            if m.uid() != req.uid() || m.gid() != req.gid() {
-                let _ = std::os::unix::fs::lchown(path, Some(req.uid()), Some(req.gid()));
-            }
-        }
+    fn entry(&self, parent: u64, name: &OsStr, path: &Path, reply: ReplyEntry) {
         match std::fs::symlink_metadata(path) {
             Ok(m) => {
-                let ino = self.intern(parent, name);
+                let ino = self.intern(parent, name, &m);
                 reply.entry(&TTL, &self.attr(ino, &m, Some(path)), Generation(0));
             }
             Err(e) => reply.error(io_errno(&e)),
@@ -448,7 +545,7 @@ impl Filesystem for MutableFs {
         };
         match std::fs::symlink_metadata(&path) {
             Ok(m) => {
-                let ino = self.intern(parent.0, name);
+                let ino = self.intern(parent.0, name, &m);
                 reply.entry(&TTL, &self.attr(ino, &m, Some(&path)), Generation(0));
             }
             Err(e) => reply.error(io_errno(&e)),
@@ -466,9 +563,13 @@ impl Filesystem for MutableFs {
         n.lookups = n.lookups.saturating_sub(nlookup);
         if n.lookups == 0 {
             let n = inodes.map.remove(&ino.0).expect("present");
-            let key = (n.parent, n.name);
-            if inodes.by_name.get(&key) == Some(&ino.0) {
-                inodes.by_name.remove(&key);
+            for key in n.names {
+                if inodes.by_name.get(&key) == Some(&ino.0) {
+                    inodes.by_name.remove(&key);
+                }
+            }
+            if inodes.by_backing.get(&n.backing) == Some(&ino.0) {
+                inodes.by_backing.remove(&n.backing);
             }
         }
     }
@@ -569,7 +670,7 @@ impl Filesystem for MutableFs {
                 };
                 rustix::fs::utimensat(
                     rustix::fs::CWD,
-                    &path,
+                    &*path,
                     &times,
                     rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
                 )
@@ -611,18 +712,20 @@ impl Filesystem for MutableFs {
             Err(e) => return reply.error(e),
         };
         let perm = mode & !umask & 0o7777;
-        let r = rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::FileType::from_raw_mode(mode),
-            rustix::fs::Mode::from_raw_mode(perm),
-            u64::from(rdev),
-        );
+        let r = self.as_caller(req, || {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &*path,
+                rustix::fs::FileType::from_raw_mode(mode),
+                rustix::fs::Mode::from_raw_mode(perm),
+                u64::from(rdev),
+            )
+        });
         if let Err(e) = r {
             return reply.error(Errno::from_i32(e.raw_os_error()));
         }
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perm));
-        self.entry(parent.0, name, &path, req, reply);
+        self.restore_umasked(&path, perm);
+        self.entry(parent.0, name, &path, reply);
     }
 
     fn mkdir(
@@ -638,12 +741,19 @@ impl Filesystem for MutableFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        if let Err(e) = std::fs::create_dir(&path) {
-            return reply.error(io_errno(&e));
-        }
         let perm = mode & !umask & 0o7777;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perm));
-        self.entry(parent.0, name, &path, req, reply);
+        let r = self.as_caller(req, || {
+            rustix::fs::mkdirat(
+                rustix::fs::CWD,
+                &*path,
+                rustix::fs::Mode::from_raw_mode(perm),
+            )
+        });
+        if let Err(e) = r {
+            return reply.error(Errno::from_i32(e.raw_os_error()));
+        }
+        self.restore_umasked(&path, perm);
+        self.entry(parent.0, name, &path, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -651,9 +761,10 @@ impl Filesystem for MutableFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
+        let last = std::fs::symlink_metadata(&path).map_or(true, |m| m.nlink() <= 1);
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                lock(&self.inodes).detach(parent.0, name);
+                lock(&self.inodes).detach(parent.0, name, last);
                 reply.ok();
             }
             Err(e) => reply.error(io_errno(&e)),
@@ -667,7 +778,7 @@ impl Filesystem for MutableFs {
         };
         match std::fs::remove_dir(&path) {
             Ok(()) => {
-                lock(&self.inodes).detach(parent.0, name);
+                lock(&self.inodes).detach(parent.0, name, true);
                 reply.ok();
             }
             Err(e) => reply.error(io_errno(&e)),
@@ -686,8 +797,8 @@ impl Filesystem for MutableFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        match std::os::unix::fs::symlink(target, &path) {
-            Ok(()) => self.entry(parent.0, link_name, &path, req, reply),
+        match self.as_caller(req, || std::os::unix::fs::symlink(target, &path)) {
+            Ok(()) => self.entry(parent.0, link_name, &path, reply),
             Err(e) => reply.error(io_errno(&e)),
         }
     }
@@ -706,11 +817,14 @@ impl Filesystem for MutableFs {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
+        // Whether a file it replaces loses its last name.
+        let replaced_last =
+            std::fs::symlink_metadata(&to).map_or(true, |m| m.is_dir() || m.nlink() <= 1);
         let r = rustix::fs::renameat_with(
             rustix::fs::CWD,
-            &from,
+            &*from,
             rustix::fs::CWD,
-            &to,
+            &*to,
             rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
         );
         if let Err(e) = r {
@@ -719,24 +833,41 @@ impl Filesystem for MutableFs {
         let mut inodes = lock(&self.inodes);
         let a_key = (parent.0, name.to_owned());
         let b_key = (newparent.0, newname.to_owned());
+        if inodes.by_name.contains_key(&a_key)
+            && inodes.by_name.get(&a_key) == inodes.by_name.get(&b_key)
+        {
+            // Two names of one file: rename(2) leaves both.
+            return reply.ok();
+        }
         let a = inodes.by_name.remove(&a_key);
         let b = inodes.by_name.remove(&b_key);
+        if let Some(b) = b {
+            inodes.drop_name(b, &b_key, false);
+        }
+        if let Some(a) = a {
+            inodes.drop_name(a, &a_key, false);
+        }
         if let Some(a) = a {
             if let Some(n) = inodes.map.get_mut(&a) {
-                n.parent = newparent.0;
-                n.name = newname.to_owned();
+                n.names.push(b_key.clone());
             }
             inodes.by_name.insert(b_key, a);
         }
         if let Some(b) = b {
             if flags.contains(RenameFlags::RENAME_EXCHANGE) {
                 if let Some(n) = inodes.map.get_mut(&b) {
-                    n.parent = parent.0;
-                    n.name = name.to_owned();
+                    n.names.push(a_key.clone());
                 }
                 inodes.by_name.insert(a_key, b);
-            } else if let Some(n) = inodes.map.get_mut(&b) {
-                n.parent = 0;
+            } else if replaced_last {
+                let gone = inodes.map.get(&b).is_some_and(|n| n.names.is_empty());
+                if gone {
+                    if let Some(back) = inodes.map.get(&b).map(|n| n.backing) {
+                        if inodes.by_backing.get(&back) == Some(&b) {
+                            inodes.by_backing.remove(&back);
+                        }
+                    }
+                }
             }
         }
         reply.ok();
@@ -758,8 +889,8 @@ impl Filesystem for MutableFs {
         if let Err(e) = self.materialize(&from, false) {
             return reply.error(e);
         }
-        match std::fs::hard_link(&from, &to) {
-            Ok(()) => self.entry(newparent.0, newname, &to, req, reply),
+        match self.as_caller(req, || std::fs::hard_link(&from, &to)) {
+            Ok(()) => self.entry(newparent.0, newname, &to, reply),
             Err(e) => reply.error(io_errno(&e)),
         }
     }
@@ -789,12 +920,12 @@ impl Filesystem for MutableFs {
             Err(e) => return reply.error(e),
         };
         let perm = mode & !umask & 0o7777;
-        if std::fs::symlink_metadata(&path).is_ok() {
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
             // The kernel did not know the name: open what is there, as open(2) would.
             if flags & libc::O_EXCL != 0 {
                 return reply.error(Errno::EEXIST);
             }
-            let ino = self.intern(parent.0, name);
+            let ino = self.intern(parent.0, name, &m);
             let r = self.open_path(ino, &path, flags).and_then(|fh| {
                 std::fs::symlink_metadata(&path)
                     .map(|m| (fh, m))
@@ -836,21 +967,25 @@ impl Filesystem for MutableFs {
         if flags & libc::O_EXCL != 0 {
             opts.create_new(true);
         }
-        let f = match opts.open(&path) {
+        let f = match self.as_caller(req, || opts.open(&path)) {
             Ok(f) => f,
             Err(e) => return reply.error(io_errno(&e)),
         };
-        let _ = f.set_permissions(std::fs::Permissions::from_mode(perm));
-        if let Ok(m) = f.metadata() {
-            if m.uid() != req.uid() || m.gid() != req.gid() {
-                let _ = std::os::unix::fs::fchown(&f, Some(req.uid()), Some(req.gid()));
-            }
-        }
-        let m = match f.metadata() {
+        let mut m = match f.metadata() {
             Ok(m) => m,
             Err(e) => return reply.error(io_errno(&e)),
         };
-        let ino = self.intern(parent.0, name);
+        let want = m.mode() & 0o7777 | (perm & self.umask);
+        if want != m.mode() & 0o7777 {
+            if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(want)) {
+                return reply.error(io_errno(&e));
+            }
+            match f.metadata() {
+                Ok(n) => m = n,
+                Err(e) => return reply.error(io_errno(&e)),
+            }
+        }
+        let ino = self.intern(parent.0, name, &m);
         let attr = self.attr(ino, &m, None);
         let fh = self.add_handle(ino, Handle::File(f));
         reply.created(
@@ -1014,7 +1149,8 @@ impl Filesystem for MutableFs {
                 },
                 Err(_) => continue,
             };
-            entries.push((e.file_name(), t));
+            use std::os::unix::fs::DirEntryExt as _;
+            entries.push((e.file_name(), t, e.ino()));
         }
         let fh = self.add_handle(ino.0, Handle::Dir(entries));
         reply.opened(FileHandle(fh), FopenFlags::empty());
@@ -1043,11 +1179,15 @@ impl Filesystem for MutableFs {
             return reply.ok();
         }
         let from = offset.saturating_sub(2) as usize;
-        for (i, (name, t)) in entries.iter().enumerate().skip(from) {
-            let known = lock(&self.inodes)
-                .by_name
-                .get(&(ino.0, name.clone()))
-                .copied();
+        for (i, (name, t, st_ino)) in entries.iter().enumerate().skip(from) {
+            let known = {
+                let inodes = lock(&self.inodes);
+                inodes
+                    .by_name
+                    .get(&(ino.0, name.clone()))
+                    .or_else(|| inodes.by_backing.get(&(self.dev, *st_ino)))
+                    .copied()
+            };
             // Entries not looked up yet get a stable number above the range of real inodes.
             let num = known.unwrap_or_else(|| {
                 let h = blake3::hash(
@@ -1098,12 +1238,22 @@ impl Filesystem for MutableFs {
             }
         }
         let from = offset.saturating_sub(2) as usize;
-        for (i, (name, _)) in entries.iter().enumerate().skip(from) {
-            let path = dir.join(name);
+        for (i, (name, _, _)) in entries.iter().enumerate().skip(from) {
+            let path = if dir.as_os_str().len() + name.len() + 1 < LONG_PATH {
+                LocalPath {
+                    path: dir.join(name),
+                    _dir: None,
+                }
+            } else {
+                match self.child(ino.0, name) {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                }
+            };
             let Ok(m) = std::fs::symlink_metadata(&path) else {
                 continue; // gone since opendir
             };
-            let child = self.intern(ino.0, name);
+            let child = self.intern(ino.0, name, &m);
             let attr = self.attr(child, &m, Some(&path));
             if reply.add(
                 INodeNo(child),
@@ -1185,7 +1335,7 @@ impl Filesystem for MutableFs {
         }
         let r = self.path(ino.0).and_then(|p| {
             rustix::fs::lsetxattr(
-                &p,
+                &*p,
                 name,
                 value,
                 rustix::fs::XattrFlags::from_bits_retain(flags as u32),
@@ -1210,7 +1360,7 @@ impl Filesystem for MutableFs {
             Err(e) => return reply.error(e),
         };
         let mut buf = vec![0u8; if size == 0 { 64 << 10 } else { size as usize }];
-        match rustix::fs::lgetxattr(&path, name, &mut buf[..]) {
+        match rustix::fs::lgetxattr(&*path, name, &mut buf[..]) {
             Ok(n) if size == 0 => reply.size(n as u32),
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
@@ -1223,7 +1373,7 @@ impl Filesystem for MutableFs {
             Err(e) => return reply.error(e),
         };
         let mut buf = vec![0u8; 64 << 10];
-        let n = match rustix::fs::llistxattr(&path, &mut buf[..]) {
+        let n = match rustix::fs::llistxattr(&*path, &mut buf[..]) {
             Ok(n) => n,
             Err(e) => return reply.error(Errno::from_i32(e.raw_os_error())),
         };
@@ -1250,7 +1400,7 @@ impl Filesystem for MutableFs {
             return reply.error(Errno::NO_XATTR);
         }
         let r = self.path(ino.0).and_then(|p| {
-            rustix::fs::lremovexattr(&p, name).map_err(|e| Errno::from_i32(e.raw_os_error()))
+            rustix::fs::lremovexattr(&*p, name).map_err(|e| Errno::from_i32(e.raw_os_error()))
         });
         match r {
             Ok(()) => reply.ok(),
