@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    fuse_available, git_available, is_mounted, random_bytes, run_command, set_mtime,
-    set_symlink_mtime, sqlite_available, time, Daemon, Dm,
+    build_tools_available, fuse_available, git_available, is_mounted, random_bytes, run_command,
+    set_mtime, set_symlink_mtime, sqlite_available, time, Daemon, Dm,
 };
 
 /// Checks that the mount at `dir` names datamon, as source and type (`findmnt`,
@@ -1150,4 +1150,114 @@ fn mutable_mount_renames_links_and_readers_of_placeholders() {
     download(&dm, &["--bundle", &id], &dl);
     assert_same_tree(&mnt, &dl);
     assert_eq!(mount.stop("TERM"), Some(0), "{}", mount.log());
+}
+
+/// Build tools inside a mutable mount: `make` builds C sources and rebuilds only what an
+/// edit made out of date (mtimes as ext4 keeps them), and `pip install --target` of a wheel
+/// made here (no network) installs a package that imports; the commit keeps both.
+#[test]
+fn mutable_mount_make_and_pip_install() {
+    if !fuse_available() || !build_tools_available() {
+        return;
+    }
+    let dm = Dm::new();
+    let src = dm.path("src");
+    std::fs::create_dir_all(src.join("c")).expect("src");
+    for (name, n) in [("one", 1), ("two", 2), ("three", 3)] {
+        std::fs::write(
+            src.join(format!("c/{name}.c")),
+            format!("int {name}(void) {{ return {n}; }}\n"),
+        )
+        .expect("source");
+    }
+    std::fs::write(
+        src.join("c/main.c"),
+        "#include <stdio.h>\nint one(void); int two(void); int three(void);\n\
+         int main(void) { printf(\"%d\\n\", one() + two() + three()); return 0; }\n",
+    )
+    .expect("main.c");
+    std::fs::write(
+        src.join("Makefile"),
+        "OBJS = build/main.o build/one.o build/two.o build/three.o\n\
+         prog: $(OBJS)\n\tcc -o $@ $(OBJS)\n\
+         build/%.o: c/%.c | build\n\tcc -c -o $@ $<\n\
+         build:\n\tmkdir -p build\n",
+    )
+    .expect("Makefile");
+    upload(&dm, &src);
+    let mnt = dm.path("work");
+    let mut mount = dm.mount_new(
+        &mnt,
+        &[
+            "--repo",
+            "r",
+            "--message",
+            "build",
+            "--from-label",
+            "l",
+            "--label",
+            "built",
+        ],
+    );
+    sh(&mnt, "make -s && test \"$(./prog)\" = 6 && make -q");
+    // An edit rebuilds its object and the program, nothing else.
+    std::thread::sleep(Duration::from_millis(20));
+    sh(&mnt, "echo 'int two(void) { return 20; }' > c/two.c");
+    let plan = Command::new("make")
+        .arg("-n")
+        .current_dir(&mnt)
+        .output()
+        .expect("make -n");
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("build/two.o"), "{plan}");
+    for other in [
+        "build/one.o c/one.c",
+        "build/three.o c/three.c",
+        "build/main.o c/main.c",
+    ] {
+        assert!(!plan.contains(other), "{other} is not out of date: {plan}");
+    }
+    sh(&mnt, "make -s && test \"$(./prog)\" = 24 && make -q");
+
+    // A wheel made here (a zip with its metadata and RECORD), installed with pip, no network.
+    let wheel_dir = dm.path("wheels");
+    std::fs::create_dir_all(&wheel_dir).expect("wheels");
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import base64, hashlib, sys, zipfile\n\
+             files = {'dmfixture/__init__.py': b'VALUE = 42\\n',\n\
+             'dmfixture/data/table.csv': b'a,b\\n1,2\\n',\n\
+             'dmfixture-1.0.dist-info/METADATA': b'Metadata-Version: 2.1\\nName: dmfixture\\nVersion: 1.0\\n',\n\
+             'dmfixture-1.0.dist-info/WHEEL': b'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}\n\
+             rec = ''.join('%s,sha256=%s,%d\\n' % (n, base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode(), len(d)) for n, d in files.items())\n\
+             rec += 'dmfixture-1.0.dist-info/RECORD,,\\n'\n\
+             with zipfile.ZipFile(sys.argv[1], 'w') as z:\n\
+             \x20   [z.writestr(n, d) for n, d in files.items()]\n\
+             \x20   z.writestr('dmfixture-1.0.dist-info/RECORD', rec)\n",
+        )
+        .arg(wheel_dir.join("dmfixture-1.0-py3-none-any.whl"))
+        .status()
+        .expect("python3");
+    assert!(made.success(), "the test wheel could not be made");
+    sh(
+        &mnt,
+        &format!(
+            "python3 -m pip install -q --no-index --no-deps --disable-pip-version-check \
+             --target site {}/dmfixture-1.0-py3-none-any.whl && \
+             test \"$(PYTHONPATH=site python3 -c 'import dmfixture; print(dmfixture.VALUE)')\" = 42 && \
+             test -f site/dmfixture-1.0.dist-info/RECORD && test -f site/dmfixture/data/table.csv",
+            wheel_dir.display()
+        ),
+    );
+
+    // The commit on unmount keeps the build and the installed package.
+    assert_eq!(mount.stop("TERM"), Some(0));
+    mount.next_upload(Duration::from_secs(5));
+    let dl = dm.path("dl");
+    download(&dm, &["--label", "built"], &dl);
+    sh(
+        &dl,
+        "test \"$(./prog)\" = 24 && test \"$(PYTHONPATH=site python3 -c 'import dmfixture; print(dmfixture.VALUE)')\" = 42",
+    );
 }

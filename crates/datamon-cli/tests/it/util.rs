@@ -497,6 +497,22 @@ fn runs_ok(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether the build tools the mount's real-program tests run are here: `make`, a C compiler
+/// (`cc`) and `python3 -m pip`. Requirement name: `build`.
+#[track_caller]
+pub fn build_tools_available() -> bool {
+    let mut why = Vec::new();
+    for tool in ["make", "cc"] {
+        if !on_path(tool) {
+            why.push(format!("{tool} is not on PATH"));
+        }
+    }
+    if !runs_ok("python3", &["-m", "pip", "--version"]) {
+        why.push("python3 -m pip does not run".to_owned());
+    }
+    why.is_empty() || missing("build", &why.join(", "))
+}
+
 /// Whether real FUSE mounts can run here: `/dev/fuse`, root (the tests mount with mount(2)
 /// and write as root), and `fusermount3` (package `fuse3`). Requirement name: `fuse`.
 #[track_caller]

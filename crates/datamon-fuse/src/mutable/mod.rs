@@ -293,11 +293,14 @@ impl MutableFs {
         let _ = rustix::thread::set_thread_groups(&groups);
         let gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(req.gid()));
         let uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(req.uid()));
-        let r = f();
-        nix::unistd::setfsuid(uid);
-        nix::unistd::setfsgid(gid);
-        let _ = rustix::thread::set_thread_groups(&self.groups);
-        r
+        // Put back even if `f` panics: the next request on this thread must not run as this
+        // caller.
+        let _restore = RestoreCredentials {
+            uid,
+            gid,
+            groups: &self.groups,
+        };
+        f()
     }
 
     /// Puts back the permission bits of a new `path` that this process's umask removed.
@@ -1439,5 +1442,20 @@ impl Filesystem for MutableFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
         }
+    }
+}
+
+/// Puts this thread's fsuid, fsgid and supplementary groups back when dropped.
+struct RestoreCredentials<'a> {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: &'a [rustix::process::Gid],
+}
+
+impl Drop for RestoreCredentials<'_> {
+    fn drop(&mut self) {
+        nix::unistd::setfsuid(self.uid);
+        nix::unistd::setfsgid(self.gid);
+        let _ = rustix::thread::set_thread_groups(self.groups);
     }
 }
