@@ -64,6 +64,9 @@ pub(crate) fn hint(e: &Error) -> Option<String> {
         Error::DiamondClosed { repo, diamond, .. } => format!(
             ": start a new one with `datamon diamond initialize --repo {repo}` (see `datamon diamond get --repo {repo} --diamond {diamond}`)"
         ),
+        Error::DiamondSplitUndecided { repo, diamond, .. } => format!(
+            ": `datamon diamond get --repo {repo} --diamond {diamond}` shows whether it is in once the commit ends"
+        ),
         Error::DiamondEmpty { repo, diamond } => format!(
             ": add one with `datamon diamond split add --repo {repo} --diamond {diamond} --path DIR`"
         ),

@@ -412,9 +412,14 @@ impl Datamon {
                 return Ok(());
             }
             if started.elapsed() > CLOSING_WAIT {
-                // The committer failed or died before its commit record: the split is recorded,
-                // and the next commit lists it.
-                return Ok(());
+                // The committer is slow, or died before its commit record (then the next
+                // commit lists the split): saying "added" could be wrong, so say "not known".
+                return Err(Error::DiamondSplitUndecided {
+                    repo: repo.to_string(),
+                    diamond: diamond.to_string(),
+                    split: split.to_string(),
+                    waited_s: CLOSING_WAIT.as_secs(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -651,12 +656,17 @@ impl Datamon {
     }
 
     /// The trees gc must keep for a repo's diamonds: the splits of open diamonds and the bundle
-    /// of every commit record (its bundle may not be committed yet).
+    /// of a commit record whose bundle is not committed yet. Once the bundle record exists, the
+    /// bundle is a root like any other (and, deleted, no longer one).
     pub(crate) async fn diamond_gc_roots(&self, repo: &RepoName) -> Result<Vec<Hash>> {
         let mut roots = Vec::new();
         for id in self.diamond_ids(repo).await? {
             if let Some(c) = self.read_commit(repo, &id).await? {
-                roots.push(c.bundle.root);
+                match self.get_bundle_record(repo, &c.bundle.id).await {
+                    Err(Error::BundleNotFound { .. }) => roots.push(c.bundle.root),
+                    Ok(_) | Err(Error::BundleDeleted { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             } else if self.read_cancel(repo, &id).await?.is_none() {
                 roots.extend(self.list_splits(repo, &id).await?.iter().map(|s| s.root));
             }

@@ -315,6 +315,19 @@ pub enum Error {
         /// The bundle the winning commit made.
         bundle: BundleId,
     },
+    /// A split was recorded while a commit of its diamond was listing the splits, and that
+    /// commit has not ended within the wait: whether the split is in the bundle is not known.
+    #[error("split {split} of diamond {diamond} of repo {repo:?} was recorded while a commit was in progress, and the commit has not ended within {waited_s} s: whether the split is in the bundle is not known yet (the diamond's splits say so once the commit ends)")]
+    DiamondSplitUndecided {
+        /// The repo.
+        repo: String,
+        /// The diamond id.
+        diamond: String,
+        /// The split id.
+        split: String,
+        /// How long the split writer waited, in seconds.
+        waited_s: u64,
+    },
     /// The diamond has no completed split to commit.
     #[error("diamond {diamond} of repo {repo:?} has no completed split")]
     DiamondEmpty {
@@ -390,6 +403,7 @@ impl Error {
             | Error::DiamondNotFound { .. } => ErrorKind::NotFound,
             Error::DiamondClosed { .. } | Error::DiamondConflicts { .. } => ErrorKind::Conflict,
             Error::DiamondCommitted { .. } => ErrorKind::AlreadyExists,
+            Error::DiamondSplitUndecided { .. } => ErrorKind::Busy,
             Error::DiamondEmpty { .. } => ErrorKind::InvalidInput,
             Error::BundleReferenced { .. } => ErrorKind::InvalidInput,
             Error::CollectedMeanwhile { .. } => ErrorKind::Conflict,

@@ -331,7 +331,14 @@ impl MutableFs {
             let mut at = ino;
             while at != ROOT {
                 let n = inodes.map.get(&at).ok_or(Errno::ESTALE)?;
-                let (parent, name) = n.names.first().ok_or(Errno::ENOENT)?;
+                // A name whose directory the kernel has forgotten is no way there; another
+                // name of the same file (a hard link) may be.
+                let (parent, name) = n
+                    .names
+                    .iter()
+                    .find(|(p, _)| *p == ROOT || inodes.map.contains_key(p))
+                    .or_else(|| n.names.first())
+                    .ok_or(Errno::ENOENT)?;
                 parts.push(name.clone());
                 at = *parent;
             }
@@ -715,6 +722,8 @@ impl Filesystem for MutableFs {
             Err(e) => return reply.error(e),
         };
         let perm = mode & !umask & 0o7777;
+        // The umask fix-up runs as the caller too: a chmod by path as root could be sent
+        // through a symlink that another user put in place of the new file.
         let r = self.as_caller(req, || {
             rustix::fs::mknodat(
                 rustix::fs::CWD,
@@ -723,11 +732,11 @@ impl Filesystem for MutableFs {
                 rustix::fs::Mode::from_raw_mode(perm),
                 u64::from(rdev),
             )
+            .inspect(|()| self.restore_umasked(&path, perm))
         });
         if let Err(e) = r {
             return reply.error(Errno::from_i32(e.raw_os_error()));
         }
-        self.restore_umasked(&path, perm);
         self.entry(parent.0, name, &path, reply);
     }
 
@@ -745,17 +754,18 @@ impl Filesystem for MutableFs {
             Err(e) => return reply.error(e),
         };
         let perm = mode & !umask & 0o7777;
+        // The umask fix-up runs as the caller too (see mknod).
         let r = self.as_caller(req, || {
             rustix::fs::mkdirat(
                 rustix::fs::CWD,
                 &*path,
                 rustix::fs::Mode::from_raw_mode(perm),
             )
+            .inspect(|()| self.restore_umasked(&path, perm))
         });
         if let Err(e) = r {
             return reply.error(Errno::from_i32(e.raw_os_error()));
         }
-        self.restore_umasked(&path, perm);
         self.entry(parent.0, name, &path, reply);
     }
 
