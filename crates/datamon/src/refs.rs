@@ -156,7 +156,15 @@ impl Datamon {
         let staged = keys::staged_bundle(repo.as_str(), &bundle.id);
         match self.store.create_json(&staged, &bundle).await {
             Err(datamon_store::Error::AlreadyExists { .. }) => {
-                let there: Bundle = self.store.get_json(&staged).await?;
+                let there: Bundle = match self.store.get_json(&staged).await {
+                    Ok(b) => b,
+                    // Another finisher completed the commit and removed the staged record
+                    // between the create and this read: its bundle record is there.
+                    Err(datamon_store::Error::NotFound { .. }) => {
+                        return self.get_bundle_record(&repo, &bundle.id).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if there != bundle {
                     return Err(Error::Corrupt {
                         path: staged,
