@@ -6,7 +6,7 @@
 set -euo pipefail
 C=${1:-/tmp/ceph}; PORT=${2:-7480}; BUCKET=${3:-datamon}
 rm -rf "$C"; mkdir -p "$C"/{mon/a,osd/0,run,log,rgw}
-FSID=$(uuidgen)
+FSID=$(cat /proc/sys/kernel/random/uuid)
 cat > "$C/ceph.conf" <<EOF
 [global]
 fsid = $FSID

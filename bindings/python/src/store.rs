@@ -116,6 +116,7 @@ impl Store {
             cache_dir: Some(t.cache_dir.clone()),
             store_options: t.options.clone(),
             concurrency,
+            unlock: None,
         };
         let dm = match &t.replica {
             Some(r) => block(py, None, None, || {

@@ -1,6 +1,6 @@
 //! Chunk compression and verified decoding.
 
-use datamon_types::Hash;
+use datamon_types::{ContentHasher, Hash};
 
 /// How a blob's bytes are stored in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,26 @@ pub fn decode<'a>(
     raw_len: usize,
     expected: &Hash,
 ) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
+    decode_with(
+        &ContentHasher::Plain,
+        stored,
+        compression,
+        raw_len,
+        expected,
+    )
+}
+
+/// [`decode`] in a store that names chunks with `hasher` (keyed in an encrypted store).
+///
+/// # Errors
+/// [`DecodeError`] when the bytes are damaged or are not that chunk.
+pub fn decode_with<'a>(
+    hasher: &ContentHasher,
+    stored: &'a [u8],
+    compression: Compression,
+    raw_len: usize,
+    expected: &Hash,
+) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
     let data: std::borrow::Cow<'a, [u8]> = match compression {
         Compression::None => stored.into(),
         Compression::Zstd => zstd::bulk::decompress(stored, raw_len)
@@ -97,7 +117,7 @@ pub fn decode<'a>(
             actual: data.len(),
         });
     }
-    let actual = Hash::of(&data);
+    let actual = hasher.hash(&data);
     if actual != *expected {
         return Err(DecodeError::HashMismatch {
             expected: *expected,

@@ -21,4 +21,4 @@ mod chunker;
 mod codec;
 
 pub use chunker::{Chunker, ChunkerParams};
-pub use codec::{compress, decode, Compression, DecodeError};
+pub use codec::{compress, decode, decode_with, Compression, DecodeError};

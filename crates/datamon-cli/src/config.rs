@@ -35,6 +35,12 @@ pub struct ContextEntry {
     pub replica: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Created encrypted: a plain store behind this context is refused (a replaced config).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// A key file that opens the (encrypted) store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]

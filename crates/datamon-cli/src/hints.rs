@@ -49,6 +49,11 @@ pub(crate) fn hint(e: &Error) -> Option<String> {
         Error::DestinationExists { .. } => ": remove it or pass --force to overwrite it".to_owned(),
         Error::DestinationConflict { .. } => ": pass --force to replace it".to_owned(),
         Error::Corrupt { .. } => " (run `datamon fsck --read-data`)".to_owned(),
+        Error::Store(datamon::StoreError::Locked { .. }) => {
+            " (run in a terminal to be asked for the passphrase, or give the context a key file: \
+             `datamon context create ... --key-file PATH`)"
+                .to_owned()
+        }
         Error::UnreadableSource { .. } => "; check --path".to_owned(),
         Error::Unreadable { .. } => " (pass --skip-on-error to upload without it)".to_owned(),
         Error::NotADirectory { role, .. } => match role {

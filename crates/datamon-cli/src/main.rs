@@ -12,7 +12,7 @@ mod output;
 mod progress;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -94,6 +94,9 @@ pub(crate) enum Command {
     /// Whole-store operations: copy a store into another (`store sync`)
     #[command(subcommand)]
     Store(cmd::store::StoreCmd),
+    /// Encrypted stores: key files, and the passphrases and key files that open the store
+    #[command(subcommand)]
+    Key(cmd::key::KeyCmd),
     /// Settings of this user (author name)
     #[command(subcommand)]
     Config(cmd::misc::ConfigCmd),
@@ -197,22 +200,93 @@ impl Ctx {
         }
     }
 
+    /// The context in use, unless `--store` names a store directly.
+    fn context_entry(&self) -> anyhow::Result<Option<config::ContextEntry>> {
+        if self.global.store.is_some() {
+            return Ok(None);
+        }
+        let config = self.home.load()?;
+        let name = self.context_name(&config);
+        Ok(config.contexts.get(&name).cloned())
+    }
+
+    /// What opens an encrypted store: `DATAMON_PASSPHRASE`, `DATAMON_PASSPHRASE_FILE`,
+    /// `DATAMON_KEY_FILE`, then the context's key file.
+    pub(crate) fn unlock(&self) -> anyhow::Result<datamon::Unlock> {
+        let mut unlock = datamon::Unlock::from_env();
+        if let Some(f) = self.context_entry()?.and_then(|c| c.key_file) {
+            let secret = datamon::Secret::key_file(&f)
+                .with_context(|| format!("cannot read the context's key file {}", f.display()))?;
+            unlock.add(secret, f.display().to_string());
+        }
+        Ok(unlock)
+    }
+
+    /// Opens the store of a context being created (with its key file, if any, and no prompt);
+    /// returns whether it is encrypted.
+    pub(crate) async fn open_for_context(&self, key_file: Option<&Path>) -> anyhow::Result<bool> {
+        let url = self.store_url()?;
+        let mut unlock = datamon::Unlock::from_env();
+        if let Some(f) = key_file {
+            unlock.add(datamon::Secret::key_file(f)?, f.display().to_string());
+        }
+        let dm = self
+            .open_with(&url, unlock)
+            .await
+            .with_context(|| format!("cannot open store {url}"))?;
+        Ok(dm.store().is_encrypted())
+    }
+
     pub(crate) async fn open(&self) -> anyhow::Result<datamon::Datamon> {
         let url = self.store_url()?;
-        let store_options = Self::store_options();
+        let mut unlock = self.unlock()?;
+        let dm = match self.open_with(&url, unlock.clone()).await {
+            // Encrypted and nothing given: ask, in a terminal.
+            Err(e)
+                if unlock.is_empty()
+                    && std::io::stdin().is_terminal()
+                    && e.kind() == datamon::ErrorKind::PermissionDenied
+                    && e.to_string().contains("is encrypted") =>
+            {
+                let p = cmd::key::prompt_passphrase(&format!("Passphrase for {url}: "), false)?;
+                unlock.add(p, "the passphrase typed");
+                self.open_with(&url, unlock).await
+            }
+            r => r,
+        }
+        .map_err(|e| {
+            let what = match self.replica_url() {
+                Ok(Some(r)) => format!("cannot open store {url} with replica {r}"),
+                _ => format!("cannot open store {url}"),
+            };
+            anyhow::Error::from(e).context(what)
+        })?;
+        // A context created encrypted never talks to a plain store: whoever replaced the
+        // store's config would otherwise receive this user's data in clear.
+        if self.context_entry()?.is_some_and(|c| c.encrypted) && !dm.store().is_encrypted() {
+            anyhow::bail!(
+                "store {url} is not encrypted, but its context was created encrypted: its config \
+                 was replaced (tampering?); nothing was read or written"
+            );
+        }
+        Ok(dm)
+    }
+
+    async fn open_with(
+        &self,
+        url: &str,
+        unlock: datamon::Unlock,
+    ) -> datamon::Result<datamon::Datamon> {
         let opts = datamon::OpenOptions {
             author: Some(self.author()),
             cache_dir: Some(self.home.cache_dir()),
-            store_options,
+            store_options: Self::store_options(),
             concurrency: self.global.concurrency,
+            unlock: Some(unlock),
         };
-        match self.replica_url()? {
-            Some(replica) => datamon::Datamon::open_with_replica(&url, &replica, opts)
-                .await
-                .with_context(|| format!("cannot open store {url} with replica {replica}")),
-            None => datamon::Datamon::open(&url, opts)
-                .await
-                .with_context(|| format!("cannot open store {url}")),
+        match self.replica_url().ok().flatten() {
+            Some(replica) => datamon::Datamon::open_with_replica(url, &replica, opts).await,
+            None => datamon::Datamon::open(url, opts).await,
         }
     }
 

@@ -73,6 +73,19 @@ pub enum Error {
         /// This build's version.
         supported: u32,
     },
+    /// An encrypted store cannot be opened, or a key cannot be changed, with what was given.
+    #[error("{detail}")]
+    Locked {
+        /// What is missing or wrong, and what to give.
+        detail: String,
+    },
+    /// A change of an encrypted store's keys that is refused (the last key, an ambiguous name,
+    /// a plain store).
+    #[error("{detail}")]
+    KeyChange {
+        /// Why, and what to do instead.
+        detail: String,
+    },
     /// The object store failed. The message condenses the backend's error chain (whose
     /// messages repeat each other) into one line ending with its root cause, so it is not
     /// exposed again as `source()`; the typed error stays in `error`. Its kind comes from its
@@ -131,6 +144,8 @@ impl Error {
             Error::Precondition { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } | Error::Json { .. } => ErrorKind::Corrupt,
             Error::UnsupportedVersion { .. } => ErrorKind::Permanent,
+            Error::Locked { .. } => ErrorKind::PermissionDenied,
+            Error::KeyChange { .. } => ErrorKind::InvalidInput,
             Error::Backend { error, .. } => backend_kind(error),
             Error::Io { source, .. } => ErrorKind::of_io(source),
             Error::Check { source, .. } => source.kind(),

@@ -2,6 +2,14 @@
 
 use datamon_types::{BundleId, Hash, RunId};
 
+/// The prefix of an encrypted store's key objects (each wraps the master key for one user key).
+pub const KEYS: &str = "keys/";
+
+/// The key object `id`.
+pub fn key(id: &str) -> String {
+    format!("{KEYS}{id}.json")
+}
+
 /// The store's config record.
 pub const CONFIG: &str = "config";
 /// Prefix of all packs.

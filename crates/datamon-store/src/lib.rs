@@ -27,6 +27,7 @@
 //! ```
 
 mod check;
+mod crypto;
 mod error;
 mod gcs;
 mod index;
@@ -41,6 +42,10 @@ mod sync;
 mod testing;
 mod url;
 
+pub use crypto::{
+    generate_key_file, KeyInfo, KeyKind, Sealer, Secret, Unlock, ENV_KEY_FILE, ENV_PASSPHRASE,
+    ENV_PASSPHRASE_FILE,
+};
 pub use error::{Error, ErrorKind, Result, StoreCheck};
 pub use index::{BlobRef, Index};
 pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};

@@ -9,15 +9,31 @@
 //! ```
 //! A pack's id is the BLAKE3 hash of all its bytes. The footer makes every pack self-describing,
 //! so the index can always be rebuilt from the packs alone.
+//!
+//! In an encrypted store (`docs/format/encryption.md`) packs are version 2: each blob is sealed
+//! on its own (nonce, ciphertext, tag; so one blob is still one range read), and so is the
+//! footer:
+//! ```text
+//! "DMPACK\0\x02"                       8 bytes
+//! sealed blobs, back to back
+//! sealed footer                        nonce, (entries, count) sealed, tag
+//! sealed footer length                 u32 LE
+//! "DMPKEND\x02"                        8 bytes
+//! ```
 
 use bytes::Bytes;
 use datamon_chunk::Compression;
 use datamon_types::Hash;
 
+use std::sync::Arc;
+
+use crate::crypto::Sealer;
 use crate::{Error, Result};
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"DMPACK\0\x01";
 pub(crate) const PACK_END: &[u8; 8] = b"DMPKEND\x01";
+const SEALED_MAGIC: &[u8; 8] = b"DMPACK\0\x02";
+const SEALED_END: &[u8; 8] = b"DMPKEND\x02";
 /// Size of one encoded entry.
 pub(crate) const ENTRY_LEN: usize = 46;
 
@@ -92,6 +108,7 @@ impl PackEntry {
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    sealer: Option<Arc<Sealer>>,
 }
 
 /// A complete pack, ready to be stored.
@@ -119,7 +136,20 @@ impl PackWriter {
         PackWriter {
             buf,
             entries: Vec::new(),
+            sealer: None,
         }
+    }
+
+    /// Seals this pack's blobs and footer with `sealer` (an encrypted store's; see
+    /// [`crate::Store::pack_writer`]). Call before adding blobs.
+    pub(crate) fn sealed_by(mut self, sealer: Option<Arc<Sealer>>) -> Self {
+        debug_assert!(self.entries.is_empty());
+        if sealer.is_some() {
+            self.buf.clear();
+            self.buf.extend_from_slice(SEALED_MAGIC);
+        }
+        self.sealer = sealer;
+        self
     }
 
     /// Appends a blob, storing `stored` (already compressed when `compression` says so).
@@ -132,14 +162,31 @@ impl PackWriter {
         stored: &[u8],
     ) {
         let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
-        self.buf.extend_from_slice(stored);
+        match &self.sealer {
+            Some(s) => s.seal_blob_into(&hash, stored, &mut self.buf),
+            None => self.buf.extend_from_slice(stored),
+        }
+        let stored_len = self.buf.len() - offset as usize;
         self.entries.push(PackEntry {
             hash,
             kind,
             compression,
             offset,
-            stored_len: u32::try_from(stored.len()).expect("blobs stay below 4 GiB"),
+            stored_len: u32::try_from(stored_len).expect("blobs stay below 4 GiB"),
             raw_len: u32::try_from(raw_len).expect("blobs stay below 4 GiB"),
+        });
+    }
+
+    /// Appends a blob exactly as another pack of the same store stores it (`entry` locates it
+    /// there): sealed blobs are bound to their id, not to their pack, so they are copied as
+    /// they are.
+    pub fn add_stored(&mut self, entry: &PackEntry, stored: &[u8]) {
+        let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
+        self.buf.extend_from_slice(stored);
+        self.entries.push(PackEntry {
+            offset,
+            stored_len: u32::try_from(stored.len()).expect("blobs stay below 4 GiB"),
+            ..*entry
         });
     }
 
@@ -181,12 +228,28 @@ impl PackWriter {
 
     /// Writes the footer and names the pack.
     pub fn finish(mut self) -> FinishedPack {
-        for e in &self.entries {
-            e.encode(&mut self.buf);
-        }
         let count = u32::try_from(self.entries.len()).expect("entry count fits u32");
-        self.buf.extend_from_slice(&count.to_le_bytes());
-        self.buf.extend_from_slice(PACK_END);
+        match self.sealer.take() {
+            None => {
+                for e in &self.entries {
+                    e.encode(&mut self.buf);
+                }
+                self.buf.extend_from_slice(&count.to_le_bytes());
+                self.buf.extend_from_slice(PACK_END);
+            }
+            Some(s) => {
+                let mut footer = Vec::with_capacity(self.entries.len() * ENTRY_LEN + 4);
+                for e in &self.entries {
+                    e.encode(&mut footer);
+                }
+                footer.extend_from_slice(&count.to_le_bytes());
+                let at = self.buf.len();
+                s.seal_footer(&footer, &mut self.buf);
+                let len = u32::try_from(self.buf.len() - at).expect("footers fit u32");
+                self.buf.extend_from_slice(&len.to_le_bytes());
+                self.buf.extend_from_slice(SEALED_END);
+            }
+        }
         let id = Hash::of(&self.buf);
         FinishedPack {
             id,
@@ -208,10 +271,49 @@ impl FinishedPack {
 /// # Errors
 /// [`Error::Corrupt`] when the footer is damaged.
 pub fn parse_footer(pack: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    parse_footer_with(None, pack, what)
+}
+
+/// [`parse_footer`] of a pack of a store sealed by `sealer`, when it is encrypted.
+pub(crate) fn parse_footer_with(
+    sealer: Option<&Sealer>,
+    pack: &[u8],
+    what: &str,
+) -> Result<Vec<PackEntry>> {
     let corrupt = |detail: &str| Error::Corrupt {
         what: what.to_owned(),
         detail: detail.to_owned(),
     };
+    if let Some(s) = sealer {
+        if pack.len() < 20 || &pack[..8] != SEALED_MAGIC || &pack[pack.len() - 8..] != SEALED_END {
+            return Err(corrupt(
+                "not a sealed datamon pack (bad magic): a pack in an encrypted store must be sealed",
+            ));
+        }
+        let len_at = pack.len() - 12;
+        let len =
+            u32::from_le_bytes(pack[len_at..len_at + 4].try_into().expect("4 bytes")) as usize;
+        if len + 20 > pack.len() {
+            return Err(corrupt("footer longer than the pack"));
+        }
+        let start = len_at - len;
+        let footer = s
+            .open_footer(&pack[start..len_at])
+            .ok_or_else(|| corrupt("footer does not authenticate: altered, refused"))?;
+        if footer.len() < 4 || (footer.len() - 4) % ENTRY_LEN != 0 {
+            return Err(corrupt("bad sealed footer length"));
+        }
+        let entries = footer[..footer.len() - 4]
+            .chunks_exact(ENTRY_LEN)
+            .map(|b| PackEntry::decode(b, what))
+            .collect::<Result<Vec<_>>>()?;
+        for e in &entries {
+            if e.offset as usize + e.stored_len as usize > start || (e.offset as usize) < 8 {
+                return Err(corrupt("entry points outside the pack's data"));
+            }
+        }
+        return Ok(entries);
+    }
     if pack.len() < 20 || &pack[..8] != PACK_MAGIC || &pack[pack.len() - 8..] != PACK_END {
         return Err(corrupt("not a datamon pack (bad magic)"));
     }

@@ -72,15 +72,30 @@ impl Store {
         replica: &str,
         options: &[(String, String)],
     ) -> Result<Store> {
+        Store::open_with_replica_unlocked(url, replica, options, &crate::Unlock::from_env()).await
+    }
+
+    /// [`Store::open_with_replica`], unlocking an encrypted store with `unlock`'s secrets.
+    ///
+    /// # Errors
+    /// As [`Store::open_with_replica`].
+    pub async fn open_with_replica_unlocked(
+        url: &str,
+        replica: &str,
+        options: &[(String, String)],
+        unlock: &crate::Unlock,
+    ) -> Result<Store> {
         let mut rep = Store::open_raw(replica, options)?;
-        let mut primary = match Store::open(url, options).await {
+        let mut primary = match Store::open_with(url, options, unlock).await {
             Ok(p) => p,
             Err(e) if e.is_transient() => {
                 // The primary is unreachable: read through the replica (which must exist).
                 tracing::warn!(error = %e, replica = %rep.url, "the primary store fails; using the replica");
                 rep.config = rep.get_json(keys::CONFIG).await.map_err(|_| e)?;
+                rep.unlock(unlock).await?;
                 let mut p = Store::open_raw(url, options)?;
                 p.config = rep.config.clone();
+                p.sealer = rep.sealer.clone();
                 let rep = Replica::new(rep);
                 rep.suspend_primary();
                 p.replica = Some(std::sync::Arc::new(rep));
@@ -96,6 +111,7 @@ impl Store {
             Err(e) => return Err(e),
         }
         rep.config = rep.load_or_create_config().await?;
+        rep.sealer = primary.sealer.clone();
         primary.replica = Some(std::sync::Arc::new(Replica::new(rep)));
         Ok(primary)
     }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use datamon_types::{Hash, StoreConfig, FORMAT_VERSION};
+use datamon_types::{Hash, StoreConfig, FORMAT_VERSION, MAX_FORMAT_VERSION};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::pack::parse_footer;
+use crate::crypto::{Sealer, Unlock};
 use crate::replica::Replica;
 use crate::retry::RetryPolicy;
 use crate::{keys, Error, FinishedPack, Index, Result, StoreUrl};
@@ -39,16 +39,33 @@ pub struct Store {
     root: Path,
     pub(crate) url: StoreUrl,
     pub(crate) config: StoreConfig,
+    /// The keys of an encrypted store, once unlocked (`crypto.rs`).
+    pub(crate) sealer: Option<Arc<Sealer>>,
 }
 
 impl Store {
-    /// Opens the store at `url`, creating its config on first use.
+    /// Opens the store at `url`, creating its config on first use. An encrypted store is
+    /// unlocked with the secrets the environment names ([`Unlock::from_env`]).
     ///
     /// # Errors
-    /// An invalid URL, an unreachable store, or a store of a newer format.
+    /// An invalid URL, an unreachable store, a store of a newer format, or an encrypted store
+    /// that no given secret opens ([`Error::Locked`]).
     pub async fn open(url: &str, options: &[(String, String)]) -> Result<Store> {
+        Store::open_with(url, options, &Unlock::from_env()).await
+    }
+
+    /// [`Store::open`], unlocking an encrypted store with `unlock`'s secrets.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub async fn open_with(
+        url: &str,
+        options: &[(String, String)],
+        unlock: &Unlock,
+    ) -> Result<Store> {
         let mut store = Store::open_raw(url, options)?;
         store.config = store.load_or_create_config().await?;
+        store.unlock(unlock).await?;
         Ok(store)
     }
 
@@ -67,6 +84,7 @@ impl Store {
             root,
             url,
             config: default_config(),
+            sealer: None,
         }
     }
 
@@ -83,10 +101,24 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        if config.version > FORMAT_VERSION {
+        if config.version > MAX_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: config.version,
-                supported: FORMAT_VERSION,
+                supported: MAX_FORMAT_VERSION,
+            });
+        }
+        if (config.version > FORMAT_VERSION) != config.encryption.is_some() {
+            return Err(Error::Corrupt {
+                what: keys::CONFIG.into(),
+                detail: format!(
+                    "format version {} {} encryption settings",
+                    config.version,
+                    if config.encryption.is_some() {
+                        "with"
+                    } else {
+                        "without"
+                    }
+                ),
             });
         }
         let sane = 64 <= config.chunk_min
@@ -203,7 +235,7 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Json`] or a backend error.
     async fn get_json_primary<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
-        let b = self.get_primary(key).await?;
+        let b = self.open_for(key, self.get_primary(key).await?)?;
         serde_json::from_slice(&b).map_err(|source| Error::Json {
             key: key.to_owned(),
             source,
@@ -377,12 +409,82 @@ impl Store {
         let stored = self
             .get_range_primary(&key, start..start + u64::from(r.stored_len))
             .await?;
-        let data = datamon_chunk::decode(&stored, r.compression, r.raw_len as usize, hash)
-            .map_err(|e| Error::Corrupt {
-                what: format!("blob {hash} in {key}"),
-                detail: e.to_string(),
-            })?;
-        Ok(data.into_owned())
+        self.decode_blob(&stored, r.compression, r.raw_len as usize, hash)
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|e| match e {
+                Error::Corrupt { detail, .. } => Error::Corrupt {
+                    what: format!("blob {hash} in {key}"),
+                    detail,
+                },
+                e => e,
+            })
+    }
+
+    /// Turns a blob's stored bytes (as its pack entry locates them) back into its content:
+    /// opens them in an encrypted store, decompresses, and checks length and id.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the bytes are damaged, altered, or are not that blob.
+    pub fn decode_blob<'a>(
+        &self,
+        stored: &'a [u8],
+        compression: datamon_chunk::Compression,
+        raw_len: usize,
+        hash: &Hash,
+    ) -> Result<std::borrow::Cow<'a, [u8]>> {
+        let corrupt = |detail: String| Error::Corrupt {
+            what: format!("blob {hash}"),
+            detail,
+        };
+        match &self.sealer {
+            None => datamon_chunk::decode(stored, compression, raw_len, hash)
+                .map_err(|e| corrupt(e.to_string())),
+            Some(s) => {
+                let opened = s.open_blob(hash, stored).ok_or_else(|| {
+                    corrupt("does not authenticate: altered or moved, refused".into())
+                })?;
+                let data =
+                    datamon_chunk::decode_with(&s.hasher(), &opened, compression, raw_len, hash)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                // Stored uncompressed: the opened bytes are the blob, no second copy.
+                let data = match data {
+                    std::borrow::Cow::Owned(v) => v,
+                    std::borrow::Cow::Borrowed(_) => opened,
+                };
+                Ok(data.into())
+            }
+        }
+    }
+
+    /// An empty pack for this store (its blobs and footer sealed in an encrypted store).
+    pub fn pack_writer(&self, capacity: usize) -> crate::PackWriter {
+        crate::PackWriter::new(capacity).sealed_by(self.sealer.clone())
+    }
+
+    /// [`Store::pack_writer`] on a recycled buffer (see [`crate::FinishedPack::into_buffer`]).
+    pub fn pack_writer_with_buffer(&self, buf: Vec<u8>) -> crate::PackWriter {
+        crate::PackWriter::with_buffer(buf).sealed_by(self.sealer.clone())
+    }
+
+    /// Reads the entries from the footer of a whole pack of this store.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the footer is damaged or does not authenticate.
+    pub fn parse_footer(&self, pack: &[u8], what: &str) -> Result<Vec<crate::PackEntry>> {
+        crate::pack::parse_footer_with(self.sealer.as_deref(), pack, what)
+    }
+
+    /// Decodes index object `key` read from this store.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when it is damaged or does not authenticate.
+    pub fn decode_index_object(
+        &self,
+        key: &str,
+        bytes: Bytes,
+    ) -> Result<(Hash, Vec<crate::PackEntry>)> {
+        let b = self.open_for(key, bytes)?;
+        Index::decode_object(&b, key)
     }
 
     // The public operations: reads fall back to the replica (see `Store::read`), writes go to
@@ -489,7 +591,7 @@ impl Store {
     /// [`Error::AlreadyExists`] or a backend error.
     pub async fn create_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let b = serde_json::to_vec_pretty(value).expect("records always serialize");
-        self.create(key, Bytes::from(b)).await
+        self.create(key, Bytes::from(self.seal_for(key, b))).await
     }
 
     /// Stores a pack, then its index object (in that order, so an index never names a missing
@@ -499,8 +601,9 @@ impl Store {
     /// A backend error.
     pub async fn put_pack(&self, pack: &FinishedPack) -> Result<()> {
         self.put(&keys::pack(&pack.id), pack.bytes.clone()).await?;
-        let idx = Index::encode_object(&pack.id, &pack.entries);
-        self.put(&keys::index(&pack.id), Bytes::from(idx)).await
+        let key = keys::index(&pack.id);
+        let idx = self.seal_for(&key, Index::encode_object(&pack.id, &pack.entries));
+        self.put(&key, Bytes::from(idx)).await
     }
 
     /// Loads every index object into one [`Index`].
@@ -521,7 +624,7 @@ impl Store {
                 Err(Error::NotFound { .. }) => return Ok(None),
                 r => r?,
             };
-            let (pack, entries) = Index::decode_object(&b, &k)?;
+            let (pack, entries) = self.decode_index_object(&k, b)?;
             if keys::index(&pack) != k {
                 return Err(Error::Corrupt {
                     what: k,
@@ -558,15 +661,13 @@ impl Store {
                 tracing::warn!(pack = %key, "skipping a pack whose content does not match its name");
                 continue;
             }
-            let Ok(entries) = parse_footer(&bytes, &key) else {
+            let Ok(entries) = self.parse_footer(&bytes, &key) else {
                 tracing::warn!(pack = %key, "skipping a pack with a damaged footer");
                 continue;
             };
-            self.put(
-                &keys::index(&id),
-                Bytes::from(Index::encode_object(&id, &entries)),
-            )
-            .await?;
+            let index_key = keys::index(&id);
+            let idx = self.seal_for(&index_key, Index::encode_object(&id, &entries));
+            self.put(&index_key, Bytes::from(idx)).await?;
             index.add_pack(id, &entries);
             recovered += 1;
         }
@@ -601,7 +702,7 @@ impl Store {
     }
 }
 
-fn default_config() -> StoreConfig {
+pub(crate) fn default_config() -> StoreConfig {
     let now = Utc::now();
     let seed = format!(
         "{}-{}-{:?}",
@@ -618,6 +719,7 @@ fn default_config() -> StoreConfig {
         chunk_max: params.max,
         pack_size: 16 << 20,
         created_at: now,
+        encryption: None,
     }
 }
 

@@ -25,7 +25,9 @@ pub struct SyncReport {
 /// The phases of a sync, in commit order: whatever the destination lists, what it references
 /// is already there, so an interrupted sync leaves it consistent and a rerun resumes.
 fn phase(key: &str) -> u8 {
-    if key.starts_with(keys::PACKS) {
+    // An encrypted store's key objects (write-once) come with the packs, so a destination
+    // whose config arrived (first) soon has a key that opens it.
+    if key.starts_with(keys::PACKS) || key.starts_with(keys::KEYS) {
         0
     } else if key.starts_with(keys::INDEX) {
         1
@@ -147,7 +149,10 @@ impl Store {
         else {
             return Ok(());
         };
-        let Ok(Head { head: Some(id) }) = serde_json::from_slice::<Head>(record) else {
+        let Ok(record) = self.open_for(branch_key, bytes::Bytes::copy_from_slice(record)) else {
+            return Ok(());
+        };
+        let Ok(Head { head: Some(id) }) = serde_json::from_slice::<Head>(&record) else {
             return Ok(());
         };
         let bundle = keys::bundle(repo, &id);

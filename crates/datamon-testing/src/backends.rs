@@ -216,6 +216,7 @@ impl Backend {
             chunk_max: params.2,
             pack_size,
             created_at: chrono::Utc::now(),
+            encryption: None,
         };
         parent_store
             .create_json(&format!("{child}/{}", datamon_store::keys::CONFIG), &config)

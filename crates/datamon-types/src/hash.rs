@@ -28,6 +28,37 @@ impl Hash {
     }
 }
 
+/// How a store names chunks and tree nodes: plain BLAKE3, or BLAKE3 keyed with a key derived
+/// from an encrypted store's master key, so that ids say nothing about content to whoever does
+/// not hold the key. Files' content hashes follow from their chunk ids either way.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentHasher {
+    /// `BLAKE3(data)`: plain stores.
+    #[default]
+    Plain,
+    /// `BLAKE3-keyed(key, data)`: encrypted stores.
+    Keyed([u8; 32]),
+}
+
+impl ContentHasher {
+    /// The id of `data` in a store that names content this way.
+    pub fn hash(&self, data: &[u8]) -> Hash {
+        match self {
+            ContentHasher::Plain => Hash::of(data),
+            ContentHasher::Keyed(k) => Hash(*blake3::keyed_hash(k, data).as_bytes()),
+        }
+    }
+}
+
+impl fmt::Debug for ContentHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContentHasher::Plain => f.write_str("ContentHasher::Plain"),
+            ContentHasher::Keyed(_) => f.write_str("ContentHasher::Keyed(..)"),
+        }
+    }
+}
+
 impl From<blake3::Hash> for Hash {
     fn from(h: blake3::Hash) -> Self {
         Hash(*h.as_bytes())

@@ -22,15 +22,25 @@ mod run;
 mod tree;
 
 pub use error::{Error, ErrorKind, Result};
-pub use hash::Hash;
+pub use hash::{ContentHasher, Hash};
 pub use id::BundleId;
-pub use model::{Branch, BranchRecord, Bundle, BundleStats, LabelRecord, Repo, StoreConfig};
+pub use model::{
+    Branch, BranchRecord, Bundle, BundleStats, EncryptionConfig, LabelRecord, Repo, StoreConfig,
+};
 pub use name::{BranchName, LabelName, RepoName};
 pub use run::{CodeVersion, Run, RunId, RunInput, RunOutput, RunStatus};
 pub use tree::{ChunkRef, EntryKind, Node, Tree, TreeEntry};
 
-/// The version of the on-store format this build writes and reads.
+/// The version of the on-store format of a plain store (the version this build writes unless
+/// the store is encrypted).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The format version of an encrypted store (`docs/format/encryption.md`): a datamon that only
+/// knows version 1 refuses to open one instead of misreading sealed objects.
+pub const ENCRYPTED_FORMAT_VERSION: u32 = 2;
+
+/// The newest format version this build reads.
+pub const MAX_FORMAT_VERSION: u32 = ENCRYPTED_FORMAT_VERSION;
 
 /// The name of the branch that uploads advance when none is given.
 pub const DEFAULT_BRANCH: &str = "main";

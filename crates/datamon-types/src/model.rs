@@ -27,6 +27,21 @@ pub struct StoreConfig {
     pub pack_size: u32,
     /// When the store was created.
     pub created_at: DateTime<Utc>,
+    /// Set on an encrypted store (format version 2): how objects are sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// How an encrypted store seals its objects (`docs/format/encryption.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionConfig {
+    /// The AEAD: `xchacha20poly1305`.
+    pub cipher: String,
+    /// How chunk and tree ids are computed: `blake3-keyed`.
+    pub ids: String,
+    /// A value derived from the master key (BLAKE3 `derive_key`, context
+    /// `datamon 2026-12 key check`), hex: a key that unwraps but does not match it is refused.
+    pub key_check: String,
 }
 
 /// A repo: a dataset with one lifecycle (`repos/<name>/repo.json`).

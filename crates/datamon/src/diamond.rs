@@ -763,7 +763,7 @@ impl Datamon {
             index,
             policy,
             splits,
-            pack: PackWriter::new(0),
+            pack: self.store.pack_writer(0),
             added: HashSet::new(),
             stored_bytes: 0,
             conflicts: Vec::new(),
@@ -1019,7 +1019,7 @@ impl Merger<'_> {
     /// Packs a tree node unless the store has it; returns its hash.
     async fn store_tree(&mut self, tree: &Tree) -> Result<Hash> {
         let bytes = tree.to_bytes();
-        let hash = Hash::of(&bytes);
+        let hash = self.dm.store.hasher().hash(&bytes);
         if self.index.contains(&hash) || !self.added.insert(hash) {
             return Ok(hash);
         }
@@ -1032,7 +1032,7 @@ impl Merger<'_> {
     }
 
     async fn flush(&mut self) -> Result<()> {
-        let pack = std::mem::replace(&mut self.pack, PackWriter::new(0));
+        let pack = std::mem::replace(&mut self.pack, self.dm.store.pack_writer(0));
         if !pack.is_empty() {
             self.dm.store.put_pack(&pack.finish()).await?;
         }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datamon_chunk::{Chunker, ChunkerParams};
 use datamon_store::Index;
-use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, Tree, TreeEntry};
+use datamon_types::{BundleId, ChunkRef, ContentHasher, Hash, Node, RepoName, Tree, TreeEntry};
 use serde::Serialize;
 
 use crate::scan::{scan, FileJob, Scan, ScanDir, ScanKind};
@@ -213,6 +213,7 @@ impl Datamon {
             avg: c.chunk_avg,
             max: c.chunk_max,
         };
+        let hasher = self.store.hasher();
         let dir = dir.to_owned();
         // Nothing local is an error here: what upload would refuse is simply "not in the bundle".
         let d = dir.clone();
@@ -225,7 +226,7 @@ impl Datamon {
             .map(|c| c.map(|c| Node::file_hash(&c)))
             .collect();
         let (changes, remote) = tokio::task::spawn_blocking(move || {
-            compare_local(&remote, &dir, &scanned, &known, params).map(|c| (c, remote))
+            compare_local(&remote, &dir, &scanned, &known, params, hasher).map(|c| (c, remote))
         })
         .await??;
         Ok((changes, remote, index))
@@ -329,6 +330,7 @@ fn compare_local(
     scanned: &Scan,
     known: &[Option<Hash>],
     params: ChunkerParams,
+    hasher: ContentHasher,
 ) -> Result<LocalComparison> {
     let mut local: BTreeMap<String, Local> = BTreeMap::new();
     flatten(&scanned.root, "", &scanned.files, &mut local);
@@ -414,7 +416,7 @@ fn compare_local(
             _ => out.changes.push(change(path, ChangeKind::Deleted)),
         }
     }
-    let differing = hash_and_compare(&to_hash, params)?;
+    let differing = hash_and_compare(&to_hash, params, hasher)?;
     let differing_paths: HashSet<&str> = differing.iter().map(|c| c.path.as_str()).collect();
     for (path, file, _, touch) in &to_hash {
         if let (Some(t), false) = (touch, differing_paths.contains(path.as_str())) {
@@ -500,6 +502,7 @@ fn flatten(dir: &ScanDir, prefix: &str, files: &[FileJob], out: &mut BTreeMap<St
 fn hash_and_compare(
     items: &[(String, PathBuf, Hash, Option<i64>)],
     params: ChunkerParams,
+    hasher: ContentHasher,
 ) -> Result<Vec<Change>> {
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
@@ -518,7 +521,7 @@ fn hash_and_compare(
                         let mut chunks = Vec::new();
                         chunker
                             .chunk_reader(f, |d: &[u8]| -> std::io::Result<()> {
-                                chunks.push(ChunkRef(Hash::of(d), d.len() as u32));
+                                chunks.push(ChunkRef(hasher.hash(d), d.len() as u32));
                                 Ok(())
                             })
                             .map_err(Error::io(file))?;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use datamon_store::{keys, BlobRef, Index};
+use datamon_store::{keys, BlobRef, Index, Store};
 use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, TreeEntry};
 use regex::Regex;
 use serde::Serialize;
@@ -404,8 +404,9 @@ pub(crate) async fn fetch_run(
         .get_range(&key, run.start..run.end)
         .await
         .map_err(missing)?;
+    let s = store.clone();
     let (run, decoded) = tokio::task::spawn_blocking(move || {
-        let d = decode_run(&run, &bytes);
+        let d = decode_run(&s, &run, &bytes);
         (run, d)
     })
     .await?;
@@ -416,7 +417,8 @@ pub(crate) async fn fetch_run(
     if let Some(replica) = store.replica() {
         tracing::warn!(pack = %key, "{detail}; reading it from the replica");
         if let Ok(bytes) = replica.get_range(&key, run.start..run.end).await {
-            let again = tokio::task::spawn_blocking(move || decode_run(&run, &bytes)).await?;
+            let s = store.clone();
+            let again = tokio::task::spawn_blocking(move || decode_run(&s, &run, &bytes)).await?;
             if let Ok(data) = again {
                 return Ok(data);
             }
@@ -429,12 +431,13 @@ pub(crate) async fn fetch_run(
 }
 
 /// Decodes and verifies every chunk of a run read as `bytes`.
-fn decode_run(run: &Run, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+fn decode_run(store: &Store, run: &Run, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(run.chunks.iter().map(|(c, _)| c.1 as usize).sum());
     for (c, r) in &run.chunks {
         let at = (u64::from(r.offset) - run.start) as usize;
         let stored = &bytes[at..at + r.stored_len as usize];
-        let data = datamon_chunk::decode(stored, r.compression, c.1 as usize, &c.0)
+        let data = store
+            .decode_blob(stored, r.compression, c.1 as usize, &c.0)
             .map_err(|e| format!("chunk {} in pack {}: {e}", c.0, run.pack))?;
         out.extend_from_slice(&data);
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use datamon_store::{keys, BlobKind, Index};
+use datamon_store::{keys, BlobKind, Index, Store};
 use datamon_types::{Branch, BundleId, Hash, LabelName, LabelRecord, Node, RepoName};
 use serde::Serialize;
 
@@ -126,8 +126,9 @@ impl Datamon {
                     Err(e) => r.problems.push(format!("cannot read {key}: {e}")),
                     Ok(bytes) => {
                         progress.advance(bytes.len() as u64);
-                        let (verified, problems) =
-                            tokio::task::block_in_place(|| verify_pack(&key, pack, &bytes));
+                        let (verified, problems) = tokio::task::block_in_place(|| {
+                            verify_pack(&self.store, &key, pack, &bytes)
+                        });
                         r.blobs_verified += verified;
                         r.problems.extend(problems);
                     }
@@ -245,14 +246,14 @@ struct RepoRefs {
 }
 
 /// Verifies a whole pack: its name, footer, and every blob's hash.
-fn verify_pack(key: &str, id: &Hash, bytes: &[u8]) -> (u64, Vec<String>) {
+fn verify_pack(store: &Store, key: &str, id: &Hash, bytes: &[u8]) -> (u64, Vec<String>) {
     let mut problems = Vec::new();
     if Hash::of(bytes) != *id {
         problems.push(format!(
             "pack {key}: content does not match its name (damaged)"
         ));
     }
-    let entries = match datamon_store::parse_footer(bytes, key) {
+    let entries = match store.parse_footer(bytes, key) {
         Ok(e) => e,
         Err(e) => {
             problems.push(e.to_string());
@@ -262,7 +263,7 @@ fn verify_pack(key: &str, id: &Hash, bytes: &[u8]) -> (u64, Vec<String>) {
     let mut verified = 0;
     for e in entries {
         let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-        match datamon_chunk::decode(stored, e.compression, e.raw_len as usize, &e.hash) {
+        match store.decode_blob(stored, e.compression, e.raw_len as usize, &e.hash) {
             Ok(_) => verified += 1,
             Err(err) => problems.push(format!("pack {key}: blob {}: {err}", e.hash)),
         }

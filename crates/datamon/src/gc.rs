@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use datamon_store::{keys, BlobKind, Index, PackEntry, PackWriter};
+use datamon_store::{keys, BlobKind, Index, PackEntry};
 use datamon_types::{Bundle, BundleId, Hash, Node, RepoName};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -218,7 +218,7 @@ impl Datamon {
             for pack in &plan.packs {
                 match self.store.get(&keys::index(pack)).await {
                     Ok(b) => {
-                        let (_, es) = Index::decode_object(&b, &keys::index(pack))?;
+                        let (_, es) = self.store.decode_index_object(&keys::index(pack), b)?;
                         entries.extend(es.into_iter().map(|e| (*pack, e)));
                     }
                     // Being deleted right now: its blobs are checked against the index below.
@@ -286,7 +286,7 @@ impl Datamon {
             }
             used.sort_by_key(|(_, e)| e.hash);
             used.dedup_by_key(|(_, e)| e.hash);
-            let mut w = PackWriter::new(0);
+            let mut w = self.store.pack_writer(0);
             for (pack, e) in used {
                 let range = u64::from(e.offset)..u64::from(e.offset) + u64::from(e.stored_len);
                 let stored = match self.store.get_range(&keys::pack(&pack), range).await {
@@ -298,7 +298,7 @@ impl Datamon {
                     }
                     r => r?,
                 };
-                w.add(e.hash, e.kind, e.compression, e.raw_len as usize, &stored);
+                w.add_stored(&e, &stored);
             }
             let p = w.finish();
             tracing::debug!(pack = %p.id, blobs = p.entries.len(), "kept blobs a gc plan condemned");
@@ -368,7 +368,7 @@ impl Datamon {
                 Err(datamon_store::Error::NotFound { .. }) => return Ok(None),
                 r => r?,
             };
-            let (pack, entries) = Index::decode_object(&b, &k)?;
+            let (pack, entries) = self.store.decode_index_object(&k, b)?;
             let bytes = sizes.get(&keys::pack(&pack)).copied().unwrap_or(0);
             Ok::<_, Error>(Some((pack, entries, bytes, t)))
         }))

@@ -70,7 +70,10 @@ pub use compare::{
     DeepOptions, DeepStep, InputOrigin, InputTrace, LeftOut, RowBundle, RunFilter, RunRow, RunSort,
     RunTable, Variation, VaryGroup, VaryRun,
 };
-pub use datamon_store::{Store, StoreCheck, StoreUrl, SyncReport};
+pub use datamon_store::{
+    generate_key_file, Error as StoreError, KeyInfo, KeyKind, Secret, Store, StoreCheck, StoreUrl,
+    SyncReport, Unlock, ENV_KEY_FILE, ENV_PASSPHRASE, ENV_PASSPHRASE_FILE,
+};
 pub use datamon_types as types;
 pub use datamon_types::{
     Branch, BranchName, Bundle, BundleId, BundleStats, CodeVersion, Hash, LabelName, LabelRecord,
@@ -110,6 +113,15 @@ pub struct OpenOptions {
     pub store_options: Vec<(String, String)>,
     /// How many files or objects to transfer at once (default: chosen from the CPU count).
     pub concurrency: Option<usize>,
+    /// What opens an encrypted store (default: the secrets the environment names, see
+    /// [`Unlock::from_env`]).
+    pub unlock: Option<Unlock>,
+}
+
+impl OpenOptions {
+    fn unlock(&self) -> Unlock {
+        self.unlock.clone().unwrap_or_else(Unlock::from_env)
+    }
 }
 
 /// An opened datamon store: the entry point of the library.
@@ -127,7 +139,25 @@ impl Datamon {
     /// # Errors
     /// An invalid or unreachable store.
     pub async fn open(url: &str, options: OpenOptions) -> Result<Datamon> {
-        let store = Store::open(url, &options.store_options).await?;
+        let store = Store::open_with(url, &options.store_options, &options.unlock()).await?;
+        Ok(Self::with_store(store, options))
+    }
+
+    /// Creates an encrypted store at `url` (`docs/security.md`) that `secret` opens, its key
+    /// named `key_name`, and opens it. Every object but the config and the key objects is
+    /// sealed, and chunk ids are keyed hashes.
+    ///
+    /// # Errors
+    /// A store already at `url` (encryption is chosen when a store is created); a store error.
+    pub async fn create_encrypted(
+        url: &str,
+        secret: &Secret,
+        key_name: &str,
+        options: OpenOptions,
+    ) -> Result<Datamon> {
+        let author = options.author.clone().unwrap_or_else(|| "unknown".into());
+        let store =
+            Store::create_encrypted(url, &options.store_options, secret, key_name, &author).await?;
         Ok(Self::with_store(store, options))
     }
 
@@ -142,7 +172,13 @@ impl Datamon {
         replica: &str,
         options: OpenOptions,
     ) -> Result<Datamon> {
-        let store = Store::open_with_replica(url, replica, &options.store_options).await?;
+        let store = Store::open_with_replica_unlocked(
+            url,
+            replica,
+            &options.store_options,
+            &options.unlock(),
+        )
+        .await?;
         Ok(Self::with_store(store, options))
     }
 
@@ -173,7 +209,7 @@ impl Datamon {
     /// # Errors
     /// A store error of either side.
     pub async fn sync_stores(from: &str, to: &str, options: &OpenOptions) -> Result<SyncReport> {
-        let src = Store::open(from, &options.store_options).await?;
+        let src = Store::open_with(from, &options.store_options, &options.unlock()).await?;
         Ok(src.sync_to(to, &options.store_options).await?)
     }
 

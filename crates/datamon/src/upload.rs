@@ -18,8 +18,8 @@ use chrono::Utc;
 use datamon_chunk::{Chunker, ChunkerParams};
 use datamon_store::{BlobKind, FinishedPack, Index, PackWriter, Store};
 use datamon_types::{
-    BranchName, Bundle, BundleId, BundleStats, ChunkRef, Hash, LabelName, Node, RepoName, Tree,
-    TreeEntry, DEFAULT_BRANCH,
+    BranchName, Bundle, BundleId, BundleStats, ChunkRef, ContentHasher, Hash, LabelName, Node,
+    RepoName, Tree, TreeEntry, DEFAULT_BRANCH,
 };
 use tokio::sync::mpsc;
 
@@ -108,6 +108,9 @@ impl CompressProbe {
 
 /// State shared by the reader threads of one upload.
 struct Shared<'a> {
+    /// The store: its pack writers seal, and its hasher names content, in an encrypted store.
+    store: &'a Store,
+    hasher: ContentHasher,
     index: &'a Index,
     /// Blobs added by this upload (so two workers never store the same chunk twice).
     added: Mutex<HashSet<Hash>>,
@@ -166,8 +169,8 @@ impl Shared<'_> {
     /// An empty pack, on a recycled buffer when one is free.
     fn new_pack(&self) -> PackWriter {
         match self.buffers.lock().expect("not poisoned").pop() {
-            Some(buf) => PackWriter::with_buffer(buf),
-            None => PackWriter::new(self.pack_size),
+            Some(buf) => self.store.pack_writer_with_buffer(buf),
+            None => self.store.pack_writer(self.pack_size),
         }
     }
 
@@ -199,7 +202,7 @@ impl Shared<'_> {
             if self.failed.load(Ordering::Relaxed) {
                 return Err(ReadError::Other(Error::Task("upload aborted".into())));
             }
-            let hash = Hash::of(data);
+            let hash = self.hasher.hash(data);
             chunks.push(ChunkRef(hash, data.len() as u32));
             self.store_blob(pack, hash, BlobKind::Data, data, Some(&mut probe))
                 .map_err(ReadError::Other)?;
@@ -362,6 +365,8 @@ impl Datamon {
         // through the bounded channel. block_in_place lets those threads borrow `progress`,
         // the index and the scan, while the runtime keeps running the uploader.
         let shared = Shared {
+            store: &self.store,
+            hasher: self.store.hasher(),
             index: &index,
             added: Mutex::new(HashSet::new()),
             tx,
@@ -647,7 +652,7 @@ fn build_tree(
         });
     }
     let bytes = tree.to_bytes();
-    let hash = Hash::of(&bytes);
+    let hash = shared.hasher.hash(&bytes);
     shared.store_blob(pack, hash, BlobKind::Tree, &bytes, None)?;
     Ok(hash)
 }

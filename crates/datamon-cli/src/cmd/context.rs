@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Subcommand)]
 pub enum ContextCmd {
     /// Name a store (checks that it is reachable, writable and honours create-if-absent)
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List contexts: name , store (`*` marks the current one)
     List(ListArgs),
     /// Show a context (default: the current one); exit code 2 if it does not exist
@@ -51,6 +51,18 @@ pub struct CreateArgs {
     /// Also make it the current context
     #[arg(long = "use")]
     make_current: bool,
+    /// Create the store encrypted (it must not exist yet): contents, names and messages are
+    /// sealed, chunk ids keyed. Opened by a passphrase (DATAMON_PASSPHRASE, DATAMON_PASSPHRASE_FILE
+    /// or a prompt) or by --key-file (see docs/security.md)
+    #[arg(long)]
+    encrypt: bool,
+    /// The key file that opens the store, remembered by the context (with --encrypt: created
+    /// when missing, and the store's first key)
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
+    /// With --encrypt: the name of the first key (default: the author)
+    #[arg(long, value_name = "NAME", requires = "encrypt")]
+    key_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +150,15 @@ impl CreateArgs {
     }
 }
 
+/// Whether `e` says a store is encrypted and no secret was given.
+fn is_locked_without_secret(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<datamon::Error>().is_some_and(|d| {
+            matches!(d.root(), datamon::Error::Store(datamon::StoreError::Locked { detail }) if detail.contains("is encrypted"))
+        })
+    })
+}
+
 impl ContextCmd {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let mut config = ctx.home.load()?;
@@ -196,6 +217,34 @@ impl ContextCmd {
                             format!("the replica of the new context cannot be used: {replica}")
                         })?;
                 }
+                let key_file = match &a.key_file {
+                    Some(f) if f.is_relative() => Some(std::env::current_dir()?.join(f)),
+                    f => f.clone(),
+                };
+                if a.encrypt {
+                    if a.replica.is_some() {
+                        bail!("--encrypt with --replica: create the encrypted store first, then sync it into the replica with `datamon store sync`");
+                    }
+                    let secret = super::key::new_secret(
+                        key_file.as_deref(),
+                        &[super::key::ENV_NEW_PASSPHRASE, datamon::ENV_PASSPHRASE],
+                        &[
+                            super::key::ENV_NEW_PASSPHRASE_FILE,
+                            datamon::ENV_PASSPHRASE_FILE,
+                        ],
+                        &format!("the new store {store_url}"),
+                    )?;
+                    let author = ctx.author();
+                    let o = datamon::OpenOptions {
+                        author: Some(author.clone()),
+                        store_options: opts.store_options.clone(),
+                        ..Default::default()
+                    };
+                    let key_name = a.key_name.clone().unwrap_or(author);
+                    datamon::Datamon::create_encrypted(&store_url, &secret, &key_name, o)
+                        .await
+                        .context("cannot create the encrypted store")?;
+                }
                 let opened = match &a.replica {
                     Some(replica) => {
                         let o = datamon::OpenOptions {
@@ -204,18 +253,33 @@ impl ContextCmd {
                         };
                         datamon::Datamon::open_with_replica(&store_url, replica, o)
                             .await
-                            .map(drop)
+                            .map(|d| d.store().is_encrypted())
                             .map_err(anyhow::Error::from)
                     }
-                    None => probe.open().await.map(drop),
+                    None if a.encrypt => Ok(true),
+                    None => probe.open_for_context(key_file.as_deref()).await,
                 };
-                opened.context("the store of the new context cannot be used")?;
+                let encrypted = match opened {
+                    Ok(encrypted) => encrypted,
+                    // Naming an encrypted store needs no key yet; every command will.
+                    Err(e) if is_locked_without_secret(&e) => {
+                        eprintln!(
+                            "note: the store is encrypted: its commands need a passphrase \
+                             (DATAMON_PASSPHRASE, DATAMON_PASSPHRASE_FILE, a prompt) or a key \
+                             file (--key-file)"
+                        );
+                        true
+                    }
+                    Err(e) => return Err(e.context("the store of the new context cannot be used")),
+                };
                 config.contexts.insert(
                     name.clone(),
                     ContextEntry {
                         store: store_url.clone(),
                         replica: a.replica.clone(),
                         description: a.description.clone(),
+                        encrypted,
+                        key_file,
                     },
                 );
                 if a.make_current {

@@ -70,6 +70,7 @@ impl CsiArgs {
             cache_dir: Some(ctx.home.cache_dir()),
             store_options: Ctx::store_options(),
             concurrency: ctx.global.concurrency,
+            unlock: None,
         };
         opts.controller = self.controller || both;
         opts.node = self.node || both;

@@ -9,6 +9,7 @@ pub mod delete;
 pub mod diamond;
 pub mod fuse_inputs;
 pub mod gc;
+pub mod key;
 pub mod label;
 pub mod lineage;
 pub mod localize;
@@ -35,6 +36,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Diamond(c) => c.run(ctx).await,
         Command::Context(c) => c.run(ctx).await,
         Command::Store(c) => c.run(ctx).await,
+        Command::Key(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
         Command::Gc(a) => gc::run(a, ctx).await,

@@ -11,6 +11,7 @@ mod context;
 mod diamond;
 mod diff;
 mod download;
+mod encryption;
 mod errors;
 mod faults;
 mod labels_branches;

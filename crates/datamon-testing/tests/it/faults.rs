@@ -30,6 +30,7 @@ async fn open(url: &str, options: Vec<(String, String)>) -> Datamon {
             cache_dir: None,
             store_options: options,
             concurrency: Some(4),
+            unlock: None,
         },
     )
     .await
@@ -239,6 +240,7 @@ async fn replica_serves_reads_when_the_primary_fails() {
         cache_dir: None,
         store_options: options.clone(),
         concurrency: Some(4),
+        unlock: None,
     };
     let dm = Datamon::open_with_replica(&url, &rep_url, opts())
         .await

@@ -3,4 +3,5 @@
 //! `datamon_testing::backends`); `scripts/servers/up.sh` starts them.
 
 mod conformance;
+mod encryption;
 mod faults;

@@ -239,6 +239,8 @@ struct Multi {
 /// What the blocking tasks share.
 #[derive(Debug)]
 struct Shared {
+    /// Opens (in an encrypted store), decodes and verifies blobs.
+    store: Store,
     dest: PathBuf,
     packs: Vec<Hash>,
     files: Vec<FileOut>,
@@ -325,6 +327,7 @@ pub(crate) async fn execute(
         multi_pieces,
     } = plan;
     let shared = Arc::new(Shared {
+        store: store.clone(),
         dest: dest.to_owned(),
         packs,
         files,
@@ -589,15 +592,16 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
             _ => {
                 let from = usize::try_from(u64::from(p.offset) - region.start).expect("in memory");
                 let stored = &bytes[from..from + p.stored_len as usize];
-                let data =
-                    datamon_chunk::decode(stored, p.compression, p.raw_len as usize, &p.hash)
-                        .map_err(|e| RegionError::Verify {
-                            file: p.file,
-                            detail: format!(
-                                "chunk {} in pack {}: {e}",
-                                p.hash, sh.packs[p.pack as usize]
-                            ),
-                        })?;
+                let data = sh
+                    .store
+                    .decode_blob(stored, p.compression, p.raw_len as usize, &p.hash)
+                    .map_err(|e| RegionError::Verify {
+                        file: p.file,
+                        detail: format!(
+                            "chunk {} in pack {}: {e}",
+                            p.hash, sh.packs[p.pack as usize]
+                        ),
+                    })?;
                 let at = match data {
                     Cow::Borrowed(_) => from,
                     Cow::Owned(data) => {

@@ -231,7 +231,7 @@ impl Vfs {
         let loc = self.inner.disk.locate(std::slice::from_ref(c))[0]?;
         let mut b = vec![0u8; c.1 as usize];
         self.inner.disk.read_at(loc.seg, loc.off, &mut b).ok()?;
-        if Hash::of(&b) != c.0 {
+        if self.inner.dm.store.hasher().hash(&b) != c.0 {
             self.inner.disk.invalidate(&c.0);
             return None;
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use datamon_types::{ChunkRef, Hash};
+use datamon_types::ChunkRef;
 
 use super::{lock, vfs_err, Vfs};
 use crate::{Result, VfsErrorKind};
@@ -117,7 +117,7 @@ impl Vfs {
                     let before = missing.len();
                     for k in i..j {
                         let bytes = &buf[starts[k]..starts[k + 1]];
-                        if Hash::of(bytes) != chunks[k].0 {
+                        if self.inner.dm.store.hasher().hash(bytes) != chunks[k].0 {
                             disk.invalidate(&chunks[k].0);
                             missing.push(k);
                         }
