@@ -41,6 +41,13 @@ pub struct ContextEntry {
     /// A key file that opens the (encrypted) store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<std::path::PathBuf>,
+    /// The identity file that signs this context's writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<std::path::PathBuf>,
+    /// The store's trust root (public key, hex), pinned when first seen: a store whose trust
+    /// list does not start with it, or has none, is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<String>,
 }
 
 #[derive(Debug, Clone)]

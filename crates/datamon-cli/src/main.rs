@@ -97,6 +97,12 @@ pub(crate) enum Command {
     /// Encrypted stores: key files, and the passphrases and key files that open the store
     #[command(subcommand)]
     Key(cmd::key::KeyCmd),
+    /// The ed25519 identity that signs this user's writes
+    #[command(subcommand)]
+    Identity(cmd::trust::IdentityCmd),
+    /// Signed writes: the store's list of trusted writers, and what each may write
+    #[command(subcommand)]
+    Trust(cmd::trust::TrustCmd),
     /// Settings of this user (author name)
     #[command(subcommand)]
     Config(cmd::misc::ConfigCmd),
@@ -212,19 +218,63 @@ impl Ctx {
 
     /// What opens an encrypted store: `DATAMON_PASSPHRASE`, `DATAMON_PASSPHRASE_FILE`,
     /// `DATAMON_KEY_FILE`, then the context's key file.
+    /// Also the identity that signs writes (`DATAMON_SIGNING_KEY_FILE`, else the context's)
+    /// and the context's pinned trust root.
     pub(crate) fn unlock(&self) -> anyhow::Result<datamon::Unlock> {
         let mut unlock = datamon::Unlock::from_env();
-        if let Some(f) = self.context_entry()?.and_then(|c| c.key_file) {
+        let entry = self.context_entry()?;
+        if let Some(f) = entry.as_ref().and_then(|c| c.key_file.clone()) {
             let secret = datamon::Secret::key_file(&f)
                 .with_context(|| format!("cannot read the context's key file {}", f.display()))?;
             unlock.add(secret, f.display().to_string());
         }
+        if std::env::var_os(datamon::ENV_SIGNING_KEY_FILE).is_none() {
+            if let Some(f) = entry.as_ref().and_then(|c| c.signing_key.clone()) {
+                let id = datamon::Identity::from_file(&f).with_context(|| {
+                    format!("cannot read the context's signing key {}", f.display())
+                })?;
+                unlock.set_identity(id);
+            }
+        }
+        if std::env::var_os(datamon::ENV_TRUST_ROOT).is_none() {
+            if let Some(root) = entry.and_then(|c| c.trust_root) {
+                unlock.pin_trust_root(root);
+            }
+        }
         Ok(unlock)
+    }
+
+    /// The identity file in use: `DATAMON_SIGNING_KEY_FILE`, else the context's.
+    pub(crate) fn identity_file(&self) -> anyhow::Result<Option<PathBuf>> {
+        if let Some(f) = std::env::var_os(datamon::ENV_SIGNING_KEY_FILE) {
+            return Ok(Some(PathBuf::from(f)));
+        }
+        Ok(self.context_entry()?.and_then(|c| c.signing_key))
+    }
+
+    /// Pins `root` as the trust root of the context in use (when it is a named context with
+    /// none yet).
+    pub(crate) fn pin_trust_root(&self, root: &str) -> anyhow::Result<()> {
+        if self.global.store.is_some() {
+            return Ok(());
+        }
+        let mut config = self.home.load()?;
+        let name = self.context_name(&config);
+        if let Some(c) = config.contexts.get_mut(&name) {
+            if c.trust_root.is_none() {
+                c.trust_root = Some(root.to_owned());
+                self.home.save(&config)?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens the store of a context being created (with its key file, if any, and no prompt);
     /// returns whether it is encrypted.
-    pub(crate) async fn open_for_context(&self, key_file: Option<&Path>) -> anyhow::Result<bool> {
+    pub(crate) async fn open_for_context(
+        &self,
+        key_file: Option<&Path>,
+    ) -> anyhow::Result<(bool, Option<String>)> {
         let url = self.store_url()?;
         let mut unlock = datamon::Unlock::from_env();
         if let Some(f) = key_file {
@@ -234,7 +284,8 @@ impl Ctx {
             .open_with(&url, unlock)
             .await
             .with_context(|| format!("cannot open store {url}"))?;
-        Ok(dm.store().is_encrypted())
+        let s = dm.store();
+        Ok((s.is_encrypted(), s.trust_root().map(str::to_owned)))
     }
 
     pub(crate) async fn open(&self) -> anyhow::Result<datamon::Datamon> {

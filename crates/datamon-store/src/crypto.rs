@@ -147,13 +147,16 @@ pub fn generate_key_file(path: &Path) -> Result<()> {
     f.sync_all().map_err(io)
 }
 
-/// What may open an encrypted store: any of the secrets given (tried in order).
+/// What an opener holds: the secrets that may open an encrypted store (tried in order), the
+/// identity that signs its writes, and the trust root it expects of the store's trust list.
 #[derive(Debug, Clone, Default)]
 pub struct Unlock {
     secrets: Vec<Secret>,
     /// Where the secrets came from, for error messages ("DATAMON_PASSPHRASE", a path).
     sources: Vec<String>,
     problems: Vec<String>,
+    pub(crate) identity: Option<Arc<crate::sign::Identity>>,
+    pub(crate) trust_root: Option<String>,
 }
 
 impl Unlock {
@@ -199,7 +202,30 @@ impl Unlock {
                 Err(e) => u.problems.push(format!("{ENV_KEY_FILE}: {e}")),
             }
         }
+        if let Some(p) = std::env::var_os(crate::sign::ENV_SIGNING_KEY_FILE) {
+            match crate::sign::Identity::from_file(Path::new(&p)) {
+                Ok(id) => u.set_identity(id),
+                Err(e) => tracing::warn!(
+                    "{}: {e}; writes are not signed",
+                    crate::sign::ENV_SIGNING_KEY_FILE
+                ),
+            }
+        }
+        if let Ok(r) = std::env::var(crate::sign::ENV_TRUST_ROOT) {
+            u.pin_trust_root(r);
+        }
         u
+    }
+
+    /// Signs this opener's writes with `identity` (see `docs/security.md`).
+    pub fn set_identity(&mut self, identity: crate::sign::Identity) {
+        self.identity = Some(Arc::new(identity));
+    }
+
+    /// Refuses a store whose trust list does not start with `root` (a public key, hex), or
+    /// that has none.
+    pub fn pin_trust_root(&mut self, root: impl Into<String>) {
+        self.trust_root = Some(root.into());
     }
 
     /// Adds the secrets of `other` after these.
@@ -207,6 +233,8 @@ impl Unlock {
         self.secrets.extend(other.secrets);
         self.sources.extend(other.sources);
         self.problems.extend(other.problems);
+        self.identity = self.identity.take().or(other.identity);
+        self.trust_root = self.trust_root.take().or(other.trust_root);
     }
 
     /// Whether no secret was given.

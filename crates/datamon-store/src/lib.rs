@@ -36,6 +36,7 @@ mod pack;
 mod replica;
 mod retry;
 mod sequence;
+mod sign;
 mod store;
 mod sync;
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use crypto::{
 pub use error::{Error, ErrorKind, Result, StoreCheck};
 pub use index::{BlobRef, Index};
 pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};
+pub use sign::{Identity, TrustedKey, ENV_SIGNING_KEY_FILE, ENV_TRUST_ROOT, TRUST};
 pub use store::{Store, MULTIPART_PART, MULTIPART_THRESHOLD};
 pub use sync::SyncReport;
 pub use url::StoreUrl;

@@ -95,7 +95,11 @@ impl Store {
                 rep.unlock(unlock).await?;
                 let mut p = Store::open_raw(url, options)?;
                 p.config = rep.config.clone();
+                rep.identity = unlock.identity.clone();
+                rep.load_trust(unlock.trust_root.as_deref()).await?;
                 p.sealer = rep.sealer.clone();
+                p.identity = rep.identity.clone();
+                p.policy = rep.policy.clone();
                 let rep = Replica::new(rep);
                 rep.suspend_primary();
                 p.replica = Some(std::sync::Arc::new(rep));
@@ -112,6 +116,8 @@ impl Store {
         }
         rep.config = rep.load_or_create_config().await?;
         rep.sealer = primary.sealer.clone();
+        rep.identity = primary.identity.clone();
+        rep.policy = primary.policy.clone();
         primary.replica = Some(std::sync::Arc::new(Replica::new(rep)));
         Ok(primary)
     }

@@ -17,7 +17,12 @@ impl Store {
         let mut out = Vec::new();
         for (key, _) in self.list(prefix).await? {
             if let Some(seq) = parse_seq(prefix, &key) {
-                out.push((seq, self.get_json(&key).await?));
+                match self.get_json(&key).await {
+                    Ok(r) => out.push((seq, r)),
+                    // Removed since the listing, or ignored (not signed by a trusted key).
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)
@@ -28,16 +33,32 @@ impl Store {
     /// # Errors
     /// A backend error or a damaged record.
     pub async fn last_record<T: DeserializeOwned>(&self, prefix: &str) -> Result<Option<(u64, T)>> {
-        let last = self
+        Ok(self.last_record_and_max(prefix).await?.0)
+    }
+
+    /// The last record that can be believed (records a trust list makes ignored are skipped),
+    /// and the greatest sequence number listed.
+    async fn last_record_and_max<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<(Option<(u64, T)>, u64)> {
+        let mut seqs: Vec<u64> = self
             .list(prefix)
             .await?
             .iter()
             .filter_map(|(k, _)| parse_seq(prefix, k))
-            .max();
-        match last {
-            Some(seq) => Ok(Some((seq, self.get_json(&keys::seq(prefix, seq)).await?))),
-            None => Ok(None),
+            .collect();
+        seqs.sort_unstable();
+        let max = seqs.last().copied().unwrap_or(0);
+        for &seq in seqs.iter().rev() {
+            match self.get_json(&keys::seq(prefix, seq)).await {
+                Ok(r) => return Ok((Some((seq, r)), max)),
+                // With a trust list, an ignored record gives way to the one before it.
+                Err(Error::NotFound { .. }) if self.policy.is_some() => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok((None, max))
     }
 
     /// Appends a record to a sequence: `make` gets the current last record and returns the new
@@ -62,8 +83,8 @@ impl Store {
         let started = std::time::Instant::now();
         let mut retry = 0;
         loop {
-            let last = self.last_record::<T>(prefix).await?;
-            let next = last.as_ref().map_or(1, |(s, _)| s + 1);
+            let (last, max) = self.last_record_and_max::<T>(prefix).await?;
+            let next = max + 1;
             let record = make(last.as_ref().map(|(_, r)| r))?;
             match self.create_json(&keys::seq(prefix, next), &record).await {
                 Ok(()) => return Ok((next, record)),

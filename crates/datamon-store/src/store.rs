@@ -41,6 +41,10 @@ pub struct Store {
     pub(crate) config: StoreConfig,
     /// The keys of an encrypted store, once unlocked (`crypto.rs`).
     pub(crate) sealer: Option<Arc<Sealer>>,
+    /// Signs the records this opener writes (`sign.rs`).
+    pub(crate) identity: Option<Arc<crate::sign::Identity>>,
+    /// The trust list in force, when the store has one (`sign.rs`).
+    pub(crate) policy: Option<Arc<crate::sign::Policy>>,
 }
 
 impl Store {
@@ -66,6 +70,8 @@ impl Store {
         let mut store = Store::open_raw(url, options)?;
         store.config = store.load_or_create_config().await?;
         store.unlock(unlock).await?;
+        store.identity = unlock.identity.clone();
+        store.load_trust(unlock.trust_root.as_deref()).await?;
         Ok(store)
     }
 
@@ -85,6 +91,8 @@ impl Store {
             url,
             config: default_config(),
             sealer: None,
+            identity: None,
+            policy: None,
         }
     }
 
@@ -236,6 +244,7 @@ impl Store {
     /// [`Error::NotFound`], [`Error::Json`] or a backend error.
     async fn get_json_primary<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
         let b = self.open_for(key, self.get_primary(key).await?)?;
+        let b = self.believe(key, b)?;
         serde_json::from_slice(&b).map_err(|source| Error::Json {
             key: key.to_owned(),
             source,
@@ -590,7 +599,14 @@ impl Store {
     /// # Errors
     /// [`Error::AlreadyExists`] or a backend error.
     pub async fn create_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        let b = serde_json::to_vec_pretty(value).expect("records always serialize");
+        let mut b = serde_json::to_vec_pretty(value).expect("records always serialize");
+        if let Some(id) = self
+            .identity
+            .as_deref()
+            .filter(|_| crate::sign::signed_key(key))
+        {
+            b = crate::sign::envelope(id, key, &b);
+        }
         self.create(key, Bytes::from(self.seal_for(key, b))).await
     }
 

@@ -152,7 +152,11 @@ impl Store {
         let Ok(record) = self.open_for(branch_key, bytes::Bytes::copy_from_slice(record)) else {
             return Ok(());
         };
-        let Ok(Head { head: Some(id) }) = serde_json::from_slice::<Head>(&record) else {
+        let record = match crate::sign::open_envelope(branch_key, &record) {
+            Ok(Some((_, payload))) => payload,
+            _ => &record[..],
+        };
+        let Ok(Head { head: Some(id) }) = serde_json::from_slice::<Head>(record) else {
             return Ok(());
         };
         let bundle = keys::bundle(repo, &id);

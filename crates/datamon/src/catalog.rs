@@ -22,6 +22,11 @@ const FETCH_CONCURRENCY: usize = 64;
 
 impl Datamon {
     fn catalog_file(&self, name: &str) -> Option<PathBuf> {
+        // With a trust list, what is believed can change (a key is removed from it): no copy
+        // is kept, every query reads the records.
+        if self.store.trust_list().is_some() {
+            return None;
+        }
         self.cache_dir.as_ref().map(|d| {
             d.join("catalog")
                 .join(&self.store.config().id)
@@ -52,13 +57,20 @@ impl Datamon {
             let fetched: Vec<(String, T)> = futures::stream::iter(missing.into_iter().map(|k| {
                 let k = k.clone();
                 async move {
-                    let v: T = self.store.get_json(&k).await?;
-                    Ok::<_, Error>((k, v))
+                    match self.store.get_json::<T>(&k).await {
+                        Ok(v) => Ok(Some((k, v))),
+                        // Removed meanwhile, or ignored by the trust list.
+                        Err(datamon_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(Error::from(e)),
+                    }
                 }
             }))
             .buffer_unordered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<Option<(String, T)>>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
             if let Some(f) = file {
                 let mut lines = String::new();
                 for (k, v) in &fetched {
@@ -138,14 +150,24 @@ impl Datamon {
                 futures::stream::iter(missing.into_iter().map(|k| {
                     let k = k.clone();
                     async move {
-                        let v: T = self.store.get_json(&k).await?;
-                        let json = serde_json::to_string(&v).expect("records always serialize");
-                        Ok::<_, Error>((k, json))
+                        match self.store.get_json::<T>(&k).await {
+                            Ok(v) => {
+                                let json =
+                                    serde_json::to_string(&v).expect("records always serialize");
+                                Ok(Some((k, json)))
+                            }
+                            // Removed meanwhile, or ignored by the trust list.
+                            Err(datamon_store::Error::NotFound { .. }) => Ok(None),
+                            Err(e) => Err(Error::from(e)),
+                        }
                     }
                 }))
                 .buffer_unordered(FETCH_CONCURRENCY)
-                .try_collect()
-                .await?;
+                .try_collect::<Vec<Option<(String, String)>>>()
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
             if let Some(f) = file {
                 let mut lines = String::new();
                 for (k, json) in &fetched {

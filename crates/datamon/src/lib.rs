@@ -71,8 +71,9 @@ pub use compare::{
     RunTable, Variation, VaryGroup, VaryRun,
 };
 pub use datamon_store::{
-    generate_key_file, Error as StoreError, KeyInfo, KeyKind, Secret, Store, StoreCheck, StoreUrl,
-    SyncReport, Unlock, ENV_KEY_FILE, ENV_PASSPHRASE, ENV_PASSPHRASE_FILE,
+    generate_key_file, Error as StoreError, Identity, KeyInfo, KeyKind, Secret, Store, StoreCheck,
+    StoreUrl, SyncReport, TrustedKey, Unlock, ENV_KEY_FILE, ENV_PASSPHRASE, ENV_PASSPHRASE_FILE,
+    ENV_SIGNING_KEY_FILE, ENV_TRUST_ROOT,
 };
 pub use datamon_types as types;
 pub use datamon_types::{

@@ -391,13 +391,21 @@ impl Datamon {
     pub async fn list_bundles(&self, repo: &RepoName) -> Result<Vec<Bundle>> {
         self.get_repo(repo).await?;
         let ids = self.bundle_ids(repo).await?;
-        futures::stream::iter(
-            ids.into_iter()
-                .map(|id| async move { self.get_bundle_record(repo, &id).await }),
-        )
-        .buffered(32)
-        .try_collect()
-        .await
+        let found: Vec<Option<Bundle>> =
+            futures::stream::iter(ids.into_iter().map(|id| async move {
+                match self.get_bundle_record(repo, &id).await {
+                    Ok(b) => Ok(Some(b)),
+                    // Ignored by the store's trust list (reported as it is read).
+                    Err(Error::BundleNotFound { .. }) if self.store.trust_list().is_some() => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }))
+            .buffered(32)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// The current value of a label.

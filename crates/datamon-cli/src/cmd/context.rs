@@ -60,6 +60,9 @@ pub struct CreateArgs {
     /// when missing, and the store's first key)
     #[arg(long, value_name = "PATH")]
     key_file: Option<std::path::PathBuf>,
+    /// The identity file that signs this context's writes (`datamon identity generate`)
+    #[arg(long, value_name = "PATH")]
+    signing_key: Option<std::path::PathBuf>,
     /// With --encrypt: the name of the first key (default: the author)
     #[arg(long, value_name = "NAME", requires = "encrypt")]
     key_name: Option<String>,
@@ -217,6 +220,13 @@ impl ContextCmd {
                             format!("the replica of the new context cannot be used: {replica}")
                         })?;
                 }
+                let signing_key = match &a.signing_key {
+                    Some(f) => {
+                        datamon::Identity::from_file(f)?;
+                        Some(std::path::absolute(f)?)
+                    }
+                    None => None,
+                };
                 let key_file = match &a.key_file {
                     Some(f) if f.is_relative() => Some(std::env::current_dir()?.join(f)),
                     f => f.clone(),
@@ -253,14 +263,17 @@ impl ContextCmd {
                         };
                         datamon::Datamon::open_with_replica(&store_url, replica, o)
                             .await
-                            .map(|d| d.store().is_encrypted())
+                            .map(|d| {
+                                let s = d.store();
+                                (s.is_encrypted(), s.trust_root().map(str::to_owned))
+                            })
                             .map_err(anyhow::Error::from)
                     }
-                    None if a.encrypt => Ok(true),
+                    None if a.encrypt => Ok((true, None)),
                     None => probe.open_for_context(key_file.as_deref()).await,
                 };
-                let encrypted = match opened {
-                    Ok(encrypted) => encrypted,
+                let (encrypted, trust_root) = match opened {
+                    Ok(o) => o,
                     // Naming an encrypted store needs no key yet; every command will.
                     Err(e) if is_locked_without_secret(&e) => {
                         eprintln!(
@@ -268,7 +281,7 @@ impl ContextCmd {
                              (DATAMON_PASSPHRASE, DATAMON_PASSPHRASE_FILE, a prompt) or a key \
                              file (--key-file)"
                         );
-                        true
+                        (true, None)
                     }
                     Err(e) => return Err(e.context("the store of the new context cannot be used")),
                 };
@@ -280,6 +293,8 @@ impl ContextCmd {
                         description: a.description.clone(),
                         encrypted,
                         key_file,
+                        signing_key,
+                        trust_root,
                     },
                 );
                 if a.make_current {

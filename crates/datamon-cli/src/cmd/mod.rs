@@ -20,6 +20,7 @@ pub mod repo;
 pub mod run;
 pub mod sidecar;
 pub mod store;
+pub mod trust;
 pub mod web;
 pub mod worktree;
 
@@ -37,6 +38,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Context(c) => c.run(ctx).await,
         Command::Store(c) => c.run(ctx).await,
         Command::Key(c) => c.run(ctx).await,
+        Command::Identity(c) => c.run(ctx),
+        Command::Trust(c) => c.run(ctx).await,
         Command::Config(c) => c.run(ctx),
         Command::Fsck(c) => c.run(ctx).await,
         Command::Gc(a) => gc::run(a, ctx).await,

@@ -193,3 +193,131 @@ fn an_encrypted_context_refuses_a_replaced_plain_config() {
     .code(1)
     .stderr_has("already there");
 }
+
+/// Signed writes through the binary: `identity generate`, a context's signing key,
+/// `trust init|add|list`; an untrusted writer's label move is ignored and reported.
+#[test]
+fn untrusted_label_move_is_ignored_and_reported() {
+    let t = Target::local();
+    let url = t.fresh_url("signed");
+    let alice = t.dm();
+    let id_file = alice.path("alice.id");
+    let alice_pub = alice
+        .ok(["identity", "generate", "--file", id_file.to_str().unwrap()])
+        .lines()
+        .pop()
+        .unwrap();
+    assert_eq!(alice_pub.len(), 64, "{alice_pub}");
+    alice.ok([
+        "context",
+        "create",
+        "--name",
+        "team",
+        "--store-url",
+        &url,
+        "--signing-key",
+        id_file.to_str().unwrap(),
+        "--use",
+    ]);
+    alice.ok(["identity", "show"]).stdout_has(&alice_pub);
+    alice.ok(["repo", "create", "--repo", "r", "--description", "x"]);
+    let src = alice.dir("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "v1").unwrap();
+    let v1 = alice.upload("r", &src, "v1", &["--label", "production"]);
+    alice
+        .ok(["trust", "init", "--name", "Alice"])
+        .stdout_has("Alice");
+    std::fs::write(src.join("f"), "v2").unwrap();
+    let v2 = alice.upload("r", &src, "v2", &["--label", "production"]);
+    let got = alice
+        .ok([
+            "--json",
+            "label",
+            "get",
+            "--repo",
+            "r",
+            "--label",
+            "production",
+        ])
+        .json();
+    assert_eq!(got["bundle"], v2.as_str());
+    assert!(
+        got["author"].as_str().unwrap().starts_with("Alice ["),
+        "{got}"
+    );
+
+    // Mallory writes the bucket with her own identity.
+    let mallory = t.dm();
+    let m_file = mallory.path("mallory.id");
+    let m_pub = mallory
+        .ok(["identity", "generate", "--file", m_file.to_str().unwrap()])
+        .lines()
+        .pop()
+        .unwrap();
+    run_command(
+        mallory
+            .command()
+            .env("DATAMON_SIGNING_KEY_FILE", &m_file)
+            .args([
+                "--store",
+                &url,
+                "label",
+                "set",
+                "--repo",
+                "r",
+                "--label",
+                "production",
+                "--bundle",
+                &v1,
+            ]),
+    )
+    .success();
+    let out = alice.ok([
+        "--json",
+        "label",
+        "get",
+        "--repo",
+        "r",
+        "--label",
+        "production",
+    ]);
+    assert_eq!(out.json()["bundle"], v2.as_str(), "the move is ignored");
+    assert!(
+        out.stderr.contains("not on the trust list"),
+        "reported: {}",
+        out.stderr
+    );
+
+    // Trusted for r, her move counts; the list shows both.
+    alice.ok([
+        "trust", "add", "--key", &m_pub, "--name", "Mallory", "--repo", "r",
+    ]);
+    let list = alice.ok(["--json", "trust", "list"]).json_lines();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let got = alice
+        .ok([
+            "--json",
+            "label",
+            "get",
+            "--repo",
+            "r",
+            "--label",
+            "production",
+        ])
+        .json();
+    assert_eq!(got["bundle"], v1.as_str());
+    assert!(
+        got["author"].as_str().unwrap().starts_with("Mallory ["),
+        "{got}"
+    );
+    // Mallory is no admin.
+    run_command(
+        mallory
+            .command()
+            .env("DATAMON_SIGNING_KEY_FILE", &m_file)
+            .args(["--store", &url, "trust", "remove", "--key", "Alice"]),
+    )
+    .failure()
+    .stderr_has("not an admin");
+}

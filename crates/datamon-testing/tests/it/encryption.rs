@@ -165,6 +165,34 @@ async fn hides_everything_and_reads_back(b: Backend) {
     let report = reader.fsck(true, &NoProgress).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.blobs_verified > 0);
+
+    // A mount's read path: from the store, then again from the chunk cache (verified with the
+    // store's keyed ids).
+    let cache = tempfile::tempdir().unwrap();
+    let opts = datamon::vfs::VfsOptions {
+        cache_dir: Some(cache.path().to_owned()),
+        ..Default::default()
+    };
+    let vfs = reader
+        .vfs(&repo, &id, opts, tokio::runtime::Handle::current())
+        .await
+        .expect("open the bundle as a filesystem");
+    let read = tokio::task::spawn_blocking(move || {
+        let root = datamon::vfs::ROOT_INODE;
+        let dir = vfs.lookup_blocking(root, DIR_NAME).unwrap().unwrap();
+        let f = vfs.lookup_blocking(dir.ino, FILE_NAME).unwrap().unwrap();
+        let mut reads = Vec::new();
+        for _ in 0..2 {
+            let fh = vfs.open_blocking(f.ino).unwrap();
+            reads.push(vfs.read_blocking(fh, 0, 1 << 20).unwrap());
+        }
+        reads
+    })
+    .await
+    .unwrap();
+    for r in read {
+        assert_eq!(&r[..], CONTENT.repeat(2000).as_bytes());
+    }
     eprintln!("{}: encrypted store hides names and contents", b.name);
 }
 
@@ -428,4 +456,220 @@ async fn an_existing_store_cannot_become_encrypted() {
         .await
         .expect_err("a store is there");
     assert!(e.to_string().contains("already there"), "{e}");
+}
+
+fn identity(dir: &Path, name: &str) -> datamon::Identity {
+    datamon::Identity::generate_file(&dir.join(name)).unwrap()
+}
+
+fn as_writer(id: &Path, secret: Option<&Secret>) -> Unlock {
+    let mut u = match secret {
+        Some(s) => Unlock::with(s.clone(), "test"),
+        None => Unlock::none(),
+    };
+    u.set_identity(datamon::Identity::from_file(id).unwrap());
+    u
+}
+
+async fn untrusted_writers_are_ignored(b: Backend, encrypted: bool) {
+    let url = b.fresh_url(if encrypted { "sig-enc" } else { "sig" });
+    let ids = tempfile::tempdir().unwrap();
+    let alice = identity(ids.path(), "alice");
+    let mallory = identity(ids.path(), "mallory");
+    let secret = pass("signing pass");
+    let secret = encrypted.then_some(&secret);
+    let alice_u = as_writer(&ids.path().join("alice"), secret);
+    let mallory_u = as_writer(&ids.path().join("mallory"), secret);
+    let admin = match secret {
+        Some(s) => {
+            Datamon::create_encrypted(&url, s, "team", options(&b, alice_u.clone()))
+                .await
+                .unwrap();
+            open(&b, &url, alice_u.clone()).await.unwrap()
+        }
+        None => open(&b, &url, alice_u.clone()).await.unwrap(),
+    };
+    let repo: datamon::RepoName = "r".parse().unwrap();
+    admin.create_repo(&repo, "x").await.unwrap();
+    let mut store = admin.store().clone();
+    let trusted =
+        |id: &datamon::Identity, name: &str, repos: &[&str], is_admin: bool| datamon::TrustedKey {
+            key: id.public_key(),
+            name: name.into(),
+            repos: repos.iter().map(|r| (*r).to_owned()).collect(),
+            admin: is_admin,
+        };
+    store
+        .set_trust(vec![trusted(&alice, "Alice", &["*"], true)], "alice")
+        .await
+        .expect("start the trust list");
+    let root = store.trust_root().unwrap().to_owned();
+    assert_eq!(root, alice.public_key());
+
+    // Alice's writes are believed, and shown as hers.
+    let admin = open(&b, &url, alice_u.clone()).await.unwrap();
+    admin
+        .create_repo(&"other".parse().unwrap(), "y")
+        .await
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), "v1").unwrap();
+    let ctx = |msg: &str| UploadContext {
+        repo: repo.clone(),
+        path: src.path().to_owned(),
+        message: msg.into(),
+    };
+    let labelled = || UploadOptions {
+        label: Some("production".parse().unwrap()),
+        ..Default::default()
+    };
+    let v1 = admin
+        .upload(ctx("v1"), labelled(), &NoProgress)
+        .await
+        .unwrap()
+        .bundle;
+    std::fs::write(src.path().join("f"), "v2").unwrap();
+    let v2 = admin
+        .upload(ctx("v2"), labelled(), &NoProgress)
+        .await
+        .unwrap()
+        .bundle;
+    let production = BundleSelector::Label("production".parse().unwrap());
+    let reader = open(&b, &url, Unlock::none_or(secret)).await.unwrap();
+    assert_eq!(reader.resolve(&repo, &production).await.unwrap(), v2.id);
+    let shown = reader.get_bundle(&repo, &v2.id).await.unwrap();
+    assert!(shown.author.starts_with("Alice ["), "{}", shown.author);
+
+    // Mallory can write the bucket (and, encrypted, holds the store key) but is not trusted:
+    // her move of production back to v1 is ignored.
+    let m = open(&b, &url, mallory_u.clone()).await.unwrap();
+    let label = keys::label("r", "production");
+    let forged = datamon::types::LabelRecord {
+        bundle: v1.id,
+        previous: Some(v2.id),
+        author: "alice".into(),
+        time: chrono::Utc::now(),
+    };
+    m.store()
+        .append::<_, datamon_store::Error>(&label, |_| Ok(forged.clone()))
+        .await
+        .unwrap();
+    let reader = open(&b, &url, Unlock::none_or(secret)).await.unwrap();
+    assert_eq!(
+        reader.resolve(&repo, &production).await.unwrap(),
+        v2.id,
+        "{}",
+        b.name
+    );
+    // Nor can she add herself to the trust list.
+    let mut ms = m.store().clone();
+    let e = ms
+        .set_trust(
+            vec![
+                trusted(&mallory, "M", &["*"], true),
+                trusted(&alice, "A", &["*"], true),
+            ],
+            "m",
+        )
+        .await
+        .expect_err("not an admin");
+    assert!(e.to_string().contains("not an admin"), "{e}");
+    // Appending a trust record by hand does not help either.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct List {
+        keys: Vec<datamon::TrustedKey>,
+        author: String,
+        time: chrono::DateTime<chrono::Utc>,
+    }
+    ms.append::<_, datamon_store::Error>(datamon_store::TRUST, |_| {
+        Ok(List {
+            keys: vec![trusted(&mallory, "M", &["*"], true)],
+            author: "m".into(),
+            time: chrono::Utc::now(),
+        })
+    })
+    .await
+    .unwrap();
+    let reader = open(&b, &url, Unlock::none_or(secret)).await.unwrap();
+    assert_eq!(reader.resolve(&repo, &production).await.unwrap(), v2.id);
+    assert_eq!(reader.store().trust_list().unwrap().len(), 1);
+
+    // Trusted for another repo only: still ignored here.
+    let mut store = open(&b, &url, alice_u.clone())
+        .await
+        .unwrap()
+        .store()
+        .clone();
+    store
+        .set_trust(
+            vec![
+                trusted(&alice, "Alice", &["*"], true),
+                trusted(&mallory, "Mallory", &["other"], false),
+            ],
+            "alice",
+        )
+        .await
+        .unwrap();
+    let reader = open(&b, &url, Unlock::none_or(secret)).await.unwrap();
+    assert_eq!(reader.resolve(&repo, &production).await.unwrap(), v2.id);
+
+    // Trusted for r: her move now counts.
+    store
+        .set_trust(
+            vec![
+                trusted(&alice, "Alice", &["*"], true),
+                trusted(&mallory, "Mallory", &["r"], false),
+            ],
+            "alice",
+        )
+        .await
+        .unwrap();
+    let reader = open(&b, &url, Unlock::none_or(secret)).await.unwrap();
+    assert_eq!(reader.resolve(&repo, &production).await.unwrap(), v1.id);
+    let rec = reader
+        .get_label(&repo, &"production".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        rec.author.starts_with("Mallory ["),
+        "the signer, not the claimed author: {}",
+        rec.author
+    );
+
+    // A pinned trust root that the store's list does not start with: refused.
+    let carol = identity(ids.path(), "carol");
+    let mut pinned = Unlock::none_or(secret);
+    pinned.pin_trust_root(carol.public_key());
+    let e = open(&b, &url, pinned).await.expect_err("another root");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let mut pinned = Unlock::none_or(secret);
+    pinned.pin_trust_root(root);
+    open(&b, &url, pinned).await.expect("the right root");
+    eprintln!(
+        "{}: untrusted writers ignored (encrypted: {encrypted})",
+        b.name
+    );
+}
+
+trait NoneOr {
+    fn none_or(secret: Option<&Secret>) -> Unlock;
+}
+
+impl NoneOr for Unlock {
+    fn none_or(secret: Option<&Secret>) -> Unlock {
+        match secret {
+            Some(s) => Unlock::with(s.clone(), "test"),
+            None => Unlock::none(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn untrusted_label_moves_are_ignored_on_plain_and_encrypted_stores() {
+    for b in available() {
+        untrusted_writers_are_ignored(b, false).await;
+    }
+    for b in available() {
+        untrusted_writers_are_ignored(b, true).await;
+    }
 }
