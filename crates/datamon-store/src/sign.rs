@@ -333,6 +333,48 @@ impl Store {
         Ok(Some(root))
     }
 
+    /// Refuses, before anything is written, a record that readers would ignore: with a trust
+    /// list in force, one this opener cannot sign with a key trusted for it.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] naming the missing identity or the key.
+    pub(crate) fn may_write(&self, key: &str) -> Result<()> {
+        let Some(policy) = self.policy.as_deref() else {
+            return Ok(());
+        };
+        if !signed_key(key) || key.starts_with(TRUST) {
+            return Ok(());
+        }
+        let Some(me) = self.identity() else {
+            return Err(Error::Locked {
+                detail: format!(
+                    "store {} believes only signed records (it has a trust list): give an \
+                     identity ({ENV_SIGNING_KEY_FILE}) that the list trusts; nothing was written",
+                    self.url
+                ),
+            });
+        };
+        match policy.keys.iter().find(|k| k.key == me) {
+            Some(k) if k.may_write(key) => Ok(()),
+            Some(k) => Err(Error::Locked {
+                detail: format!(
+                    "identity {} ({}) may not write {key}: the trust list gives it {}; nothing \
+                     was written",
+                    k.name,
+                    short(&me),
+                    k.repos.join(", ")
+                ),
+            }),
+            None => Err(Error::Locked {
+                detail: format!(
+                    "identity {} is not on the store's trust list, so readers would ignore what \
+                     it writes: ask an admin to `trust add` it; nothing was written",
+                    short(&me)
+                ),
+            }),
+        }
+    }
+
     /// The trust list in force, if the store has one.
     pub fn trust_list(&self) -> Option<&[TrustedKey]> {
         self.policy.as_deref().map(|p| p.keys.as_slice())

@@ -599,6 +599,7 @@ impl Store {
     /// # Errors
     /// [`Error::AlreadyExists`] or a backend error.
     pub async fn create_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.may_write(key)?;
         let mut b = serde_json::to_vec_pretty(value).expect("records always serialize");
         if let Some(id) = self
             .identity

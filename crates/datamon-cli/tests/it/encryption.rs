@@ -272,7 +272,18 @@ fn untrusted_label_move_is_ignored_and_reported() {
                 &v1,
             ]),
     )
-    .success();
+    .failure()
+    .stderr_has("not on the store's trust list");
+    // Written by hand into the bucket, her move is ignored and reported.
+    let dir = url.strip_prefix("file://").unwrap();
+    let record = format!(
+        r#"{{"bundle":"{v1}","previous":"{v2}","author":"alice","time":"2026-12-01T00:00:00Z"}}"#
+    );
+    std::fs::write(
+        Path::new(dir).join("repos/r/labels/production/0000000009"),
+        record,
+    )
+    .unwrap();
     let out = alice.ok([
         "--json",
         "label",
@@ -284,7 +295,7 @@ fn untrusted_label_move_is_ignored_and_reported() {
     ]);
     assert_eq!(out.json()["bundle"], v2.as_str(), "the move is ignored");
     assert!(
-        out.stderr.contains("not on the trust list"),
+        out.stderr.contains("not signed"),
         "reported: {}",
         out.stderr
     );
@@ -295,6 +306,24 @@ fn untrusted_label_move_is_ignored_and_reported() {
     ]);
     let list = alice.ok(["--json", "trust", "list"]).json_lines();
     assert_eq!(list.len(), 2, "{list:?}");
+    run_command(
+        mallory
+            .command()
+            .env("DATAMON_SIGNING_KEY_FILE", &m_file)
+            .args([
+                "--store",
+                &url,
+                "label",
+                "set",
+                "--repo",
+                "r",
+                "--label",
+                "production",
+                "--bundle",
+                &v1,
+            ]),
+    )
+    .success();
     let got = alice
         .ok([
             "--json",

@@ -499,6 +499,9 @@ async fn untrusted_writers_are_ignored(b: Backend, encrypted: bool) {
             repos: repos.iter().map(|r| (*r).to_owned()).collect(),
             admin: is_admin,
         };
+    // Mallory, who can write the bucket (and, encrypted, holds the store key), opened it
+    // before there was a trust list: her writes are not checked on her side.
+    let m = open(&b, &url, mallory_u.clone()).await.unwrap();
     store
         .set_trust(vec![trusted(&alice, "Alice", &["*"], true)], "alice")
         .await
@@ -540,9 +543,17 @@ async fn untrusted_writers_are_ignored(b: Backend, encrypted: bool) {
     let shown = reader.get_bundle(&repo, &v2.id).await.unwrap();
     assert!(shown.author.starts_with("Alice ["), "{}", shown.author);
 
-    // Mallory can write the bucket (and, encrypted, holds the store key) but is not trusted:
-    // her move of production back to v1 is ignored.
-    let m = open(&b, &url, mallory_u.clone()).await.unwrap();
+    // A datamon opened now refuses her writes before writing anything.
+    let refused = open(&b, &url, mallory_u.clone()).await.unwrap();
+    let e = refused
+        .set_label(&repo, &"production".parse().unwrap(), &v1.id, None)
+        .await
+        .expect_err("an untrusted identity");
+    assert!(
+        e.to_string().contains("not on the store's trust list"),
+        "{e}"
+    );
+    // Her move of production back to v1, written anyway, is ignored.
     let label = keys::label("r", "production");
     let forged = datamon::types::LabelRecord {
         bundle: v1.id,
@@ -562,7 +573,7 @@ async fn untrusted_writers_are_ignored(b: Backend, encrypted: bool) {
         b.name
     );
     // Nor can she add herself to the trust list.
-    let mut ms = m.store().clone();
+    let mut ms = refused.store().clone();
     let e = ms
         .set_trust(
             vec![
