@@ -303,16 +303,7 @@ pub(crate) fn parse_footer_with(
         if footer.len() < 4 || (footer.len() - 4) % ENTRY_LEN != 0 {
             return Err(corrupt("bad sealed footer length"));
         }
-        let entries = footer[..footer.len() - 4]
-            .chunks_exact(ENTRY_LEN)
-            .map(|b| PackEntry::decode(b, what))
-            .collect::<Result<Vec<_>>>()?;
-        for e in &entries {
-            if e.offset as usize + e.stored_len as usize > start || (e.offset as usize) < 8 {
-                return Err(corrupt("entry points outside the pack's data"));
-            }
-        }
-        return Ok(entries);
+        return decode_entries(&footer[..footer.len() - 4], start, what);
     }
     if pack.len() < 20 || &pack[..8] != PACK_MAGIC || &pack[pack.len() - 8..] != PACK_END {
         return Err(corrupt("not a datamon pack (bad magic)"));
@@ -327,13 +318,21 @@ pub(crate) fn parse_footer_with(
         return Err(corrupt("footer longer than the pack"));
     }
     let start = count_at - footer_len;
-    let entries = pack[start..count_at]
+    decode_entries(&pack[start..count_at], start, what)
+}
+
+/// Decodes a footer's entries, checking each lies in the pack's data (`8..data_end`).
+fn decode_entries(footer: &[u8], data_end: usize, what: &str) -> Result<Vec<PackEntry>> {
+    let entries = footer
         .chunks_exact(ENTRY_LEN)
         .map(|b| PackEntry::decode(b, what))
         .collect::<Result<Vec<_>>>()?;
     for e in &entries {
-        if e.offset as usize + e.stored_len as usize > start || (e.offset as usize) < 8 {
-            return Err(corrupt("entry points outside the pack's data"));
+        if e.offset as usize + e.stored_len as usize > data_end || (e.offset as usize) < 8 {
+            return Err(Error::Corrupt {
+                what: what.to_owned(),
+                detail: "entry points outside the pack's data".into(),
+            });
         }
     }
     Ok(entries)
