@@ -4,8 +4,9 @@
 //! through Argon2id, or a key file), gives two subkeys (BLAKE3 `derive_key`):
 //! - the **id key**: chunk and tree ids are BLAKE3 keyed with it ([`ContentHasher::Keyed`]), so
 //!   ids say nothing about content to whoever lacks the key, and dedup keeps working;
-//! - the **seal key**: every object but `config` and `keys/` is sealed with XChaCha20-Poly1305
-//!   under a random 24-byte nonce. The associated data binds each sealed thing to its place: an
+//! - the **seal key**: every object but `config` and `keys/` is sealed under a random 24-byte
+//!   nonce, with AES-256-GCM under a subkey per nonce ([`Cipher::Aes`]; XChaCha20-Poly1305 in
+//!   the stores made before 2026-12-03). The associated data binds each sealed thing to its place: an
 //!   object to its key (so a record moved or replayed under another key fails to open), a blob
 //!   to its id, a pack's footer to the pack format.
 //!
@@ -313,10 +314,87 @@ impl From<&KeyRecord> for KeyInfo {
     }
 }
 
+/// `EncryptionConfig::cipher` of stores made from 2026-12-03 on: see [`Cipher::Aes`].
+pub(crate) const CIPHER_AES: &str = "aes256gcm-blake3-subkey";
+/// `EncryptionConfig::cipher` of the stores made before.
+const CIPHER_XCHACHA: &str = "xchacha20poly1305";
+const CTX_SEAL_AES: &str = "datamon 2026-12 object sealing, aes-256-gcm";
+
+/// The AEAD a store seals with. Both take a random 24-byte nonce, so the sealed layout (nonce,
+/// ciphertext, tag) is the same.
+enum Cipher {
+    /// XChaCha20-Poly1305 (RustCrypto): about 1.3 GB/s on one core here.
+    XChaCha(XChaCha20Poly1305),
+    /// AES-256-GCM (ring, with AES-NI and carry-less multiply: about 8 GB/s here) under a key
+    /// of its own for every sealed thing: BLAKE3 keyed with the seal key over the nonce's first
+    /// 12 bytes, the other 12 being the GCM nonce. A fresh key each time (about 0.6 us) lifts
+    /// GCM's limit of about 2^32 random nonces per key, which a large store would reach.
+    Aes(Zeroizing<[u8; 32]>),
+}
+
+impl Cipher {
+    fn aes_key(k: &[u8; 32], nonce: &[u8]) -> ring::aead::LessSafeKey {
+        let sub = Zeroizing::new(*blake3::keyed_hash(k, &nonce[..12]).as_bytes());
+        ring::aead::LessSafeKey::new(
+            ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &sub[..])
+                .expect("a 32-byte key is an AES-256 key"),
+        )
+    }
+
+    fn gcm_nonce(nonce: &[u8]) -> ring::aead::Nonce {
+        ring::aead::Nonce::try_assume_unique_for_key(&nonce[12..])
+            .expect("12 bytes are a GCM nonce")
+    }
+
+    /// Encrypts `buf` in place; returns the tag.
+    fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        match self {
+            Cipher::XChaCha(c) => c
+                .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf)
+                .expect("XChaCha20-Poly1305 seals any length a pack holds")
+                .into(),
+            Cipher::Aes(k) => {
+                let tag = Cipher::aes_key(k, nonce)
+                    .seal_in_place_separate_tag(
+                        Cipher::gcm_nonce(nonce),
+                        ring::aead::Aad::from(aad),
+                        buf,
+                    )
+                    .expect("AES-256-GCM seals any length a pack holds");
+                tag.as_ref().try_into().expect("a 16-byte tag")
+            }
+        }
+    }
+
+    /// Decrypts `buf` in place when it authenticates with `tag`.
+    fn open(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> Option<()> {
+        match self {
+            Cipher::XChaCha(c) => c
+                .decrypt_in_place_detached(
+                    XNonce::from_slice(nonce),
+                    aad,
+                    buf,
+                    Tag::from_slice(tag),
+                )
+                .ok(),
+            Cipher::Aes(k) => Cipher::aes_key(k, nonce)
+                .open_in_place_separate_tag(
+                    Cipher::gcm_nonce(nonce),
+                    ring::aead::Aad::from(aad),
+                    ring::aead::Tag::try_from(tag).ok()?,
+                    buf,
+                    0..,
+                )
+                .ok()
+                .map(|_| ()),
+        }
+    }
+}
+
 /// The keys of an opened encrypted store: the id hasher and the sealing cipher.
 pub struct Sealer {
     master: Zeroizing<[u8; 32]>,
-    aead: XChaCha20Poly1305,
+    aead: Cipher,
     hasher: ContentHasher,
 }
 
@@ -351,14 +429,26 @@ fn blob_aad(hash: &datamon_types::Hash) -> [u8; 45] {
 const FOOTER_AAD: &[u8] = b"datamon-pack-footer";
 
 impl Sealer {
-    fn new(master: Zeroizing<[u8; 32]>) -> Sealer {
-        let seal = Zeroizing::new(blake3::derive_key(CTX_SEAL, &master[..]));
+    /// The keys of a store sealing with `cipher` (an `EncryptionConfig::cipher`), or `None`
+    /// for a cipher this version does not know.
+    fn new(master: Zeroizing<[u8; 32]>, cipher: &str) -> Option<Sealer> {
+        let aead = match cipher {
+            CIPHER_AES => Cipher::Aes(Zeroizing::new(blake3::derive_key(
+                CTX_SEAL_AES,
+                &master[..],
+            ))),
+            CIPHER_XCHACHA => {
+                let seal = Zeroizing::new(blake3::derive_key(CTX_SEAL, &master[..]));
+                Cipher::XChaCha(XChaCha20Poly1305::new(Key::from_slice(&seal[..])))
+            }
+            _ => return None,
+        };
         let ids = blake3::derive_key(CTX_IDS, &master[..]);
-        Sealer {
-            aead: XChaCha20Poly1305::new(Key::from_slice(&seal[..])),
+        Some(Sealer {
+            aead,
             hasher: ContentHasher::Keyed(ids),
             master,
-        }
+        })
     }
 
     fn key_check(&self) -> String {
@@ -375,10 +465,7 @@ impl Sealer {
         out.extend_from_slice(&nonce);
         let at = out.len();
         out.extend_from_slice(plain);
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[at..])
-            .expect("XChaCha20-Poly1305 seals any length a pack holds");
+        let tag = self.aead.seal(&nonce, aad, &mut out[at..]);
         out.extend_from_slice(&tag);
     }
 
@@ -389,15 +476,21 @@ impl Sealer {
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
         let mut buf = body.to_vec();
-        self.aead
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                aad,
-                &mut buf,
-                Tag::from_slice(tag),
-            )
-            .ok()?;
+        self.aead.open(nonce, aad, &mut buf, tag)?;
         Some(buf)
+    }
+
+    /// Opens `sealed` where it lies: on success the plaintext is decrypted in place and its
+    /// range within `sealed` returned (no allocation, no copy).
+    fn open_in_place(&self, aad: &[u8], sealed: &mut [u8]) -> Option<std::ops::Range<usize>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let body_len = rest.len() - TAG_LEN;
+        let (body, tag) = rest.split_at_mut(body_len);
+        self.aead.open(nonce, aad, body, tag)?;
+        Some(NONCE_LEN..NONCE_LEN + body_len)
     }
 
     /// Seals a whole object stored under `key`.
@@ -441,6 +534,15 @@ impl Sealer {
     /// Opens blob `hash`'s sealed bytes.
     pub(crate) fn open_blob(&self, hash: &datamon_types::Hash, sealed: &[u8]) -> Option<Vec<u8>> {
         self.open(&blob_aad(hash), sealed)
+    }
+
+    /// [`Sealer::open_blob`] in place (see [`Sealer::open_in_place`]).
+    pub(crate) fn open_blob_in_place(
+        &self,
+        hash: &datamon_types::Hash,
+        sealed: &mut [u8],
+    ) -> Option<std::ops::Range<usize>> {
+        self.open_in_place(&blob_aad(hash), sealed)
     }
 
     pub(crate) fn seal_footer(&self, footer: &[u8], out: &mut Vec<u8>) {
@@ -598,6 +700,24 @@ impl Store {
         name: &str,
         author: &str,
     ) -> Result<Store> {
+        Store::create_encrypted_with(url, options, secret, name, author, CIPHER_AES).await
+    }
+
+    /// [`Store::create_encrypted`] sealing with `cipher` (`aes256gcm-blake3-subkey`, or
+    /// `xchacha20poly1305` as stores made before 2026-12-03 do; for the tests that those still
+    /// open).
+    ///
+    /// # Errors
+    /// As [`Store::create_encrypted`]; [`Error::UnsupportedVersion`] for an unknown cipher.
+    #[doc(hidden)]
+    pub async fn create_encrypted_with(
+        url: &str,
+        options: &[(String, String)],
+        secret: &Secret,
+        name: &str,
+        author: &str,
+        cipher: &str,
+    ) -> Result<Store> {
         let mut store = Store::open_raw(url, options)?;
         match store.get(keys::CONFIG).await {
             Ok(_) => {
@@ -609,11 +729,15 @@ impl Store {
             Err(e) => return Err(e),
         }
         let master = Zeroizing::new(random_key());
-        let sealer = Sealer::new(master.clone());
+        let sealer =
+            Sealer::new(master.clone(), cipher).ok_or_else(|| Error::UnsupportedVersion {
+                found: ENCRYPTED_FORMAT_VERSION,
+                supported: datamon_types::MAX_FORMAT_VERSION,
+            })?;
         let mut config = crate::store::default_config();
         config.version = ENCRYPTED_FORMAT_VERSION;
         config.encryption = Some(EncryptionConfig {
-            cipher: "xchacha20poly1305".into(),
+            cipher: cipher.into(),
             ids: "blake3-keyed".into(),
             key_check: sealer.key_check(),
         });
@@ -631,7 +755,8 @@ impl Store {
         let Some(enc) = self.config.encryption.clone() else {
             return Ok(());
         };
-        if enc.cipher != "xchacha20poly1305" || enc.ids != "blake3-keyed" {
+        if ![CIPHER_AES, CIPHER_XCHACHA].contains(&enc.cipher.as_str()) || enc.ids != "blake3-keyed"
+        {
             return Err(Error::UnsupportedVersion {
                 found: self.config.version,
                 supported: datamon_types::MAX_FORMAT_VERSION,
@@ -652,7 +777,8 @@ impl Store {
         for secret in &unlock.secrets {
             for r in &records {
                 if let Some(master) = unwrap(r, secret, &self.config.id)? {
-                    let sealer = Sealer::new(Zeroizing::new(master));
+                    let sealer = Sealer::new(Zeroizing::new(master), &enc.cipher)
+                        .expect("the cipher was checked above");
                     if sealer.key_check() != enc.key_check {
                         tracing::warn!(key = %r.id, "a key object wraps another store's master key; ignored");
                         continue;
@@ -781,7 +907,44 @@ mod tests {
 
     #[test]
     fn objects_open_only_under_their_key() {
-        let s = Sealer::new(Zeroizing::new([7u8; 32]));
+        for cipher in [CIPHER_AES, CIPHER_XCHACHA] {
+            objects_open_only_under_their_key_with(cipher);
+        }
+    }
+
+    #[test]
+    fn blobs_open_in_place_and_only_as_themselves() {
+        for cipher in [CIPHER_AES, CIPHER_XCHACHA] {
+            let s = Sealer::new(Zeroizing::new([7u8; 32]), cipher).unwrap();
+            let (a, b) = (datamon_types::Hash::of(b"a"), datamon_types::Hash::of(b"b"));
+            let mut sealed = Vec::new();
+            s.seal_blob_into(&a, b"chunk bytes", &mut sealed);
+            assert_eq!(sealed.len(), 11 + BLOB_OVERHEAD);
+            assert!(
+                s.open_blob(&b, &sealed).is_none(),
+                "{cipher}: bound to its id"
+            );
+            let mut buf = sealed.clone();
+            let r = s.open_blob_in_place(&a, &mut buf).unwrap();
+            assert_eq!(&buf[r], b"chunk bytes", "{cipher}");
+            let mut flipped = sealed.clone();
+            flipped[30] ^= 1;
+            assert!(s.open_blob_in_place(&a, &mut flipped).is_none(), "{cipher}");
+            let other = Sealer::new(
+                Zeroizing::new([7u8; 32]),
+                [CIPHER_XCHACHA, CIPHER_AES][usize::from(cipher == CIPHER_XCHACHA)],
+            )
+            .unwrap();
+            assert!(
+                other.open_blob(&a, &sealed).is_none(),
+                "{cipher}: the other cipher"
+            );
+        }
+        assert!(Sealer::new(Zeroizing::new([7u8; 32]), "rot13").is_none());
+    }
+
+    fn objects_open_only_under_their_key_with(cipher: &str) {
+        let s = Sealer::new(Zeroizing::new([7u8; 32]), cipher).unwrap();
         let sealed = s.seal_object("repos/r/labels/latest/0000000002", b"{\"bundle\":1}");
         assert!(!sealed.windows(6).any(|w| w == b"bundle"));
         assert_eq!(
@@ -797,7 +960,7 @@ mod tests {
         assert!(s
             .open_object("repos/r/labels/latest/0000000002", &flipped)
             .is_err());
-        let other = Sealer::new(Zeroizing::new([8u8; 32]));
+        let other = Sealer::new(Zeroizing::new([8u8; 32]), cipher).unwrap();
         assert!(other
             .open_object("repos/r/labels/latest/0000000002", &sealed)
             .is_err());

@@ -51,6 +51,6 @@ pub use error::{Error, ErrorKind, Result, StoreCheck};
 pub use index::{BlobRef, Index};
 pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};
 pub use sign::{Identity, TrustedKey, ENV_SIGNING_KEY_FILE, ENV_TRUST_ROOT, TRUST};
-pub use store::{Store, MULTIPART_PART, MULTIPART_THRESHOLD};
+pub use store::{Decoded, Store, MULTIPART_PART, MULTIPART_THRESHOLD};
 pub use sync::SyncReport;
 pub use url::StoreUrl;

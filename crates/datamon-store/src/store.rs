@@ -30,6 +30,15 @@ pub const MULTIPART_PART: usize = 8 << 20;
 /// Parts of one multipart upload in flight at once.
 const MULTIPART_CONCURRENCY: usize = 4;
 
+/// Where [`Store::decode_blob_in_place`] left a blob's content.
+#[derive(Debug)]
+pub enum Decoded {
+    /// In the buffer given, at this range (a blob stored uncompressed).
+    At(std::ops::Range<usize>),
+    /// In a new buffer (a decompressed blob).
+    Owned(Vec<u8>),
+}
+
 /// An opened store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -465,6 +474,42 @@ impl Store {
         }
     }
 
+    /// [`Store::decode_blob`] on a buffer it may overwrite: an encrypted store's blob is
+    /// decrypted where it lies, so a blob stored uncompressed is returned as a range of `stored`
+    /// and costs no allocation or copy; a compressed one is decompressed into a new buffer.
+    /// On an error, `stored` may hold partly decrypted bytes.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the bytes are damaged, altered, or are not that blob.
+    pub fn decode_blob_in_place(
+        &self,
+        stored: &mut [u8],
+        compression: datamon_chunk::Compression,
+        raw_len: usize,
+        hash: &Hash,
+    ) -> Result<Decoded> {
+        let corrupt = |detail: String| Error::Corrupt {
+            what: format!("blob {hash}"),
+            detail,
+        };
+        let (range, hasher) = match &self.sealer {
+            None => (0..stored.len(), datamon_types::ContentHasher::Plain),
+            Some(s) => (
+                s.open_blob_in_place(hash, stored).ok_or_else(|| {
+                    corrupt("does not authenticate: altered or moved, refused".into())
+                })?,
+                s.hasher(),
+            ),
+        };
+        let plain = &stored[range.clone()];
+        match datamon_chunk::decode_with(&hasher, plain, compression, raw_len, hash)
+            .map_err(|e| corrupt(e.to_string()))?
+        {
+            std::borrow::Cow::Borrowed(_) => Ok(Decoded::At(range)),
+            std::borrow::Cow::Owned(v) => Ok(Decoded::Owned(v)),
+        }
+    }
+
     /// An empty pack for this store (its blobs and footer sealed in an encrypted store).
     pub fn pack_writer(&self, capacity: usize) -> crate::PackWriter {
         crate::PackWriter::new(capacity).sealed_by(self.sealer.clone())
@@ -532,6 +577,32 @@ impl Store {
     /// A backend error.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         self.read("list", prefix, |s| s.list_primary(prefix)).await
+    }
+
+    /// The keys under a prefix, sorted: [`Store::list`] without the sizes. On a local store
+    /// this reads the directories directly, without a `stat` per object (a tenth of the time
+    /// for 100,000 run records); anything it does not expect there (a link, a name that is not
+    /// a plain key) and any error send it to [`Store::list`].
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        if let (StoreUrl::Local(dir), true) = (&self.url, self.root.as_ref().is_empty()) {
+            let prefix = prefix.trim_end_matches('/').to_owned();
+            let base = dir.join(&prefix);
+            if let Ok(Some(mut keys)) =
+                tokio::task::spawn_blocking(move || local_keys(&base, &prefix)).await
+            {
+                keys.sort_unstable();
+                return Ok(keys);
+            }
+        }
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// Lists the names of the "directories" directly under a prefix, sorted (from the replica
@@ -738,6 +809,53 @@ pub(crate) fn default_config() -> StoreConfig {
         created_at: now,
         encryption: None,
     }
+}
+
+/// The keys of the files under `dir` (key prefix `prefix`), unsorted, as object_store's local
+/// backend would list them (its staging files `NAME#DIGITS` left out); `None` on anything else
+/// than plain directories and files with plain names, or on an error (see [`Store::list_names`]).
+fn local_keys(dir: &std::path::Path, prefix: &str) -> Option<Vec<String>> {
+    fn walk(dir: &std::path::Path, key: &str, out: &mut Vec<String>) -> Option<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(()),
+            Err(_) => return None,
+        };
+        for entry in entries {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            if name.is_empty()
+                || name.starts_with('.')
+                || name
+                    .bytes()
+                    .any(|b| !(b.is_ascii_alphanumeric() || b"-_.#".contains(&b)))
+            {
+                return None;
+            }
+            let child = if key.is_empty() {
+                name.clone()
+            } else {
+                format!("{key}/{name}")
+            };
+            let kind = entry.file_type().ok()?;
+            if kind.is_dir() {
+                walk(&entry.path(), &child, out)?;
+            } else if kind.is_file() {
+                let staging = name
+                    .split_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if !staging {
+                    out.push(child);
+                }
+            } else {
+                return None;
+            }
+        }
+        Some(())
+    }
+    let mut out = Vec::new();
+    walk(dir, prefix, &mut out)?;
+    Some(out)
 }
 
 #[cfg(test)]

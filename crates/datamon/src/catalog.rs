@@ -41,10 +41,9 @@ impl Datamon {
     {
         let keys: Vec<String> = self
             .store
-            .list(prefix)
+            .list_names(prefix)
             .await?
             .into_iter()
-            .map(|(k, _)| k)
             .filter(|k| k.ends_with(".json"))
             .collect();
         let file = self.catalog_file(name);
@@ -117,10 +116,9 @@ impl Datamon {
         let listing = async {
             Ok::<_, Error>(
                 self.store
-                    .list(prefix)
+                    .list_names(prefix)
                     .await?
                     .into_iter()
-                    .map(|(k, _)| k)
                     .filter(|k| k.ends_with(".json"))
                     .collect::<Vec<String>>(),
             )

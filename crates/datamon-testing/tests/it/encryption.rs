@@ -684,3 +684,80 @@ async fn untrusted_label_moves_are_ignored_on_plain_and_encrypted_stores() {
         untrusted_writers_are_ignored(b, true).await;
     }
 }
+
+/// A store sealed with the cipher of the stores made before 2026-12-03 (XChaCha20-Poly1305)
+/// still opens, takes new bundles in the same cipher and reads them back; one made now says
+/// AES-256-GCM in its config; neither opens as the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_of_the_earlier_cipher_keep_working() {
+    let b = Backend::local();
+    let secret = pass("old horse");
+    let old_url = b.fresh_url("enc-xchacha");
+    datamon_store::Store::create_encrypted_with(
+        &old_url,
+        &b.options,
+        &secret,
+        "alice",
+        "enc-test",
+        "xchacha20poly1305",
+    )
+    .await
+    .unwrap();
+    let dm = open(&b, &old_url, Unlock::with(secret.clone(), "test"))
+        .await
+        .unwrap();
+    let enc = dm.store().config().encryption.clone().unwrap();
+    assert_eq!(enc.cipher, "xchacha20poly1305");
+    let repo = "private".parse().unwrap();
+    dm.create_repo(&repo, DESCRIPTION).await.unwrap();
+    let src = tempfile::tempdir().unwrap();
+    fixture(src.path());
+    let up = upload(&dm, src.path(), MESSAGE).await;
+    for (k, bytes) in raw_objects(&dm).await {
+        assert!(!contains(&bytes, CONTENT), "{k} holds the content in clear");
+    }
+    let reopened = open(&b, &old_url, Unlock::with(secret.clone(), "test"))
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("d");
+    reopened
+        .download(
+            &repo,
+            &up.bundle.id,
+            &dest,
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dest.join(DIR_NAME).join(FILE_NAME)).unwrap(),
+        CONTENT.repeat(2000).as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(dest.join("noise.bin")).unwrap(),
+        std::fs::read(src.path().join("noise.bin")).unwrap()
+    );
+
+    let new_url = b.fresh_url("enc-aes");
+    let dm = Datamon::create_encrypted(&new_url, &secret, "alice", options(&b, Unlock::none()))
+        .await
+        .unwrap();
+    let enc = dm.store().config().encryption.clone().unwrap();
+    assert_eq!(enc.cipher, "aes256gcm-blake3-subkey");
+    let e = datamon_store::Store::create_encrypted_with(
+        &b.fresh_url("enc-rot13"),
+        &b.options,
+        &secret,
+        "alice",
+        "enc-test",
+        "rot13",
+    )
+    .await
+    .expect_err("an unknown cipher");
+    assert!(
+        matches!(e, datamon_store::Error::UnsupportedVersion { .. }),
+        "{e}"
+    );
+}

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datamon_chunk::Compression;
-use datamon_store::{keys, Index, Store};
+use datamon_store::{keys, Decoded, Index, Store};
 use datamon_types::{ChunkRef, Hash, TreeEntry};
 use futures::StreamExt;
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
@@ -379,7 +379,9 @@ pub(crate) async fn execute(
             reads_ref.fetch_add(1, Ordering::Relaxed);
             let region = Arc::new(region);
             let (r, s) = (region.clone(), sh.clone());
-            let done = tokio::task::spawn_blocking(move || write_region(&s, &r, &bytes)).await?;
+            let done =
+                tokio::task::spawn_blocking(move || write_region(&s, &r, &mut writable(bytes)))
+                    .await?;
             let (file, detail) = match done {
                 Ok(n) => {
                     progress.advance(n);
@@ -393,9 +395,10 @@ pub(crate) async fn execute(
                 if let Ok(bytes) = replica.get_range(&key, range).await {
                     reads_ref.fetch_add(1, Ordering::Relaxed);
                     let s = sh.clone();
-                    let again =
-                        tokio::task::spawn_blocking(move || write_region(&s, &region, &bytes))
-                            .await?;
+                    let again = tokio::task::spawn_blocking(move || {
+                        write_region(&s, &region, &mut writable(bytes))
+                    })
+                    .await?;
                     match again {
                         Ok(n) => {
                             progress.advance(n);
@@ -570,10 +573,18 @@ fn write_empties(sh: &Shared, empties: &[u32]) -> Result<()> {
     Ok(())
 }
 
-/// Decodes and verifies every chunk of `region` (read as `bytes`), then writes the files whose
-/// data lie wholly in it and the pieces of the others. Nothing is written unless every chunk
-/// verifies. Returns the bytes written.
-fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, RegionError> {
+/// The bytes of a region read, as a buffer [`write_region`] may decrypt in place: the read's own
+/// buffer when nothing else holds it (a local store's read), otherwise a copy.
+fn writable(bytes: bytes::Bytes) -> bytes::BytesMut {
+    bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]))
+}
+
+/// Decodes and verifies every chunk of `region` (read as `bytes`; an encrypted store's chunks are
+/// decrypted in place), then writes the files whose data lie wholly in it and the pieces of the
+/// others. Nothing is written unless every chunk verifies. Returns the bytes written.
+fn write_region(sh: &Shared, region: &Region, bytes: &mut [u8]) -> Result<u64, RegionError> {
     // Chunks stored as they are are used in place; decompressed ones go to `raw`.
     let raw_cap: usize = region
         .pieces
@@ -591,10 +602,10 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
             Some((offset, at)) if offset == p.offset => at,
             _ => {
                 let from = usize::try_from(u64::from(p.offset) - region.start).expect("in memory");
-                let stored = &bytes[from..from + p.stored_len as usize];
+                let stored = &mut bytes[from..from + p.stored_len as usize];
                 let data = sh
                     .store
-                    .decode_blob(stored, p.compression, p.raw_len as usize, &p.hash)
+                    .decode_blob_in_place(stored, p.compression, p.raw_len as usize, &p.hash)
                     .map_err(|e| RegionError::Verify {
                         file: p.file,
                         detail: format!(
@@ -603,8 +614,8 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
                         ),
                     })?;
                 let at = match data {
-                    Cow::Borrowed(_) => from,
-                    Cow::Owned(data) => {
+                    Decoded::At(range) => from + range.start,
+                    Decoded::Owned(data) => {
                         let at = base + raw.len();
                         raw.extend_from_slice(&data);
                         at
@@ -618,7 +629,7 @@ fn write_region(sh: &Shared, region: &Region, bytes: &[u8]) -> Result<u64, Regio
     }
     placed.sort_unstable_by_key(|&(f, off, _, _)| (f, off));
     let src = Source {
-        bytes,
+        bytes: &*bytes,
         raw: &raw,
         base,
     };
