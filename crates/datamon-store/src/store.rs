@@ -877,6 +877,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn local_names_are_the_listing_without_sizes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&format!("file://{}", dir.path().display()), &[])
+            .await
+            .unwrap();
+        for k in ["runs/b.json", "runs/a.json", "runs/sub/c.json", "other/x"] {
+            s.create(k, Bytes::from_static(b"{}")).await.unwrap();
+        }
+        // A staging file of object_store's local backend (an upload in flight) is no object.
+        std::fs::write(dir.path().join("runs/d.json#3"), b"half").unwrap();
+        let listed: Vec<String> = s
+            .list("runs")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(listed, ["runs/a.json", "runs/b.json", "runs/sub/c.json"]);
+        assert_eq!(s.list_names("runs/").await.unwrap(), listed);
+        assert_eq!(s.list_names("runs").await.unwrap(), listed);
+        assert!(s.list_names("nothing-here").await.unwrap().is_empty());
+        // A name the fast path does not expect: the answer is still the backend's listing.
+        s.create("runs/odd name.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let listed: Vec<String> = s
+            .list("runs")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            listed.contains(&"runs/odd name.json".to_owned()),
+            "{listed:?}"
+        );
+        assert_eq!(s.list_names("runs").await.unwrap(), listed);
+    }
+
+    #[tokio::test]
     async fn memory_store_objects_packs_and_sequences() {
         let s = Store::open("memory://unit-test", &[]).await.unwrap();
         s.create("a/b", Bytes::from_static(b"x")).await.unwrap();
