@@ -373,10 +373,10 @@ impl Datamon {
         let prefix = keys::bundles(repo.as_str());
         let mut ids: Vec<BundleId> = self
             .store
-            .list(&prefix)
+            .list_names(&prefix)
             .await?
             .iter()
-            .filter_map(|(k, _)| k.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok())
+            .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok())
             .chain(completed)
             .collect();
         ids.sort();
