@@ -877,6 +877,7 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // writes a staging file as object_store would
     async fn local_names_are_the_listing_without_sizes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(&format!("file://{}", dir.path().display()), &[])

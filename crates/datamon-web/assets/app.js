@@ -256,6 +256,14 @@ function previewOf(repo, id, p) {
       return h("pre", { class: "preview " + p.preview }, p.text);
     case "table":
       return table(p.rows.length ? p.rows[0] : [], p.rows.slice(1).map((r) => h("tr", {}, r.map((c) => h("td", {}, c)))), "preview csv");
+    case "parquet":
+      return h(
+        "div",
+        { class: "preview parquet" },
+        h("p", { class: "counts" }, p.num_rows + " rows in " + p.row_groups + " row groups, " + p.columns + " columns" + (p.truncated ? "; the first " + (p.rows.length - 1) + " rows shown" : "")),
+        table(["Column", "Type"], p.schema.map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.type))), "schema"),
+        table(p.rows.length ? p.rows[0] : [], p.rows.slice(1).map((r) => h("tr", {}, r.map((c) => h("td", {}, c)))), "rows")
+      );
     case "image":
       return h("img", { class: "preview image", src: rawUrl(repo, id, p.path, true), alt: p.name });
     case "symlink":

@@ -312,8 +312,10 @@ pub(crate) async fn preview(
             return Ok(v);
         }
         if ext == "parquet" {
-            v["preview"] = json!("unsupported");
-            v["reason"] = json!("Parquet previews are not built in; download the file");
+            let p = crate::parquet::preview(&t.vfs, attr.ino, attr.size, TABLE_ROWS)?;
+            if let (Value::Object(v), Value::Object(p)) = (&mut v, p) {
+                v.extend(p);
+            }
             return Ok(v);
         }
         let max = if ext == "json" && attr.size <= JSON_PREVIEW {

@@ -27,6 +27,7 @@ mod error;
 mod files;
 mod guard;
 mod params;
+mod parquet;
 mod textdiff;
 
 use std::future::Future;

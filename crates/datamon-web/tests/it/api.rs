@@ -182,6 +182,42 @@ async fn files_previews_and_downloads() {
     let v = json(&f, &format!("{base}/preview?path=big.bin")).await;
     assert_eq!(v["preview"], "binary");
 
+    // Parquet: the schema and the first rows, through range reads; a damaged file says so.
+    let models = format!("/api/v1/repos/models/bundles/{}", f.m2);
+    let v = json(&f, &format!("{models}/preview?path=metrics.parquet")).await;
+    assert_eq!(v["preview"], "parquet", "{v}");
+    assert_eq!(
+        v["schema"],
+        serde_json::json!([
+            {"name": "id", "type": "INT64"},
+            {"name": "name", "type": "BYTE_ARRAY (utf8)"},
+            {"name": "score", "type": "DOUBLE"}
+        ])
+    );
+    assert_eq!(
+        (v["num_rows"].as_i64(), v["row_groups"].as_u64()),
+        (Some(250), Some(2))
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 101, "the header and the first 100 rows");
+    assert_eq!(rows[0], serde_json::json!(["id", "name", "score"]));
+    assert_eq!(
+        (rows[1][0].as_str(), rows[1][1].as_str()),
+        (Some("0"), Some("row-0"))
+    );
+    assert_eq!(rows[100][1], "row-99");
+    assert_eq!(
+        (rows[1][2].as_str(), rows[2][2].as_str()),
+        (Some("0"), Some("0.5"))
+    );
+    assert_eq!(v["truncated"], true);
+    let v = json(&f, &format!("{models}/preview?path=broken.parquet")).await;
+    assert_eq!(v["preview"], "unsupported", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("not a Parquet file"),
+        "{v}"
+    );
+
     // Whole downloads, verified bytes.
     let (s, h, body) = get(&f, &format!("{base}/raw?path=big.bin")).await;
     assert_eq!(s, StatusCode::OK);

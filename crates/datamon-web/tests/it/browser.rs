@@ -291,6 +291,16 @@ fn check_pages(b: &mut Browser, f: &Fixture) {
          if (i.complete) r(i.naturalWidth); else i.onload = () => r(i.naturalWidth); })",
     );
     assert_eq!(loaded, json!(1), "the image loads and decodes");
+    // Parquet: schema and first rows.
+    b.goto(&f.at(&format!(
+        "/repos/models/bundles/{}/files/metrics.parquet",
+        f.m2
+    )));
+    assert_eq!(b.texts("table.schema td")[..2], ["id", "INT64"]);
+    assert_eq!(b.texts("table.rows th"), ["id", "name", "score"]);
+    assert_eq!(b.texts("table.rows td")[..2], ["0", "row-0"]);
+    assert!(b.texts(".parquet .counts")[0].starts_with("250 rows in 2 row groups"));
+    b.screenshot("parquet");
 
     // Diff with the parent, then a text diff.
     b.goto(&f.at(&format!("/repos/images/bundles/{}", f.b2)));

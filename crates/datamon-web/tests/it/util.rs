@@ -47,8 +47,10 @@ pub struct Fixture {
     /// images: v1, v2.
     pub b1: BundleId,
     pub b2: BundleId,
-    /// models: the run's output.
+    /// models: the runs' outputs (m2 also holds `metrics.parquet`, 250 rows, and
+    /// `broken.parquet`).
     pub m1: BundleId,
+    pub m2: BundleId,
     /// hostile: one bundle with hostile names.
     pub h1: BundleId,
     pub run: RunId,
@@ -62,6 +64,55 @@ impl Drop for Fixture {
             let _ = s.send(());
         }
     }
+}
+
+/// A Parquet file as pandas would write it (snappy): `id` INT64, `name` UTF8, `score` DOUBLE,
+/// `rows` rows in two row groups.
+pub fn parquet_table(rows: i64) -> Vec<u8> {
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = std::sync::Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message m { REQUIRED INT64 id; REQUIRED BYTE_ARRAY name (UTF8); REQUIRED DOUBLE score; }",
+        )
+        .unwrap(),
+    );
+    let props = std::sync::Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
+    let mut buf = Vec::new();
+    let mut w = SerializedFileWriter::new(&mut buf, schema, props).unwrap();
+    let half = rows / 2;
+    for part in [0..half, half..rows] {
+        let mut rg = w.next_row_group().unwrap();
+        let ids: Vec<i64> = part.clone().collect();
+        let mut c = rg.next_column().unwrap().unwrap();
+        c.typed::<Int64Type>()
+            .write_batch(&ids, None, None)
+            .unwrap();
+        c.close().unwrap();
+        let names: Vec<ByteArray> = part
+            .clone()
+            .map(|i| ByteArray::from(format!("row-{i}").as_str()))
+            .collect();
+        let mut c = rg.next_column().unwrap().unwrap();
+        c.typed::<ByteArrayType>()
+            .write_batch(&names, None, None)
+            .unwrap();
+        c.close().unwrap();
+        let scores: Vec<f64> = part.map(|i| i as f64 / 2.0).collect();
+        let mut c = rg.next_column().unwrap().unwrap();
+        c.typed::<DoubleType>()
+            .write_batch(&scores, None, None)
+            .unwrap();
+        c.close().unwrap();
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+    buf
 }
 
 fn write(root: &Path, rel: &str, data: &[u8]) {
@@ -165,6 +216,12 @@ pub async fn fixture_with(token: Option<&str>) -> Fixture {
     write(&msrc, "model.bin", b"weights");
     let m1 = upload(&dm, &models, &msrc, "model").await;
     write(&msrc, "model.bin", b"weights v2");
+    write(&msrc, "metrics.parquet", &parquet_table(250));
+    write(
+        &msrc,
+        "broken.parquet",
+        b"PAR1 this is not really parquet PAR1",
+    );
     let m2 = upload(&dm, &models, &msrc, "model v2").await;
 
     let hsrc = dir.path().join("hsrc");
@@ -203,6 +260,7 @@ pub async fn fixture_with(token: Option<&str>) -> Fixture {
         b1,
         b2,
         m1,
+        m2,
         h1,
         run: r1.id,
         run2: r2.id,
