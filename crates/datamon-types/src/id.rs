@@ -56,20 +56,43 @@ impl fmt::Debug for BundleId {
 impl FromStr for BundleId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::InvalidBundleId { id: s.to_owned() };
-        if s.len() != 27 || !s.bytes().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(bad());
-        }
-        let k = Ksuid::from_base62(s).map_err(|_| bad())?;
-        let mut b = [0u8; 20];
-        b.copy_from_slice(k.bytes());
-        // Reject encodings that do not round-trip (values above the 160-bit range).
-        let id = BundleId(b);
-        if id.to_string() != s {
-            return Err(bad());
-        }
-        Ok(id)
+        decode_base62(s)
+            .map(BundleId)
+            .ok_or_else(|| Error::InvalidBundleId { id: s.to_owned() })
     }
+}
+
+/// The 20 bytes of a KSUID's 27 base62 characters (`0-9A-Za-z`), or `None` for another
+/// length, another character, or a value above 160 bits (an encoding that would not
+/// round-trip). Done by hand, without allocating: listings parse ids by the hundred thousand.
+fn decode_base62(s: &str) -> Option<[u8; 20]> {
+    if s.len() != 27 {
+        return None;
+    }
+    // The value as five 32-bit limbs, most significant first.
+    let mut limbs = [0u32; 5];
+    for c in s.bytes() {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'Z' => c - b'A' + 10,
+            b'a'..=b'z' => c - b'a' + 36,
+            _ => return None,
+        };
+        let mut carry = u64::from(digit);
+        for limb in limbs.iter_mut().rev() {
+            let v = u64::from(*limb) * 62 + carry;
+            *limb = v as u32;
+            carry = v >> 32;
+        }
+        if carry != 0 {
+            return None;
+        }
+    }
+    let mut out = [0u8; 20];
+    for (chunk, limb) in out.chunks_exact_mut(4).zip(limbs) {
+        chunk.copy_from_slice(&limb.to_be_bytes());
+    }
+    Some(out)
 }
 
 impl Serialize for BundleId {
@@ -116,6 +139,29 @@ mod tests {
             "1INzQ5TV4vAAfU2PbRFgPfnzEwRR",
         ] {
             assert!(bad.parse::<BundleId>().is_err(), "{bad}");
+        }
+        // The greatest 160-bit value, and one above it.
+        let max = BundleId([0xff; 20]).to_string();
+        assert_eq!(max, "aWgEPTl1tmebfsQzFP4bxwgy80V");
+        assert_eq!(max.parse::<BundleId>().unwrap(), BundleId([0xff; 20]));
+        assert!("aWgEPTl1tmebfsQzFP4bxwgy80W".parse::<BundleId>().is_err());
+        assert!("zzzzzzzzzzzzzzzzzzzzzzzzzzz".parse::<BundleId>().is_err());
+    }
+
+    #[test]
+    fn decodes_as_the_ksuid_library() {
+        let mut ids: Vec<[u8; 20]> = vec![[0; 20], [0xff; 20]];
+        ids.extend((0..500).map(|_| BundleId::generate().0));
+        ids.extend((0..500u32).map(|i| {
+            let mut b = [0u8; 20];
+            b[i as usize % 20] = (i * 37 % 256) as u8;
+            b
+        }));
+        for b in ids {
+            let s = Ksuid::from_bytes(b).to_base62();
+            let k = Ksuid::from_base62(&s).unwrap();
+            assert_eq!(decode_base62(&s), Some(b), "{s}");
+            assert_eq!(k.bytes(), &b[..], "{s}");
         }
     }
 }
