@@ -4,7 +4,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::util::{big, fixture, fixture_with, Fixture, HOSTILE_NAME, PNG};
+use crate::util::{backends, big, fixture_on, fixture_with, Fixture, HOSTILE_NAME, PNG};
 
 async fn get(f: &Fixture, path: &str) -> (StatusCode, HeaderMap, bytes::Bytes) {
     get_with(f, path, &[]).await
@@ -43,7 +43,13 @@ async fn status(f: &Fixture, path: &str) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repos_bundles_labels_and_branches() {
-    let f = fixture().await;
+    for b in backends() {
+        eprintln!("repos_bundles_labels_and_branches on {}", b.name);
+        repos_bundles_labels_and_branches_on(fixture_on(&b, None).await).await;
+    }
+}
+
+async fn repos_bundles_labels_and_branches_on(f: Fixture) {
     let v = json(&f, "/api/v1/repos").await;
     let names: Vec<&str> = v["repos"]
         .as_array()
@@ -117,7 +123,13 @@ async fn repos_bundles_labels_and_branches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_previews_and_downloads() {
-    let f = fixture().await;
+    for b in backends() {
+        eprintln!("files_previews_and_downloads on {}", b.name);
+        files_previews_and_downloads_on(fixture_on(&b, None).await).await;
+    }
+}
+
+async fn files_previews_and_downloads_on(f: Fixture) {
     let base = format!("/api/v1/repos/images/bundles/{}", f.b1);
     let v = json(&f, &format!("{base}/tree")).await;
     assert_eq!(v["kind"], "dir");
@@ -272,7 +284,13 @@ async fn files_previews_and_downloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diffs_between_bundles() {
-    let f = fixture().await;
+    for b in backends() {
+        eprintln!("diffs_between_bundles on {}", b.name);
+        diffs_between_bundles_on(fixture_on(&b, None).await).await;
+    }
+}
+
+async fn diffs_between_bundles_on(f: Fixture) {
     let v = json(
         &f,
         &format!("/api/v1/repos/images/diff?a={}&b={}", f.b1, f.b2),
@@ -357,7 +375,13 @@ async fn diffs_between_bundles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_and_lineage() {
-    let f = fixture().await;
+    for b in backends() {
+        eprintln!("runs_and_lineage on {}", b.name);
+        runs_and_lineage_on(fixture_on(&b, None).await).await;
+    }
+}
+
+async fn runs_and_lineage_on(f: Fixture) {
     let v = json(&f, "/api/v1/runs").await;
     assert_eq!(v["total"], 2);
     assert_eq!(v["runs"][0]["id"], f.run2.to_string(), "newest first");
@@ -430,7 +454,13 @@ async fn runs_and_lineage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_map_to_statuses() {
-    let f = fixture().await;
+    for b in backends() {
+        eprintln!("errors_map_to_statuses on {}", b.name);
+        errors_map_to_statuses_on(fixture_on(&b, None).await).await;
+    }
+}
+
+async fn errors_map_to_statuses_on(f: Fixture) {
     let b1 = f.b1;
     for (path, want, kind) in [
         ("/api/v1/repos/nope", 404, "NotFound"),
@@ -504,7 +534,13 @@ async fn errors_map_to_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_loopback_and_headers() {
-    let f = fixture().await;
+    for b in backends() {
+        eprintln!("read_only_loopback_and_headers on {}", b.name);
+        read_only_loopback_and_headers_on(fixture_on(&b, None).await).await;
+    }
+}
+
+async fn read_only_loopback_and_headers_on(f: Fixture) {
     let c = reqwest::Client::new();
     for m in [
         reqwest::Method::POST,

@@ -1,6 +1,7 @@
 //! The fixture: a local store with repos, bundles, labels, a hostile-names bundle and runs,
 //! served on a loopback port.
 
+use datamon_testing::backends::Backend;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,6 +42,8 @@ pub const PNG: &[u8] = &[
 /// What the fixture made.
 pub struct Fixture {
     pub _dir: tempfile::TempDir,
+    /// The local store's directory, when the fixture made it.
+    pub _backend: Option<Backend>,
     pub dm: Datamon,
     pub url: String,
     pub addr: SocketAddr,
@@ -172,16 +175,32 @@ pub async fn fixture() -> Fixture {
     fixture_with(None).await
 }
 
+/// The stores the API tests run against: local, and the loopback S3 server when the
+/// environment names it (CI requires it: `DATAMON_TEST_REQUIRE`).
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::local()];
+    out.extend(Backend::s3());
+    out
+}
+
 /// As [`fixture`], with a token.
 pub async fn fixture_with(token: Option<&str>) -> Fixture {
+    let b = Backend::local();
+    let mut f = fixture_on(&b, token).await;
+    f._backend = Some(b);
+    f
+}
+
+/// As [`fixture_with`], on a fresh store of `backend`.
+pub async fn fixture_on(backend: &Backend, token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let url = format!("file://{}", store.display());
+    let url = backend.fresh_url("web");
     let dm = Datamon::open(
         &url,
         OpenOptions {
             author: Some("tester".into()),
             cache_dir: Some(dir.path().join("cache")),
+            store_options: backend.options.clone(),
             ..OpenOptions::default()
         },
     )
@@ -254,6 +273,7 @@ pub async fn fixture_with(token: Option<&str>) -> Fixture {
     }));
     Fixture {
         _dir: dir,
+        _backend: None,
         dm,
         url,
         addr,
