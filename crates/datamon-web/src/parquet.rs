@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 
 /// The largest footer (file metadata) read: beyond it the file is refused, not read.
 const MAX_FOOTER: usize = 16 << 20;
+/// The largest single read (a page) a preview makes: a file that asks for more (a damaged or
+/// hostile page header) is refused instead of filling memory.
+const MAX_READ: usize = 256 << 20;
 /// Columns shown.
 const MAX_COLUMNS: usize = 200;
 /// Characters of one cell shown.
@@ -72,9 +75,17 @@ impl ChunkReader for VfsFile {
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        if length > MAX_FOOTER && start + length as u64 >= self.size.saturating_sub(8) {
+        let end = start.saturating_add(length as u64);
+        if length > MAX_FOOTER && end >= self.size.saturating_sub(8) {
             return Err(ParquetError::General(format!(
                 "a footer of {length} bytes: more than a preview reads"
+            )));
+        }
+        if length > MAX_READ || end > self.size {
+            return Err(ParquetError::General(format!(
+                "a read of {length} bytes at {start} in a file of {}: damaged, or more than a \
+                 preview reads",
+                self.size
             )));
         }
         read_at(&self.vfs, self.fh, start, length)
