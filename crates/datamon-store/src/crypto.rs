@@ -470,13 +470,10 @@ impl Sealer {
     }
 
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return None;
-        }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut buf = body.to_vec();
-        self.aead.open(nonce, aad, &mut buf, tag)?;
+        let mut buf = sealed.to_vec();
+        let r = self.open_in_place(aad, &mut buf)?;
+        buf.copy_within(r.clone(), 0);
+        buf.truncate(r.len());
         Some(buf)
     }
 
@@ -531,12 +528,7 @@ impl Sealer {
         self.seal(&blob_aad(hash), stored, out);
     }
 
-    /// Opens blob `hash`'s sealed bytes.
-    pub(crate) fn open_blob(&self, hash: &datamon_types::Hash, sealed: &[u8]) -> Option<Vec<u8>> {
-        self.open(&blob_aad(hash), sealed)
-    }
-
-    /// [`Sealer::open_blob`] in place (see [`Sealer::open_in_place`]).
+    /// Opens blob `hash`'s sealed bytes in place (see [`Sealer::open_in_place`]).
     pub(crate) fn open_blob_in_place(
         &self,
         hash: &datamon_types::Hash,
@@ -921,7 +913,7 @@ mod tests {
             s.seal_blob_into(&a, b"chunk bytes", &mut sealed);
             assert_eq!(sealed.len(), 11 + BLOB_OVERHEAD);
             assert!(
-                s.open_blob(&b, &sealed).is_none(),
+                s.open_blob_in_place(&b, &mut sealed.clone()).is_none(),
                 "{cipher}: bound to its id"
             );
             let mut buf = sealed.clone();
@@ -936,7 +928,7 @@ mod tests {
             )
             .unwrap();
             assert!(
-                other.open_blob(&a, &sealed).is_none(),
+                other.open_blob_in_place(&a, &mut sealed.clone()).is_none(),
                 "{cipher}: the other cipher"
             );
         }

@@ -450,28 +450,26 @@ impl Store {
         raw_len: usize,
         hash: &Hash,
     ) -> Result<std::borrow::Cow<'a, [u8]>> {
-        let corrupt = |detail: String| Error::Corrupt {
-            what: format!("blob {hash}"),
-            detail,
-        };
-        match &self.sealer {
-            None => datamon_chunk::decode(stored, compression, raw_len, hash)
-                .map_err(|e| corrupt(e.to_string())),
-            Some(s) => {
-                let opened = s.open_blob(hash, stored).ok_or_else(|| {
-                    corrupt("does not authenticate: altered or moved, refused".into())
-                })?;
-                let data =
-                    datamon_chunk::decode_with(&s.hasher(), &opened, compression, raw_len, hash)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                // Stored uncompressed: the opened bytes are the blob, no second copy.
-                let data = match data {
-                    std::borrow::Cow::Owned(v) => v,
-                    std::borrow::Cow::Borrowed(_) => opened,
-                };
-                Ok(data.into())
-            }
+        if self.sealer.is_none() {
+            return datamon_chunk::decode(stored, compression, raw_len, hash).map_err(|e| {
+                Error::Corrupt {
+                    what: format!("blob {hash}"),
+                    detail: e.to_string(),
+                }
+            });
         }
+        // Sealed: opened in a copy (one copy: a blob stored uncompressed is moved to its start).
+        let mut buf = stored.to_vec();
+        Ok(
+            match self.decode_blob_in_place(&mut buf, compression, raw_len, hash)? {
+                Decoded::At(r) => {
+                    buf.copy_within(r.clone(), 0);
+                    buf.truncate(r.len());
+                    buf.into()
+                }
+                Decoded::Owned(v) => v.into(),
+            },
+        )
     }
 
     /// [`Store::decode_blob`] on a buffer it may overwrite: an encrypted store's blob is
@@ -879,6 +877,12 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::Io, "{e}");
     }
 
+    /// The keys [`Store::list`] gives, without their sizes.
+    async fn keys_listed(s: &Store, prefix: &str) -> Vec<String> {
+        let listed = s.list(prefix).await.unwrap();
+        listed.into_iter().map(|(k, _)| k).collect()
+    }
+
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // writes a staging file as object_store would
     async fn local_names_are_the_listing_without_sizes() {
@@ -891,13 +895,7 @@ mod tests {
         }
         // A staging file of object_store's local backend (an upload in flight) is no object.
         std::fs::write(dir.path().join("runs/d.json#3"), b"half").unwrap();
-        let listed: Vec<String> = s
-            .list("runs")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let listed = keys_listed(&s, "runs").await;
         assert_eq!(listed, ["runs/a.json", "runs/b.json", "runs/sub/c.json"]);
         assert_eq!(s.list_names("runs/").await.unwrap(), listed);
         assert_eq!(s.list_names("runs").await.unwrap(), listed);
@@ -907,13 +905,7 @@ mod tests {
             .await
             .unwrap();
         std::fs::write(dir.path().join("runs/e#f.json"), b"{}").unwrap();
-        let listed: Vec<String> = s
-            .list("runs")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let listed = keys_listed(&s, "runs").await;
         assert!(
             listed.contains(&"runs/odd name.json".to_owned()),
             "{listed:?}"

@@ -195,20 +195,22 @@ pub(crate) async fn tree(
 /// Reads at most `max` bytes from the start of file `ino`.
 fn read_prefix(vfs: &Vfs, ino: u64, max: u64) -> ApiResult<Vec<u8>> {
     let fh = vfs.open_blocking(ino)?;
-    let mut out = Vec::new();
-    let r = (|| {
-        while (out.len() as u64) < max {
-            let want = (max - out.len() as u64).min(u64::from(READ_SIZE)) as u32;
-            let b = vfs.read_blocking(fh, out.len() as u64, want)?;
-            if b.is_empty() {
-                break;
-            }
-            out.extend_from_slice(&b);
-        }
-        Ok::<_, datamon::Error>(())
-    })();
+    let r = read_span(vfs, fh, 0, max);
     vfs.release(fh);
-    r?;
+    Ok(r?)
+}
+
+/// Up to `len` bytes of open file `fh` from `offset`, fewer at its end.
+pub(crate) fn read_span(vfs: &Vfs, fh: u64, offset: u64, len: u64) -> datamon::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < len {
+        let want = (len - out.len() as u64).min(u64::from(READ_SIZE)) as u32;
+        let b = vfs.read_blocking(fh, offset + out.len() as u64, want)?;
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
     Ok(out)
 }
 

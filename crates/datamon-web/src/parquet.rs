@@ -44,20 +44,12 @@ impl Length for VfsFile {
 }
 
 fn read_at(vfs: &Vfs, fh: u64, offset: u64, len: usize) -> parquet::errors::Result<Bytes> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let want = u32::try_from(len - out.len())
-            .unwrap_or(u32::MAX)
-            .min(1 << 20);
-        let b = vfs
-            .read_blocking(fh, offset + out.len() as u64, want)
-            .map_err(|e| ParquetError::External(Box::new(e)))?;
-        if b.is_empty() {
-            return Err(ParquetError::EOF(format!(
-                "{len} bytes at {offset} are past the end of the file"
-            )));
-        }
-        out.extend_from_slice(&b);
+    let out = crate::files::read_span(vfs, fh, offset, len as u64)
+        .map_err(|e| ParquetError::External(Box::new(e)))?;
+    if out.len() < len {
+        return Err(ParquetError::EOF(format!(
+            "{len} bytes at {offset} are past the end of the file"
+        )));
     }
     Ok(out.into())
 }
