@@ -47,6 +47,7 @@ use std::time::Duration;
 
 pub use bpfman_csi::v1 as csi;
 use datamon::{Datamon, OpenOptions};
+use datamon_fuse::metrics::MountMetrics;
 use tokio::net::UnixListener;
 use tonic::Status;
 
@@ -83,6 +84,9 @@ pub struct DriverOptions {
     pub timeout: Duration,
     /// Time limit of the probe's store check (default 10 s).
     pub probe_timeout: Duration,
+    /// Where the node counts its mounts, reads and commits (the `--metrics-addr` endpoint
+    /// serves them; see `datamon_fuse::metrics`).
+    pub metrics: Arc<MountMetrics>,
 }
 
 impl DriverOptions {
@@ -103,6 +107,7 @@ impl DriverOptions {
             tree_cache: 50_000,
             timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(10),
+            metrics: MountMetrics::new(),
         }
     }
 }
@@ -146,6 +151,11 @@ impl Driver {
     /// Its options.
     pub fn options(&self) -> &DriverOptions {
         &self.inner.opts
+    }
+
+    /// Its metrics (serve them with `datamon_fuse::metrics::MetricsServer`).
+    pub fn metrics(&self) -> &Arc<MountMetrics> {
+        &self.inner.opts.metrics
     }
 
     /// The opened store, opening it if needed.

@@ -23,6 +23,7 @@ use std::time::Duration;
 use datamon::vfs::VfsOptions;
 use datamon::worktree::{WorkTree, WorkTreeState};
 use datamon::{BundleId, Datamon, NoProgress};
+use datamon_fuse::metrics::{CommitResult, MountGauge, MountMetrics, MountMode};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
@@ -60,6 +61,8 @@ struct Published {
     sizes: (u64, u64),
     worktree: Option<WorkTree>,
     autosave: Option<tokio::task::JoinHandle<()>>,
+    /// Counts it in `datamon_mounts` while it is published.
+    _gauge: MountGauge,
 }
 
 /// The node's state: what is published, by target path.
@@ -151,10 +154,22 @@ where
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Commits what changed in `wt` (see [`off_worker`]).
-async fn commit(dm: &Datamon, wt: &WorkTree) -> Result<Option<datamon::Bundle>, datamon::Error> {
+/// Commits what changed in `wt` (see [`off_worker`]), counting the result in `metrics`.
+async fn commit(
+    dm: &Datamon,
+    wt: &WorkTree,
+    metrics: &MountMetrics,
+) -> Result<Option<datamon::Bundle>, datamon::Error> {
     let (dm, wt) = (dm.clone(), wt.clone());
-    off_worker(move || async move { dm.worktree_commit(&wt, None, false, &NoProgress).await }).await
+    let r =
+        off_worker(move || async move { dm.worktree_commit(&wt, None, false, &NoProgress).await })
+            .await;
+    metrics.commit(match &r {
+        Ok(Some(_)) => CommitResult::Committed,
+        Ok(None) => CommitResult::Unchanged,
+        Err(_) => CommitResult::Failed,
+    });
+    r
 }
 
 /// Whether a mount at `target` answers (a dead FUSE mount says ENOTCONN).
@@ -204,6 +219,7 @@ impl Driver {
             memory_cache: o.memory_cache,
             tree_cache: o.tree_cache,
             timeout: o.timeout,
+            metrics: o.metrics.vfs(),
             ..VfsOptions::default()
         }
     }
@@ -245,6 +261,7 @@ impl Driver {
                     sizes: (s.files, s.bytes),
                     worktree: None,
                     autosave: None,
+                    _gauge: self.metrics().track(MountMode::ReadOnly),
                 })
             }
             Mode::Versioned {
@@ -316,12 +333,13 @@ impl Driver {
                 };
                 let autosave = autosave.map(|period| {
                     let (dm, wt, w) = (dm.clone(), wt.clone(), w.clone());
+                    let metrics = self.metrics().clone();
                     tokio::spawn(async move {
                         let mut tick =
                             tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                         loop {
                             tick.tick().await;
-                            match commit(&dm, &wt).await {
+                            match commit(&dm, &wt, &metrics).await {
                                 Ok(Some(b)) => tracing::info!("{w}: autosaved bundle {}", b.id),
                                 Ok(None) => {}
                                 Err(e) => tracing::warn!("{w}: autosave failed (retried): {e}"),
@@ -335,6 +353,7 @@ impl Driver {
                     sizes,
                     worktree: Some(wt),
                     autosave,
+                    _gauge: self.metrics().track(MountMode::Versioned),
                 })
             }
         }
@@ -354,8 +373,11 @@ impl Driver {
                 e.message()
             ))
         };
-        let dm = self.datamon().await.map_err(failed)?;
-        match commit(&dm, &wt).await {
+        let dm = self.datamon().await.map_err(|e| {
+            self.metrics().commit(CommitResult::Failed);
+            failed(e)
+        })?;
+        match commit(&dm, &wt, self.metrics()).await {
             Ok(b) => {
                 if let Some(b) = b {
                     tracing::info!("{w}: committed bundle {}", b.id);
@@ -380,7 +402,7 @@ pub(crate) async fn recover(d: &Driver) {
         let w = what(&r);
         if datamon_fuse::is_mounted(&r.target) && alive(&r.target) {
             tracing::info!("{w}: still mounted at {}; adopted", r.target.display());
-            mounts.insert(r.target.clone(), adopted(r));
+            mounts.insert(r.target.clone(), adopted(d, r));
             continue;
         }
         let again = async {
@@ -409,13 +431,19 @@ pub(crate) async fn recover(d: &Driver) {
     });
 }
 
-fn adopted(r: Record) -> Published {
+fn adopted(d: &Driver, r: Record) -> Published {
+    let mode = if r.spec.is_versioned() {
+        MountMode::Versioned
+    } else {
+        MountMode::ReadOnly
+    };
     Published {
         record: r,
         session: None,
         sizes: (0, 0),
         worktree: None,
         autosave: None,
+        _gauge: d.metrics().track(mode),
     }
 }
 
@@ -446,7 +474,7 @@ pub(crate) async fn shutdown(d: &Driver) {
             let Ok(dm) = d.datamon().await else {
                 continue;
             };
-            if let Err(e) = commit(&dm, wt).await {
+            if let Err(e) = commit(&dm, wt, d.metrics()).await {
                 tracing::warn!("{}: commit at shutdown failed: {e}", what(&p.record));
             }
         }
@@ -586,7 +614,7 @@ impl csi::node_server::Node for NodeService {
                 match earlier {
                     // Published by an earlier run of this driver and still served: adopt it.
                     Some(e) if !e.unpublished => {
-                        mounts.insert(target.clone(), adopted(e));
+                        mounts.insert(target.clone(), adopted(&self.0, e));
                         return Ok(Response::new(csi::NodePublishVolumeResponse {}));
                     }
                     _ => {

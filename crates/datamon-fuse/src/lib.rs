@@ -15,7 +15,10 @@
 //! mount.unmount()?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`metrics`] is the Prometheus endpoint that mounts (and the CSI node plugin) serve.
 
+pub mod metrics;
 pub mod mutable;
 
 use std::ffi::OsStr;

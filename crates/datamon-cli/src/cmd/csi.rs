@@ -56,6 +56,16 @@ pub struct CsiArgs {
     /// Seconds after which a store access of a mount counts as failed (readers get EIO)
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     timeout: u64,
+    /// Serve Prometheus metrics of the node (volumes mounted, bytes read, cache hits and
+    /// misses, fetch errors, commit results) at http://HOST:PORT/metrics; `:PORT` listens on
+    /// every interface
+    #[arg(
+        long,
+        env = "DATAMON_METRICS_ADDR",
+        value_name = "HOST:PORT",
+        value_parser = crate::cmd::mount::parse_metrics_addr
+    )]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl CsiArgs {
@@ -81,6 +91,8 @@ impl CsiArgs {
         opts.memory_cache = self.memory_cache.as_u64();
         opts.timeout = Duration::from_secs(self.timeout.max(1));
         let driver = datamon_csi::Driver::new(opts);
+        let _server =
+            crate::cmd::mount::start_metrics(self.metrics_addr, driver.metrics(), ctx).await?;
         driver.recover().await;
         let listener = datamon_csi::bind(&self.endpoint)
             .with_context(|| format!("cannot listen on {}", self.endpoint))?;

@@ -7,6 +7,7 @@
 //! logs to `$DATAMON_HOME/logs/mount-<pid>.log`.
 
 use std::io::BufRead as _;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use bytesize::ByteSize;
 use clap::Args;
 use datamon::vfs::VfsOptions;
 use datamon::{BranchName, BundleId, BundleSelector, LabelName, RepoName};
+use datamon_fuse::metrics::{MetricsServer, MountMetrics, MountMode};
 
 use crate::output;
 use crate::Ctx;
@@ -66,6 +68,10 @@ pub struct MountArgs {
     /// so memory stays bounded when millions of files are listed (0: no bound)
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_inodes: usize,
+    /// Serve Prometheus metrics (reads, cache hits and misses, fetch errors) at
+    /// http://HOST:PORT/metrics; `:PORT` listens on every interface
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_addr)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl MountArgs {
@@ -92,6 +98,8 @@ impl MountArgs {
         if self.daemon {
             return daemonize_mount(ctx, !matches!(sel, BundleSelector::Id(_)));
         }
+        let metrics = MountMetrics::new();
+        let _server = start_metrics(self.metrics_addr, &metrics, ctx).await?;
         let dm = ctx.open().await?;
         let id = dm.resolve(&repo, &sel).await?;
         output::using_bundle(ctx.global.quiet || ctx.global.json, &sel, &id);
@@ -103,6 +111,7 @@ impl MountArgs {
             ),
             cache_size: self.cache_size.as_u64(),
             timeout: Duration::from_secs(self.timeout.max(1)),
+            metrics: metrics.vfs(),
             ..VfsOptions::default()
         };
         let vfs = dm
@@ -121,6 +130,7 @@ impl MountArgs {
         })
         .await?
         .with_context(|| format!("cannot mount on {}", mount.display()))?;
+        let _gauge = metrics.track(MountMode::ReadOnly);
         output::line(format!(
             "Mounted bundle {id} of repo {repo} at {}",
             mount.display()
@@ -144,6 +154,33 @@ enum MountSub {
     New(Box<crate::cmd::worktree::NewArgs>),
     /// Commit and clean up work trees left by mounts that died or failed to commit
     Recover(crate::cmd::worktree::RecoverArgs),
+}
+
+/// Parses `--metrics-addr`.
+pub(crate) fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    datamon_fuse::metrics::parse_addr(s)
+}
+
+/// Starts the `--metrics-addr` endpoint, if asked for, and says where it is (unless quiet).
+/// Called before mounting, so that an address in use fails the command before anything is
+/// mounted.
+pub(crate) async fn start_metrics(
+    addr: Option<SocketAddr>,
+    metrics: &std::sync::Arc<MountMetrics>,
+    ctx: &Ctx,
+) -> anyhow::Result<Option<MetricsServer>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let server = MetricsServer::start(addr, metrics.clone())
+        .await
+        .with_context(|| {
+            format!("cannot serve metrics on {addr}: choose a free port with --metrics-addr")
+        })?;
+    if !ctx.global.quiet {
+        eprintln!("Serving metrics at http://{}/metrics", server.addr());
+    }
+    Ok(Some(server))
 }
 
 /// Checks that `dir` is a directory to mount on.

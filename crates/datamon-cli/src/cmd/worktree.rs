@@ -20,6 +20,7 @@ use clap::Args;
 use datamon::vfs::VfsOptions;
 use datamon::worktree::{WorkTree, WorkTreeState};
 use datamon::{BranchName, BundleId, BundleSelector, LabelName, RepoName};
+use datamon_fuse::metrics::{CommitResult, MountMetrics, MountMode};
 
 use crate::output;
 use crate::Ctx;
@@ -59,6 +60,10 @@ pub struct NewArgs {
     /// Let other users use the mount (FUSE allow_other; permissions are still checked)
     #[arg(long)]
     allow_other: bool,
+    /// Serve Prometheus metrics (reads of the base bundle, commits) at
+    /// http://HOST:PORT/metrics; `:PORT` listens on every interface
+    #[arg(long, value_name = "HOST:PORT", value_parser = crate::cmd::mount::parse_metrics_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `datamon bundle commit`.
@@ -147,6 +152,8 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             mount.display()
         );
     }
+    let metrics = MountMetrics::new();
+    let _server = crate::cmd::mount::start_metrics(a.metrics_addr, &metrics, ctx).await?;
     let dm = ctx.open().await?;
     let base = match (&a.from_bundle, &a.from_label) {
         (Some(id), _) => Some(dm.resolve(&a.repo, &BundleSelector::Id(*id)).await?),
@@ -180,6 +187,7 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                         .clone()
                         .unwrap_or_else(|| ctx.home.cache_dir().join("chunks")),
                 ),
+                metrics: metrics.vfs(),
                 ..VfsOptions::default()
             };
             Some(
@@ -208,6 +216,7 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             return Err(e).with_context(|| format!("cannot mount on {}", mount.display()));
         }
     };
+    let gauge = metrics.track(MountMode::Versioned);
     output::line(format!(
         "Mounted a work tree of repo {} at {} (scratch {})",
         a.repo,
@@ -232,9 +241,15 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
             _ = autosave.tick() => {
                 match dm.worktree_commit(&wt, None, false, &datamon::NoProgress).await {
-                    Ok(Some(b)) => output::line(format!("Uploaded bundle id:{}", b.id))?,
-                    Ok(None) => {}
-                    Err(e) => tracing::error!("autosave failed (will retry): {e}"),
+                    Ok(Some(b)) => {
+                        metrics.commit(CommitResult::Committed);
+                        output::line(format!("Uploaded bundle id:{}", b.id))?;
+                    }
+                    Ok(None) => metrics.commit(CommitResult::Unchanged),
+                    Err(e) => {
+                        metrics.commit(CommitResult::Failed);
+                        tracing::error!("autosave failed (will retry): {e}");
+                    }
                 }
             }
         }
@@ -243,6 +258,7 @@ pub async fn run_new(a: NewArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || session.unmount())
         .await?
         .with_context(|| format!("cannot unmount {}", mount.display()))?;
+    drop(gauge);
     finish(&dm, wt, ctx).await
 }
 

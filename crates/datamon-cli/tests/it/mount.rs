@@ -1261,3 +1261,115 @@ fn mutable_mount_make_and_pip_install() {
         "test \"$(./prog)\" = 24 && test \"$(PYTHONPATH=site python3 -c 'import dmfixture; print(dmfixture.VALUE)')\" = 42",
     );
 }
+
+/// The samples of `GET /metrics` at the address a mount printed (`Serving metrics at ...`
+/// in its log), as `name{labels}` -> value.
+fn scrape_metrics(log: &str) -> BTreeMap<String, f64> {
+    use std::io::{Read as _, Write as _};
+    let addr = log
+        .split("Serving metrics at http://")
+        .nth(1)
+        .and_then(|r| r.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in the log: {log}"));
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("name value");
+            (k.to_owned(), v.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn mounts_serve_prometheus_metrics() {
+    if !fuse_available() {
+        return;
+    }
+    let dm = Dm::new();
+    let src = dm.path("src");
+    make_tree(&src);
+    upload(&dm, &src);
+    let big = std::fs::read(src.join("big.bin")).expect("read");
+
+    // Read-only: reads and misses are counted.
+    let mnt = dm.path("mnt");
+    let mut mount = dm.mount(
+        &mnt,
+        &[
+            "--repo",
+            "r",
+            "--label",
+            "l",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let m = scrape_metrics(&mount.log());
+    assert_eq!(m["datamon_mounts{mode=\"read-only\"}"], 1.0, "{m:?}");
+    assert_eq!(m["datamon_read_bytes_total"], 0.0);
+    assert!(std::fs::read(mnt.join("big.bin")).expect("read") == big);
+    let m = scrape_metrics(&mount.log());
+    assert!(m["datamon_read_bytes_total"] >= big.len() as f64, "{m:?}");
+    assert!(m["datamon_cache_misses_total"] > 0.0, "{m:?}");
+    assert!(m["datamon_store_reads_total"] > 0.0, "{m:?}");
+    assert_eq!(m["datamon_fetch_errors_total"], 0.0);
+
+    // A taken port fails before anything is mounted; a bad address is a usage error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let other = dm.path("other");
+    std::fs::create_dir_all(&other).expect("mount point");
+    let o = run_command(
+        dm.command()
+            .args(["bundle", "mount", "--repo", "r", "--label", "l"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--mount"])
+            .arg(&other),
+    )
+    .code(1);
+    assert!(o.stderr.contains("cannot serve metrics"), "{o:?}");
+    assert!(!is_mounted(&other));
+    let o = run_command(
+        dm.command()
+            .args(["bundle", "mount", "--repo", "r", "--label", "l"])
+            .args(["--metrics-addr", "localhost", "--mount"])
+            .arg(&other),
+    )
+    .code(2);
+    assert!(o.stderr.contains("HOST:PORT"), "{o:?}");
+    assert_eq!(mount.stop("TERM"), Some(0));
+
+    // A mutable mount counts its commits.
+    let rw = dm.path("rw");
+    let mut mount = dm.mount_new(
+        &rw,
+        &[
+            "--repo",
+            "r",
+            "--message",
+            "m",
+            "--autosave",
+            "1s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    std::fs::write(rw.join("new.txt"), b"new").expect("write");
+    mount.next_upload(Duration::from_secs(30));
+    let m = scrape_metrics(&mount.log());
+    assert_eq!(m["datamon_mounts{mode=\"versioned\"}"], 1.0, "{m:?}");
+    assert!(
+        m["datamon_commits_total{result=\"committed\"}"] >= 1.0,
+        "{m:?}"
+    );
+    assert_eq!(m["datamon_commits_total{result=\"failed\"}"], 0.0);
+    assert_eq!(mount.stop("TERM"), Some(0));
+}

@@ -12,5 +12,6 @@ mod harness;
 
 mod controller;
 mod identity;
+mod metrics;
 mod node;
 mod versioned;

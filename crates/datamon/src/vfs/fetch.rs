@@ -301,6 +301,7 @@ impl Vfs {
                 Ok(fetched)
             }
             Err(e) => {
+                self.inner.opts.metrics.error();
                 tracing::warn!(error = %e, "cannot read file data from the store");
                 let e = Arc::new(e);
                 claim.finish(Err(e.clone()));
@@ -336,6 +337,7 @@ impl Vfs {
         let mut out = HashMap::new();
         while let Some(run) = fetched.next().await {
             let (chunks, data) = run?;
+            self.inner.opts.metrics.fetched(chunks.len(), data.len());
             let this = self.clone();
             let kept = tokio::task::spawn_blocking(move || {
                 this.inner.disk.put_run(&chunks, &data);
@@ -542,6 +544,47 @@ mod tests {
     fn spawn_read(vfs: &Vfs, ino: u64) -> std::thread::JoinHandle<Result<Bytes>> {
         let vfs = vfs.clone();
         std::thread::spawn(move || read_all(&vfs, ino))
+    }
+
+    #[test]
+    fn metrics_count_reads_hits_misses_fetches_and_errors() {
+        let data = pseudo_random(2_000_000);
+        let cache = tempfile::tempdir().unwrap();
+        let opts = VfsOptions {
+            cache_dir: Some(cache.path().to_owned()),
+            readahead: 0,
+            ..VfsOptions::default()
+        };
+        let metrics = opts.metrics.clone();
+        let (_rt, vfs, ino) = fixture("vfs-metrics", &data, opts);
+        assert!(Arc::ptr_eq(vfs.metrics(), &metrics));
+        assert!(read_all(&vfs, ino).unwrap() == data[..]);
+        let cold = metrics.snapshot();
+        assert_eq!(cold.reads, 1);
+        assert_eq!(cold.read_bytes, data.len() as u64);
+        assert!(cold.misses > 1, "a cold read misses every chunk: {cold:?}");
+        assert_eq!(cold.memory_hits + cold.disk_hits, 0, "{cold:?}");
+        assert_eq!(cold.fetched_chunks, cold.misses, "each chunk fetched once");
+        assert_eq!(cold.fetched_bytes, data.len() as u64);
+        assert!(cold.store_reads >= 1 && cold.store_reads <= cold.fetched_chunks);
+        assert_eq!(cold.fetch_errors, 0);
+        // Again: every chunk from a cache, nothing fetched.
+        assert!(read_all(&vfs, ino).unwrap() == data[..]);
+        let warm = metrics.snapshot();
+        assert_eq!(warm.reads, 2);
+        assert_eq!(warm.read_bytes, 2 * data.len() as u64);
+        assert_eq!(warm.misses, cold.misses);
+        assert_eq!(warm.memory_hits + warm.disk_hits, cold.misses, "{warm:?}");
+        assert_eq!(warm.fetched_bytes, cold.fetched_bytes);
+        // A failing store access is counted; the error reaches the reader.
+        let (_rt2, vfs2, ino2) = fixture("vfs-metrics-err", &data, no_disk(64 << 20));
+        vfs2.inner.hooks.fail_next.store(1, SeqCst);
+        assert!(read_all(&vfs2, ino2).is_err());
+        let m2 = vfs2.metrics().snapshot();
+        assert_eq!(m2.fetch_errors, 1, "{m2:?}");
+        assert_eq!(m2.reads, 0, "a failed read is not an answered one");
+        assert!(read_all(&vfs2, ino2).unwrap() == data[..]);
+        assert_eq!(vfs2.metrics().snapshot().fetch_errors, 1);
     }
 
     #[test]

@@ -45,6 +45,7 @@
 mod cache;
 mod fetch;
 mod inodes;
+mod metrics;
 mod read;
 
 use std::collections::HashMap;
@@ -62,6 +63,7 @@ use tokio::runtime::Handle;
 use self::cache::{DiskCache, WeightedCache};
 use self::fetch::InFlight;
 use self::inodes::Inodes;
+pub use self::metrics::{VfsMetrics, VfsMetricsSnapshot};
 use self::read::OpenFile;
 use crate::{Datamon, Error, Result, VfsErrorKind};
 
@@ -88,6 +90,9 @@ pub struct VfsOptions {
     pub parallel_fetches: usize,
     /// Time limit of each store access (default 60 s).
     pub timeout: Duration,
+    /// Where the mount counts what it serves and fetches (default: its own counters). Give
+    /// several mounts one to total them.
+    pub metrics: Arc<VfsMetrics>,
 }
 
 impl Default for VfsOptions {
@@ -100,6 +105,7 @@ impl Default for VfsOptions {
             readahead: 8 << 20,
             parallel_fetches: 8,
             timeout: Duration::from_secs(60),
+            metrics: Arc::default(),
         }
     }
 }
@@ -234,6 +240,11 @@ impl Vfs {
         &self.inner.bundle
     }
 
+    /// Its counters (shared with every mount given the same [`VfsOptions::metrics`]).
+    pub fn metrics(&self) -> &Arc<VfsMetrics> {
+        &self.inner.opts.metrics
+    }
+
     /// Sizes for `statfs`.
     pub fn stats(&self) -> VfsStats {
         VfsStats {
@@ -252,10 +263,13 @@ impl Vfs {
             .block_on(async { tokio::time::timeout(limit, fut).await });
         match r {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                what: what.to_owned(),
-                seconds: limit.as_secs(),
-            }),
+            Err(_) => {
+                self.inner.opts.metrics.error();
+                Err(Error::Timeout {
+                    what: what.to_owned(),
+                    seconds: limit.as_secs(),
+                })
+            }
         }
     }
 
@@ -267,7 +281,11 @@ impl Vfs {
         let inner = &self.inner;
         let tree = Arc::new(
             self.block(&format!("reading directory node {hash}"), async {
-                inner.dm.load_tree(&inner.index, hash).await
+                let r = inner.dm.load_tree(&inner.index, hash).await;
+                if r.is_err() {
+                    inner.opts.metrics.error();
+                }
+                r
             })?,
         );
         self.inner.trees.insert(*hash, tree.clone());
@@ -416,7 +434,9 @@ impl Vfs {
     /// # Errors
     /// A stale handle; a store failure or timeout; data that does not verify.
     pub fn read_blocking(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        self.read_file(fh, offset, size)
+        let data = self.read_file(fh, offset, size)?;
+        self.inner.opts.metrics.read(data.len());
+        Ok(data)
     }
 }
 

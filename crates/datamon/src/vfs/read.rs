@@ -95,11 +95,15 @@ impl Vfs {
         let disk = &self.inner.disk;
         let locs = disk.locate(chunks);
         let mut missing = Vec::new();
+        let (mut memory_hits, mut disk_hits) = (0, 0);
         let mut i = 0;
         while i < chunks.len() {
             let Some(loc) = locs[i] else {
                 match self.inner.memory.get(&chunks[i].0) {
-                    Some(b) => buf[starts[i]..starts[i + 1]].copy_from_slice(&b),
+                    Some(b) => {
+                        buf[starts[i]..starts[i + 1]].copy_from_slice(&b);
+                        memory_hits += 1;
+                    }
                     None => missing.push(i),
                 }
                 i += 1;
@@ -122,6 +126,7 @@ impl Vfs {
                             missing.push(k);
                         }
                     }
+                    disk_hits += (j - i) - (missing.len() - before);
                     // Read again while about to be evicted: keep it (second chance).
                     if missing.len() == before && disk.is_old(loc.seg) {
                         disk.promote(&chunks[i..j], &buf[starts[i]..starts[j]]);
@@ -134,6 +139,8 @@ impl Vfs {
             }
             i = j;
         }
+        let metrics = &self.inner.opts.metrics;
+        metrics.lookups(memory_hits, disk_hits, missing.len());
         if !missing.is_empty() {
             let wanted: Vec<ChunkRef> = missing.iter().map(|&k| chunks[k]).collect();
             let data = self.chunks_blocking(&wanted)?;
@@ -199,7 +206,10 @@ impl Vfs {
                 match tokio::time::timeout(timeout, this.fetch(claim, chunks, false)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::debug!(error = %e, "read-ahead failed"),
-                    Err(_) => tracing::debug!("read-ahead timed out"),
+                    Err(_) => {
+                        this.inner.opts.metrics.error();
+                        tracing::debug!("read-ahead timed out");
+                    }
                 }
             });
         }
