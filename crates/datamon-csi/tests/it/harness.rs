@@ -318,6 +318,26 @@ impl Child {
         Child { child, socket }
     }
 
+    /// The real `datamon csi` command of the binary at `bin`, serving the node and controller
+    /// (for measurements of the process users run: its allocator, its flags).
+    pub fn spawn_binary(fx: &Fixture, state: &str, bin: &Path) -> Child {
+        let state_dir = fx.path(state);
+        std::fs::create_dir_all(&state_dir).unwrap();
+        let socket = state_dir.join("csi.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = std::process::Command::new(bin)
+            .arg("--store")
+            .arg(&fx.store_url)
+            .args(["csi", "--node-id", "node-1", "--endpoint"])
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env("DATAMON_HOME", fx.path("home"))
+            .spawn()
+            .unwrap();
+        Child { child, socket }
+    }
+
     /// SIGKILL: the driver has no chance to unmount.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

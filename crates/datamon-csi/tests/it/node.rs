@@ -415,7 +415,9 @@ async fn a_killed_driver_is_restarted_and_mounts_its_volume_again() {
 }
 
 /// Publish time of a 100,000-file bundle and the node plugin's memory with 10 volumes
-/// published (run with `--run-ignored only`; prints the numbers).
+/// published (run with `--run-ignored only`; prints the numbers). The driver is this test
+/// binary, or with `DATAMON_CSI_BIN=path/to/datamon` the real `datamon csi` (its allocator is
+/// the one users run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement: about a minute"]
 async fn measure_publish_of_100k_files_and_memory_of_10_volumes() {
@@ -434,7 +436,10 @@ async fn measure_publish_of_100k_files_and_memory_of_10_volumes() {
     let t0 = Instant::now();
     let big = crate::harness::upload(&fx.dm, &fx.repo, &src, Some("big")).await;
     eprintln!("upload of {} files: {:?}", big.stats.files, t0.elapsed());
-    let child = Child::spawn(&fx, "state");
+    let child = match std::env::var_os("DATAMON_CSI_BIN") {
+        Some(bin) => Child::spawn_binary(&fx, "state", std::path::Path::new(&bin)),
+        None => Child::spawn(&fx, "state"),
+    };
     let mut c = connect(&child.socket).await;
     let pid = child.child.id();
     let rss = || {
