@@ -500,5 +500,85 @@ async fn measure_publish_of_100k_files_and_memory_of_10_volumes() {
             .await
             .unwrap();
     }
+    // Read throughput of a 512 MiB file: through a published volume, then (with the real
+    // binary) through `datamon bundle mount` of the same bundle, each with an empty chunk cache
+    // (cold) and again from its chunk cache with the kernel's pages dropped (warm).
+    let blob_src = fx.path("blob");
+    std::fs::create_dir_all(&blob_src).unwrap();
+    let mut bytes = vec![0u8; 512 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for w in bytes.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(blob_src.join("blob.bin"), &bytes).unwrap();
+    drop(bytes);
+    crate::harness::upload(&fx.dm, &fx.repo, &blob_src, Some("blob")).await;
+    let read_twice = |file: std::path::PathBuf| {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let t = Instant::now();
+            let n = std::fs::read(&file).unwrap().len();
+            out.push(n as f64 / t.elapsed().as_secs_f64() / 1e6);
+            let f = std::fs::File::open(&file).unwrap();
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+        out
+    };
+    let vb = fx.path("vblob");
+    guards.push(UnmountOnDrop(vb.clone()));
+    let req = publish(
+        "vblob",
+        &vb,
+        attrs(&[("repo", "data"), ("label", "blob")]),
+        true,
+        AccessMode::MultiNodeReaderOnly,
+    );
+    c.node.node_publish_volume(req).await.unwrap();
+    let csi = read_twice(vb.join("blob.bin"));
+    eprintln!(
+        "512 MiB read through the CSI volume: cold {:.0} MB/s, warm {:.0} MB/s",
+        csi[0], csi[1]
+    );
+    if let Some(bin) = std::env::var_os("DATAMON_CSI_BIN") {
+        let mnt = fx.path("mblob");
+        std::fs::create_dir_all(&mnt).unwrap();
+        guards.push(UnmountOnDrop(mnt.clone()));
+        let mut m = std::process::Command::new(bin)
+            .arg("--store")
+            .arg(&fx.store_url)
+            .args([
+                "bundle", "mount", "--repo", "data", "--label", "blob", "--cache",
+            ])
+            .arg(fx.path("mount-cache"))
+            .arg("--mount")
+            .arg(&mnt)
+            .env("DATAMON_HOME", fx.path("home"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(m.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("Mounted"), "{line}");
+        let mount = read_twice(mnt.join("blob.bin"));
+        eprintln!(
+            "512 MiB read through bundle mount: cold {:.0} MB/s, warm {:.0} MB/s",
+            mount[0], mount[1]
+        );
+        let _ = std::process::Command::new("kill")
+            .arg(m.id().to_string())
+            .status();
+        let _ = m.wait();
+    }
+    c.node
+        .node_unpublish_volume(unpublish("vblob", &vb))
+        .await
+        .unwrap();
     child.kill();
 }
