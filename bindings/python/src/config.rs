@@ -7,8 +7,9 @@
 //!   context's store from `<home>/config.toml`; the context is the `context` argument, else
 //!   `$DATAMON_CONTEXT`, else the config's current context, else `default` (the embedded store
 //!   `<home>/store`);
-//! - backend options: every `AWS_*`, `GOOGLE_*`, `AZURE_*` variable lowercased, then the
-//!   caller's options (AWS profiles in `~/.aws` are read by the CLI only);
+//! - backend options: the environment's, as the CLI reads them (`datamon::cloud_env`: every
+//!   `AWS_*`, `GOOGLE_*`, `AZURE_*` variable lowercased, and the AWS profile's credentials,
+//!   region and endpoint from `~/.aws`), then the caller's options;
 //! - author: the `author` argument, else the config's author, else `$USER@host`.
 
 use std::collections::BTreeMap;
@@ -119,12 +120,7 @@ pub(crate) fn target(
             }
         }
     };
-    let mut opts: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-        })
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    let mut opts = datamon::cloud_env::store_options();
     for (k, v) in options {
         let k = k.to_ascii_lowercase();
         opts.retain(|(have, _)| *have != k);

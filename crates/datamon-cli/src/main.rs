@@ -4,7 +4,6 @@
 //! bars and logs. Exit codes: 0 ok; 1 failure, or "they differ" for diffs; 2 "not found" (and
 //! usage errors).
 
-mod aws_profile;
 mod cmd;
 mod config;
 mod hints;
@@ -172,19 +171,9 @@ impl Ctx {
     }
 
     /// Backend settings for `object_store`, from the usual `AWS_*`, `GOOGLE_*` and `AZURE_*`
-    /// environment variables (lowercased, as object_store's config keys are).
-    /// Settings of the selected AWS profile (`~/.aws/credentials`, `~/.aws/config`) fill in
-    /// what the environment does not set (see `aws_profile`).
+    /// environment variables and the selected AWS profile (see `datamon::cloud_env`).
     pub(crate) fn store_options() -> Vec<(String, String)> {
-        let mut options: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| {
-                k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-            })
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        let from_profile = aws_profile::options(&options);
-        options.extend(from_profile);
-        options
+        datamon::cloud_env::store_options()
     }
 
     /// Who is acting: the configured author, else `$USER@host`.

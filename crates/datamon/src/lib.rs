@@ -37,6 +37,7 @@
 
 mod browse;
 mod catalog;
+pub mod cloud_env;
 mod compare;
 mod delete;
 pub mod diamond;

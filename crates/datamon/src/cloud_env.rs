@@ -1,14 +1,33 @@
-//! AWS shared configuration files (`~/.aws/credentials`, `~/.aws/config`), which `object_store`
-//! does not read: the static credentials, region and endpoint of the selected profile
-//! (`AWS_PROFILE`, default `default`) become store options, below any `AWS_*` variable set in the
-//! environment. Files are `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE` when set. Roles, SSO
-//! and `credential_process` are not supported: use environment variables for those.
+//! Backend settings from the environment the cloud SDKs use, for [`crate::OpenOptions`]'s
+//! `store_options`: what every front end (the CLI, the CSI driver, Python) passes when it opens
+//! a store.
+//!
+//! - Every `AWS_*`, `GOOGLE_*` and `AZURE_*` variable, lowercased (object_store's config keys).
+//! - AWS shared configuration files (`~/.aws/credentials`, `~/.aws/config`), which
+//!   `object_store` does not read: the static credentials, region and endpoint of the selected
+//!   profile (`AWS_PROFILE`, default `default`) fill in what the environment does not set.
+//!   Files are `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE` when set. Roles, SSO and
+//!   `credential_process` are not supported: use environment variables for those.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// The options the profile gives, as `(object_store key, value)`, for keys `present` lacks.
-pub(crate) fn options(present: &[(String, String)]) -> Vec<(String, String)> {
+/// The backend settings of this process's environment (see the module docs), as
+/// `(object_store key, value)`.
+pub fn store_options() -> Vec<(String, String)> {
+    let mut options: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+        })
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let from_profile = profile_options(&options);
+    options.extend(from_profile);
+    options
+}
+
+/// The options the AWS profile gives, as `(object_store key, value)`, for keys `present` lacks.
+pub fn profile_options(present: &[(String, String)]) -> Vec<(String, String)> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let home = var("HOME").map(PathBuf::from);
     let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
