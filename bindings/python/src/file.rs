@@ -10,36 +10,57 @@ use pyo3::types::PyBytes;
 use crate::errors::to_py;
 
 /// The size of one read of the virtual filesystem.
-const PIECE: u64 = 8 << 20;
+const PIECE: u64 = 4 << 20;
 
-/// How many pieces of one large read are read at once, from scoped threads.
+/// How many threads read the pieces of one large read, each taking the next piece not yet
+/// taken (so a slow piece does not hold the others up).
 const PARALLEL: usize = 4;
+
+/// How much of a large read is read between two checks for signals (Ctrl-C).
+const BATCH: usize = 128 << 20;
 
 /// Fills `part` (the file from `base` on, within its size) with pieces read concurrently.
 fn read_pieces(vfs: &Vfs, fh: u64, base: u64, part: &mut [u8]) -> datamon::Result<()> {
     let read_one = |at: u64, piece: &mut [u8]| -> datamon::Result<()> {
-        let want = u32::try_from(piece.len()).expect("a piece fits in u32");
-        let data = vfs.read_blocking(fh, at, want)?;
-        if data.len() != piece.len() {
+        // Straight into the bytes object Python gets: no buffer of its own, no copy.
+        let n = vfs.read_into_blocking(fh, at, piece)?;
+        if n != piece.len() {
             return Err(datamon::Error::Corrupt {
                 path: format!("open file {fh}"),
-                detail: format!("read {} of {} bytes at {at}", data.len(), piece.len()),
+                detail: format!("read {n} of {} bytes at {at}", piece.len()),
             });
         }
-        piece.copy_from_slice(&data);
         Ok(())
     };
     if part.len() as u64 <= PIECE {
         return read_one(base, part);
     }
+    let pieces: Vec<std::sync::Mutex<Option<&mut [u8]>>> = part
+        .chunks_mut(PIECE as usize)
+        .map(|p| std::sync::Mutex::new(Some(p)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = || -> datamon::Result<()> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= pieces.len() || failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let piece = pieces[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .expect("each piece is taken once");
+            if let Err(e) = read_one(base + i as u64 * PIECE, piece) {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = part
-            .chunks_mut(PIECE as usize)
-            .enumerate()
-            .map(|(i, piece)| {
-                let at = base + i as u64 * PIECE;
-                s.spawn(move || read_one(at, piece))
-            })
+        let handles: Vec<_> = (0..PARALLEL.min(pieces.len()))
+            .map(|_| s.spawn(work))
             .collect();
         handles.into_iter().try_for_each(|h| {
             h.join()
@@ -115,11 +136,10 @@ impl File {
             .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("read too large"))?;
         let vfs = &self.vfs;
         PyBytes::new_with(py, len, |buf| {
-            // Batches of up to PARALLEL pieces read at once (a large read is as fast as the
-            // store and the cache allow, not one piece at a time), signals checked between.
-            let batch = PIECE as usize * PARALLEL;
-            for (b, part) in buf.chunks_mut(batch).enumerate() {
-                let base = offset + (b * batch) as u64;
+            // Batches whose pieces PARALLEL threads read at once (a large read is as fast as
+            // the store and the cache allow, not one piece at a time), signals checked between.
+            for (b, part) in buf.chunks_mut(BATCH).enumerate() {
+                let base = offset + (b * BATCH) as u64;
                 py.detach(|| read_pieces(vfs, fh, base, part))
                     .map_err(|e| to_py(py, &e))?;
                 py.check_signals()?;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use datamon_store::{keys, BlobRef, Index, Store};
+use datamon_store::{keys, BlobRef, Decoded, Index, Store};
 use datamon_types::{BundleId, ChunkRef, Hash, Node, RepoName, TreeEntry};
 use regex::Regex;
 use serde::Serialize;
@@ -385,13 +385,13 @@ fn prepare<'a>(dest: &Path, entries: &'a [(String, TreeEntry)]) -> Result<Prepar
     })
 }
 
-/// Reads one run and returns its chunks' bytes, decoded and verified. When the bytes do not
-/// verify and the store has a replica, the run is read again from the replica.
+/// Reads one run and returns its chunks' bytes back to back, decoded and verified. When the
+/// bytes do not verify and the store has a replica, the run is read again from the replica.
 pub(crate) async fn fetch_run(
     store: &datamon_store::Store,
     path: &str,
     run: Run,
-) -> Result<Vec<u8>> {
+) -> Result<bytes::Bytes> {
     let key = keys::pack(&run.pack);
     let missing = |e: datamon_store::Error| match e {
         datamon_store::Error::NotFound { key } => Error::Corrupt {
@@ -406,7 +406,7 @@ pub(crate) async fn fetch_run(
         .map_err(missing)?;
     let s = store.clone();
     let (run, decoded) = tokio::task::spawn_blocking(move || {
-        let d = decode_run(&s, &run, &bytes);
+        let d = decode_run(&s, &run, bytes);
         (run, d)
     })
     .await?;
@@ -418,7 +418,7 @@ pub(crate) async fn fetch_run(
         tracing::warn!(pack = %key, "{detail}; reading it from the replica");
         if let Ok(bytes) = replica.get_range(&key, run.start..run.end).await {
             let s = store.clone();
-            let again = tokio::task::spawn_blocking(move || decode_run(&s, &run, &bytes)).await?;
+            let again = tokio::task::spawn_blocking(move || decode_run(&s, &run, bytes)).await?;
             if let Ok(data) = again {
                 return Ok(data);
             }
@@ -430,18 +430,65 @@ pub(crate) async fn fetch_run(
     })
 }
 
-/// Decodes and verifies every chunk of a run read as `bytes`.
-fn decode_run(store: &Store, run: &Run, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(run.chunks.iter().map(|(c, _)| c.1 as usize).sum());
+/// Decodes and verifies every chunk of a run read as `bytes`. Chunks stored as they are (or
+/// sealed: decrypted in place) are moved to the front of the read's own buffer, so a run with
+/// no compressed chunk needs no second buffer and no copy but for the seals it drops; a run
+/// with compressed chunks is decoded into a new buffer.
+fn decode_run(
+    store: &Store,
+    run: &Run,
+    bytes: bytes::Bytes,
+) -> std::result::Result<bytes::Bytes, String> {
+    let mut buf = bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    let fail = |c: &ChunkRef, e: &dyn std::fmt::Display| {
+        format!("chunk {} in pack {}: {e}", c.0, run.pack)
+    };
+    if run
+        .chunks
+        .iter()
+        .any(|(_, r)| r.compression != datamon_chunk::Compression::None)
+    {
+        let mut out = Vec::with_capacity(run.chunks.iter().map(|(c, _)| c.1 as usize).sum());
+        for (c, r) in &run.chunks {
+            let at = (u64::from(r.offset) - run.start) as usize;
+            let stored = &buf[at..at + r.stored_len as usize];
+            let data = store
+                .decode_blob(stored, r.compression, c.1 as usize, &c.0)
+                .map_err(|e| fail(c, &e))?;
+            out.extend_from_slice(&data);
+        }
+        return Ok(out.into());
+    }
+    // Decoded chunks never outgrow their stored form, and `to` never passes the next chunk's
+    // start, so moving each to `to` overwrites nothing not yet decoded.
+    let mut to = 0;
     for (c, r) in &run.chunks {
         let at = (u64::from(r.offset) - run.start) as usize;
-        let stored = &bytes[at..at + r.stored_len as usize];
-        let data = store
-            .decode_blob(stored, r.compression, c.1 as usize, &c.0)
-            .map_err(|e| format!("chunk {} in pack {}: {e}", c.0, run.pack))?;
-        out.extend_from_slice(&data);
+        let stored = &mut buf[at..at + r.stored_len as usize];
+        let range = match store
+            .decode_blob_in_place(stored, r.compression, c.1 as usize, &c.0)
+            .map_err(|e| fail(c, &e))?
+        {
+            Decoded::At(range) => range,
+            Decoded::Owned(data) => {
+                // Not expected without compression; place it all the same if it fits.
+                if data.len() > r.stored_len as usize {
+                    return Err(fail(c, &"decoded larger than stored"));
+                }
+                stored[..data.len()].copy_from_slice(&data);
+                0..data.len()
+            }
+        };
+        let len = range.len();
+        if at + range.start != to {
+            buf.copy_within(at + range.start..at + range.end, to);
+        }
+        to += len;
     }
-    Ok(out)
+    buf.truncate(to);
+    Ok(buf.freeze())
 }
 
 /// Refuses a non-empty destination unless `force`.

@@ -216,6 +216,11 @@ impl DiskCache {
         Ok(c)
     }
 
+    /// Whether chunks are kept on disk (a directory was given).
+    pub(crate) fn enabled(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// Where each chunk is, if cached.
     pub(crate) fn locate(&self, chunks: &[ChunkRef]) -> Vec<Option<Loc>> {
         if self.dir.is_none() {
@@ -295,22 +300,25 @@ impl DiskCache {
     }
 
     /// Stores the verified chunks of one run, `data` holding them back to back: one write when
-    /// none of them is cached yet. Failures only cost a refetch.
-    pub(crate) fn put_run(&self, chunks: &[ChunkRef], data: &[u8]) {
+    /// none of them is cached yet. Returns whether all of them are on disk now. Failures only
+    /// cost a refetch.
+    pub(crate) fn put_run(&self, chunks: &[ChunkRef], data: &[u8]) -> bool {
         let Some(dir) = &self.dir else {
-            return;
+            return false;
         };
         let mut st = self.lock();
         if chunks.len() < 2 || chunks.iter().any(|c| st.chunks.contains_key(&key(&c.0))) {
             drop(st);
             let mut at = 0;
+            let mut all = true;
             for c in chunks {
-                self.put(&c.0, &data[at..at + c.1 as usize]);
+                all &= self.put(&c.0, &data[at..at + c.1 as usize]);
                 at += c.1 as usize;
             }
-            return;
+            return all;
         }
         self.store_run(dir, &mut st, chunks, data);
+        chunks.iter().all(|c| st.chunks.contains_key(&key(&c.0)))
     }
 
     fn append_run(

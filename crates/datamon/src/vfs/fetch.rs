@@ -296,8 +296,17 @@ impl Vfs {
         keep: bool,
     ) -> Result<HashMap<Hash, Bytes>> {
         match self.fetch_from_store(chunks, keep).await {
-            Ok(fetched) => {
+            Ok((fetched, None)) => {
                 claim.finish(Ok(()));
+                Ok(fetched)
+            }
+            // The reader goes on with its bytes; the fetch ends (and its waiters, who take
+            // the chunks from the cache, wake) once they are written.
+            Ok((fetched, Some(written))) => {
+                tokio::spawn(async move {
+                    let _ = written.await;
+                    claim.finish(Ok(()));
+                });
                 Ok(fetched)
             }
             Err(e) => {
@@ -312,11 +321,15 @@ impl Vfs {
     }
 
     /// Runs contiguous in one pack, parallel range reads, decode and verify, then both caches.
+    /// With a disk cache, the runs are written to it in order by a task of their own, whose
+    /// handle is returned: at most [`PENDING_WRITES_MIB`] bytes wait for it over all fetches (then
+    /// fetches wait), so memory stays bounded when the disk is slower than the store.
+    #[allow(clippy::type_complexity)]
     async fn fetch_from_store(
         &self,
         chunks: Vec<ChunkRef>,
         keep: bool,
-    ) -> Result<HashMap<Hash, Bytes>> {
+    ) -> Result<(HashMap<Hash, Bytes>, Option<tokio::task::JoinHandle<()>>)> {
         #[cfg(test)]
         self.inner.hooks.enter().await?;
         let runs = plan_runs(&chunks, &self.inner.index).map_err(|missing| Error::Corrupt {
@@ -335,41 +348,70 @@ impl Vfs {
         }))
         .buffered(self.inner.opts.parallel_fetches.max(1));
         let mut out = HashMap::new();
+        let mut writer: Option<(std::sync::mpsc::Sender<Write>, tokio::task::JoinHandle<()>)> =
+            None;
         while let Some(run) = fetched.next().await {
             let (chunks, data) = run?;
             self.inner.opts.metrics.fetched(chunks.len(), data.len());
-            let this = self.clone();
-            let kept = tokio::task::spawn_blocking(move || {
-                this.inner.disk.put_run(&chunks, &data);
-                // Also in memory: a reader waiting for them finds them there even if a tiny
-                // disk cache has already evicted them. Copies: a slice would keep the whole
-                // run alive.
+            if keep {
                 let mut at = 0;
-                for c in &chunks {
-                    let b = Bytes::copy_from_slice(&data[at..at + c.1 as usize]);
+                out.extend(chunks.iter().map(|c| {
+                    let b = data.slice(at..at + c.1 as usize);
                     at += b.len();
-                    this.inner.memory.insert(c.0, b);
-                }
-                if !keep {
-                    return Vec::new();
-                }
-                let data = Bytes::from(data);
-                let mut at = 0;
-                chunks
-                    .iter()
-                    .map(|c| {
-                        let b = data.slice(at..at + c.1 as usize);
-                        at += b.len();
-                        (c.0, b)
-                    })
-                    .collect()
-            })
-            .await?;
-            out.extend(kept);
+                    (c.0, b)
+                }));
+            }
+            if !self.inner.disk.enabled() {
+                self.remember(&chunks, &data);
+                continue;
+            }
+            let cost = u32::try_from(data.len().div_ceil(1 << 20))
+                .unwrap_or(u32::MAX)
+                .clamp(1, PENDING_WRITES_MIB);
+            let permit = self
+                .inner
+                .pending_writes
+                .clone()
+                .acquire_many_owned(cost)
+                .await
+                .expect("the semaphore is never closed");
+            let (tx, _) = writer.get_or_insert_with(|| {
+                let (tx, rx) = std::sync::mpsc::channel::<Write>();
+                let this = self.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    for (chunks, data, _permit) in rx {
+                        if !this.inner.disk.put_run(&chunks, &data) {
+                            this.remember(&chunks, &data);
+                        }
+                    }
+                });
+                (tx, task)
+            });
+            // The writer ends only after this sender is dropped.
+            let _ = tx.send((chunks, data, permit));
         }
-        Ok(out)
+        Ok((out, writer.map(|(_, task)| task)))
+    }
+
+    /// Keeps the chunks of a run (back to back in `data`) in the memory cache: when there is
+    /// no disk cache, or writing them to it failed. Copies: a slice would keep the whole run
+    /// alive.
+    fn remember(&self, chunks: &[ChunkRef], data: &[u8]) {
+        let mut at = 0;
+        for c in chunks {
+            let b = Bytes::copy_from_slice(&data[at..at + c.1 as usize]);
+            at += b.len();
+            self.inner.memory.insert(c.0, b);
+        }
     }
 }
+
+/// A run waiting to be written to the disk cache, with its share of [`PENDING_WRITES_MIB`].
+type Write = (Vec<ChunkRef>, Bytes, tokio::sync::OwnedSemaphorePermit);
+
+/// How many MiB of fetched runs may wait to be written to the disk cache, over all fetches
+/// of one mount.
+pub(super) const PENDING_WRITES_MIB: u32 = 64;
 
 /// Test hooks: hold fetches, fail them, count them.
 #[cfg(test)]
@@ -585,6 +627,56 @@ mod tests {
         assert_eq!(m2.reads, 0, "a failed read is not an answered one");
         assert!(read_all(&vfs2, ino2).unwrap() == data[..]);
         assert_eq!(vfs2.metrics().snapshot().fetch_errors, 1);
+    }
+
+    #[test]
+    fn read_into_fills_any_range_like_read_blocking() {
+        let data = pseudo_random(3_000_000);
+        let cache = tempfile::tempdir().unwrap();
+        for (i, opts) in [
+            VfsOptions {
+                cache_dir: Some(cache.path().to_owned()),
+                ..VfsOptions::default()
+            },
+            no_disk(64 << 20),
+            no_disk(1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (_rt, vfs, ino) = fixture(&format!("vfs-read-into-{i}"), &data, opts);
+            let fh = vfs.open_blocking(ino).unwrap();
+            // Whole file, cold; then ranges inside one chunk, across chunks, at chunk starts
+            // (the file's first chunk), to the end and past it.
+            let mut all = vec![0u8; data.len() + 10];
+            assert_eq!(vfs.read_into_blocking(fh, 0, &mut all).unwrap(), data.len());
+            assert!(all[..data.len()] == data[..]);
+            let mut x = 12345u64;
+            let mut cases = vec![(0u64, 1usize), (0, 700_000), (1, 2_999_999), (2_999_999, 5)];
+            for _ in 0..40 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let off = (x >> 33) % data.len() as u64;
+                let len = ((x >> 13) % 2_000_000) as usize + 1;
+                cases.push((off, len));
+            }
+            for (off, len) in cases {
+                let mut buf = vec![0xaau8; len];
+                let n = vfs.read_into_blocking(fh, off, &mut buf).unwrap();
+                let end = (off as usize + len).min(data.len());
+                assert_eq!(n, end - off as usize, "at {off}+{len}");
+                assert!(buf[..n] == data[off as usize..end], "at {off}+{len}");
+                let b = vfs.read_blocking(fh, off, len as u32).unwrap();
+                assert!(b[..] == buf[..n]);
+            }
+            let mut buf = [0u8; 4];
+            assert_eq!(vfs.read_into_blocking(fh, 3_000_000, &mut buf).unwrap(), 0);
+            assert_eq!(vfs.read_into_blocking(fh, 9_000_000, &mut buf).unwrap(), 0);
+            assert_eq!(vfs.read_into_blocking(fh, 0, &mut []).unwrap(), 0);
+            vfs.release(fh);
+            assert!(vfs.read_into_blocking(fh, 0, &mut buf).is_err(), "closed");
+        }
     }
 
     #[test]

@@ -167,6 +167,8 @@ struct Inner {
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     inflight: InFlight,
+    /// Bounds the bytes waiting to be written to the disk cache (see `fetch`).
+    pending_writes: Arc<tokio::sync::Semaphore>,
     #[cfg(test)]
     hooks: fetch::Hooks,
 }
@@ -227,6 +229,9 @@ impl Datamon {
                 files: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 inflight: InFlight::default(),
+                pending_writes: Arc::new(tokio::sync::Semaphore::new(
+                    fetch::PENDING_WRITES_MIB as usize,
+                )),
                 #[cfg(test)]
                 hooks: fetch::Hooks::default(),
             }),
@@ -437,6 +442,18 @@ impl Vfs {
         let data = self.read_file(fh, offset, size)?;
         self.inner.opts.metrics.read(data.len());
         Ok(data)
+    }
+
+    /// Reads into `buf` from `offset`, filling it unless the file ends first; returns how many
+    /// bytes were read (0 at or past the end). Whole chunks are written straight into `buf`
+    /// (no buffer of its own, no copy): the read for large buffers.
+    ///
+    /// # Errors
+    /// As [`Vfs::read_blocking`].
+    pub fn read_into_blocking(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let n = self.read_file_into(fh, offset, buf)?;
+        self.inner.opts.metrics.read(n);
+        Ok(n)
     }
 }
 

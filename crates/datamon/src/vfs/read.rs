@@ -48,60 +48,145 @@ impl Vfs {
         (fh, at)
     }
 
-    /// Reads up to `size` bytes of handle `fh` at `offset` (see [`Vfs::read_blocking`]).
-    pub(super) fn read_file(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        let file = lock(&self.inner.files)
+    /// The open file of handle `fh`.
+    fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>> {
+        lock(&self.inner.files)
             .get(&fh)
             .cloned()
-            .ok_or_else(|| vfs_err(VfsErrorKind::Stale, format!("unknown file handle {fh}")))?;
+            .ok_or_else(|| vfs_err(VfsErrorKind::Stale, format!("unknown file handle {fh}")))
+    }
+
+    /// The chunks `first..=last` that `offset..end` covers, and the read-ahead window after
+    /// this read (0: none), updating the file's sequential-reader state.
+    fn plan_read(&self, file: &OpenFile, offset: u64, end: u64) -> (usize, usize, u64, usize) {
+        let first = file.offsets.partition_point(|&o| o <= offset) - 1;
+        let last = file.offsets.partition_point(|&o| o < end) - 1; // inclusive
+        let mut seq = lock(&file.seq);
+        let w = if offset == seq.0 && self.inner.opts.readahead > 0 {
+            (seq.1 * 2).clamp(MIN_READAHEAD, self.inner.opts.readahead)
+        } else {
+            seq.2 = 0;
+            0
+        };
+        seq.0 = end;
+        seq.1 = w;
+        (first, last, w, seq.2)
+    }
+
+    /// Starts the read-ahead of a sequential reader after chunk `last`.
+    fn after_read(&self, file: &OpenFile, last: usize, window: u64, issued: usize) {
+        if window > 0 {
+            let upto = self.prefetch(file, last + 1, issued, window);
+            let mut seq = lock(&file.seq);
+            seq.2 = seq.2.max(upto);
+        }
+    }
+
+    /// Reads up to `size` bytes of handle `fh` at `offset` (see [`Vfs::read_blocking`]): the
+    /// chunks it covers, whole, in one buffer, returned as a slice of it.
+    pub(super) fn read_file(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let file = self.open_file(fh)?;
         let file_size = *file.offsets.last().expect("offsets has n+1 elements");
         if offset >= file_size || size == 0 {
             return Ok(Bytes::new());
         }
         let end = file_size.min(offset + u64::from(size));
-        let first = file.offsets.partition_point(|&o| o <= offset) - 1;
-        let last = file.offsets.partition_point(|&o| o < end) - 1; // inclusive
-        let (window, issued) = {
-            let mut seq = lock(&file.seq);
-            let w = if offset == seq.0 && self.inner.opts.readahead > 0 {
-                (seq.1 * 2).clamp(MIN_READAHEAD, self.inner.opts.readahead)
-            } else {
-                seq.2 = 0;
-                0
-            };
-            seq.0 = end;
-            seq.1 = w;
-            (w, seq.2)
-        };
+        let (first, last, window, issued) = self.plan_read(&file, offset, end);
         let base = file.offsets[first];
         let mut buf = vec![0u8; (file.offsets[last + 1] - base) as usize];
         let starts: Vec<usize> = file.offsets[first..=last + 1]
             .iter()
             .map(|&o| (o - base) as usize)
             .collect();
-        self.fill(&file.chunks[first..=last], &starts, &mut buf)?;
-        if window > 0 {
-            let upto = self.prefetch(&file, last + 1, issued, window);
-            let mut seq = lock(&file.seq);
-            seq.2 = seq.2.max(upto);
-        }
+        self.fill(
+            &file.chunks[first..=last],
+            &mut Targets {
+                head: None,
+                mid: &mut buf,
+                starts,
+                tail: None,
+            },
+        )?;
+        self.after_read(&file, last, window, issued);
         Ok(Bytes::from(buf).slice((offset - base) as usize..(end - base) as usize))
     }
 
-    /// Fills `buf` with the decoded bytes of `chunks` (chunk `i` at `starts[i]..starts[i + 1]`):
-    /// runs of chunks adjacent in the disk cache with one read each, then the memory cache, then
-    /// the store. Everything taken from a cache is verified against its hash.
-    fn fill(&self, chunks: &[ChunkRef], starts: &[usize], buf: &mut [u8]) -> Result<()> {
+    /// Reads into `out` from `offset` of handle `fh` (see [`Vfs::read_into_blocking`]): whole
+    /// chunks straight into `out`, the partial first and last chunks through a scratch buffer.
+    pub(super) fn read_file_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize> {
+        let file = self.open_file(fh)?;
+        let file_size = *file.offsets.last().expect("offsets has n+1 elements");
+        if offset >= file_size || out.is_empty() {
+            return Ok(0);
+        }
+        let end = file_size.min(offset + out.len() as u64);
+        let out = &mut out[..(end - offset) as usize];
+        let (first, last, window, issued) = self.plan_read(&file, offset, end);
+        let o = &file.offsets;
+        // The first chunk goes through scratch unless `out` starts and ends with it (or covers
+        // it whole); the last, unless `out` ends with it.
+        let head_partial = offset > o[first] || (first == last && end < o[first + 1]);
+        let tail_partial = last > first && end < o[last + 1];
+        let mid_from = if head_partial { first + 1 } else { first };
+        let mid_to = if tail_partial { last } else { last + 1 }; // exclusive
+        let head_len = if head_partial {
+            (o[first + 1].min(end) - offset) as usize
+        } else {
+            0
+        };
+        let mid_len = if mid_to > mid_from {
+            (o[mid_to] - o[mid_from]) as usize
+        } else {
+            0
+        };
+        let mut head = head_partial.then(|| vec![0u8; (o[first + 1] - o[first]) as usize]);
+        let mut tail = tail_partial.then(|| vec![0u8; (o[last + 1] - o[last]) as usize]);
+        let (out_head, rest) = out.split_at_mut(head_len);
+        let (out_mid, out_tail) = rest.split_at_mut(mid_len);
+        let starts: Vec<usize> = if mid_to > mid_from {
+            o[mid_from..=mid_to]
+                .iter()
+                .map(|&x| (x - o[mid_from]) as usize)
+                .collect()
+        } else {
+            vec![0]
+        };
+        self.fill(
+            &file.chunks[first..=last],
+            &mut Targets {
+                head: head.as_deref_mut(),
+                mid: out_mid,
+                starts,
+                tail: tail.as_deref_mut(),
+            },
+        )?;
+        if let Some(h) = &head {
+            let at = (offset - o[first]) as usize;
+            out_head.copy_from_slice(&h[at..at + head_len]);
+        }
+        if let Some(t) = &tail {
+            let n = out_tail.len();
+            out_tail.copy_from_slice(&t[..n]);
+        }
+        self.after_read(&file, last, window, issued);
+        Ok(out.len())
+    }
+
+    /// Fills the targets of `chunks` with their decoded bytes: runs of chunks adjacent in the
+    /// disk cache (and in the targets) with one read each, then the memory cache, then the
+    /// store. Everything taken from a cache is verified against its hash.
+    fn fill(&self, chunks: &[ChunkRef], t: &mut Targets<'_>) -> Result<()> {
         let disk = &self.inner.disk;
         let locs = disk.locate(chunks);
         let mut missing = Vec::new();
         let (mut memory_hits, mut disk_hits) = (0, 0);
+        let n = chunks.len();
         let mut i = 0;
-        while i < chunks.len() {
+        while i < n {
             let Some(loc) = locs[i] else {
                 match self.inner.memory.get(&chunks[i].0) {
                     Some(b) => {
-                        buf[starts[i]..starts[i + 1]].copy_from_slice(&b);
+                        t.chunk(i, n).copy_from_slice(&b);
                         memory_hits += 1;
                     }
                     None => missing.push(i),
@@ -110,17 +195,18 @@ impl Vfs {
                 continue;
             };
             let mut j = i + 1;
-            while j < chunks.len()
+            while j < n
+                && t.same_group(i, j, n)
                 && locs[j].is_some_and(|next| locs[j - 1].is_some_and(|l| l.followed_by(&next)))
             {
                 j += 1;
             }
-            let run = &mut buf[starts[i]..starts[j]];
+            let (run, starts) = t.run(i, j, n);
             match disk.read_at(loc.seg, loc.off, run) {
                 Ok(()) => {
                     let before = missing.len();
                     for k in i..j {
-                        let bytes = &buf[starts[k]..starts[k + 1]];
+                        let bytes = &run[starts[k - i]..starts[k - i + 1]];
                         if self.inner.dm.store.hasher().hash(bytes) != chunks[k].0 {
                             disk.invalidate(&chunks[k].0);
                             missing.push(k);
@@ -129,7 +215,7 @@ impl Vfs {
                     disk_hits += (j - i) - (missing.len() - before);
                     // Read again while about to be evicted: keep it (second chance).
                     if missing.len() == before && disk.is_old(loc.seg) {
-                        disk.promote(&chunks[i..j], &buf[starts[i]..starts[j]]);
+                        disk.promote(&chunks[i..j], run);
                     }
                 }
                 Err(e) => {
@@ -145,7 +231,7 @@ impl Vfs {
             let wanted: Vec<ChunkRef> = missing.iter().map(|&k| chunks[k]).collect();
             let data = self.chunks_blocking(&wanted)?;
             for (&k, bytes) in missing.iter().zip(&data) {
-                buf[starts[k]..starts[k + 1]].copy_from_slice(bytes);
+                t.chunk(k, n).copy_from_slice(bytes);
             }
         }
         Ok(())
@@ -214,5 +300,65 @@ impl Vfs {
             });
         }
         upto
+    }
+}
+
+/// Where the bytes of each chunk of one read go: chunk 0 to `head` and the last chunk to
+/// `tail` when given (partial chunks, through scratch buffers), the others back to back in
+/// `mid`, chunk `h + k` at `mid[starts[k]..starts[k + 1]]` (`h`: 1 with a head, else 0).
+struct Targets<'a> {
+    head: Option<&'a mut [u8]>,
+    mid: &'a mut [u8],
+    starts: Vec<usize>,
+    tail: Option<&'a mut [u8]>,
+}
+
+impl Targets<'_> {
+    fn h(&self) -> usize {
+        usize::from(self.head.is_some())
+    }
+
+    /// 0: the head, 1: `mid`, 2: the tail (of `n` chunks).
+    fn group(&self, i: usize, n: usize) -> u8 {
+        if i == 0 && self.head.is_some() {
+            0
+        } else if i + 1 == n && self.tail.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Whether chunks `i` and `j` lie in one contiguous target.
+    fn same_group(&self, i: usize, j: usize, n: usize) -> bool {
+        let g = self.group(i, n);
+        g == 1 && self.group(j, n) == 1
+    }
+
+    /// The target of chunk `i` (of `n`).
+    fn chunk(&mut self, i: usize, n: usize) -> &mut [u8] {
+        self.run(i, i + 1, n).0
+    }
+
+    /// The contiguous target of chunks `i..j` (of `n`, one group), and where each starts in it.
+    fn run(&mut self, i: usize, j: usize, n: usize) -> (&mut [u8], Vec<usize>) {
+        match self.group(i, n) {
+            0 => {
+                let h = self.head.as_deref_mut().expect("group 0 is the head");
+                let len = h.len();
+                (h, vec![0, len])
+            }
+            2 => {
+                let t = self.tail.as_deref_mut().expect("group 2 is the tail");
+                let len = t.len();
+                (t, vec![0, len])
+            }
+            _ => {
+                let (a, b) = (i - self.h(), j - self.h());
+                let base = self.starts[a];
+                let starts = self.starts[a..=b].iter().map(|&s| s - base).collect();
+                (&mut self.mid[base..self.starts[b]], starts)
+            }
+        }
     }
 }
