@@ -21,9 +21,16 @@ const BATCH: usize = 128 << 20;
 
 /// Fills `part` (the file from `base` on, within its size) with pieces read concurrently.
 fn read_pieces(vfs: &Vfs, fh: u64, base: u64, part: &mut [u8]) -> datamon::Result<()> {
+    let whole = part.len() as u64 <= PIECE;
     let read_one = |at: u64, piece: &mut [u8]| -> datamon::Result<()> {
-        // Straight into the bytes object Python gets: no buffer of its own, no copy.
-        let n = vfs.read_into_blocking(fh, at, piece)?;
+        // Straight into the bytes object Python gets: no buffer of its own, no copy. A read of
+        // one piece is a sequential reader's (the vfs reads ahead for it); the pieces of a
+        // larger read are read in parallel here, with no read-ahead.
+        let n = if whole {
+            vfs.read_into_blocking(fh, at, piece)?
+        } else {
+            vfs.read_piece_into_blocking(fh, at, piece)?
+        };
         if n != piece.len() {
             return Err(datamon::Error::Corrupt {
                 path: format!("open file {fh}"),
@@ -32,7 +39,7 @@ fn read_pieces(vfs: &Vfs, fh: u64, base: u64, part: &mut [u8]) -> datamon::Resul
         }
         Ok(())
     };
-    if part.len() as u64 <= PIECE {
+    if whole {
         return read_one(base, part);
     }
     let pieces: Vec<std::sync::Mutex<Option<&mut [u8]>>> = part

@@ -451,7 +451,19 @@ impl Vfs {
     /// # Errors
     /// As [`Vfs::read_blocking`].
     pub fn read_into_blocking(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let n = self.read_file_into(fh, offset, buf)?;
+        let n = self.read_file_into(fh, offset, buf, true)?;
+        self.inner.opts.metrics.read(n);
+        Ok(n)
+    }
+
+    /// [`Vfs::read_into_blocking`] for one piece of a larger read that the caller splits and
+    /// reads in parallel itself: no read-ahead, and the file's sequential reader (whose
+    /// read-ahead it would confuse) is left as it was.
+    ///
+    /// # Errors
+    /// As [`Vfs::read_blocking`].
+    pub fn read_piece_into_blocking(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let n = self.read_file_into(fh, offset, buf, false)?;
         self.inner.opts.metrics.read(n);
         Ok(n)
     }

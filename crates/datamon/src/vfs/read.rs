@@ -113,7 +113,13 @@ impl Vfs {
 
     /// Reads into `out` from `offset` of handle `fh` (see [`Vfs::read_into_blocking`]): whole
     /// chunks straight into `out`, the partial first and last chunks through a scratch buffer.
-    pub(super) fn read_file_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize> {
+    pub(super) fn read_file_into(
+        &self,
+        fh: u64,
+        offset: u64,
+        out: &mut [u8],
+        sequential: bool,
+    ) -> Result<usize> {
         let file = self.open_file(fh)?;
         let file_size = *file.offsets.last().expect("offsets has n+1 elements");
         if offset >= file_size || out.is_empty() {
@@ -121,7 +127,13 @@ impl Vfs {
         }
         let end = file_size.min(offset + out.len() as u64);
         let out = &mut out[..(end - offset) as usize];
-        let (first, last, window, issued) = self.plan_read(&file, offset, end);
+        let (first, last, window, issued) = if sequential {
+            self.plan_read(&file, offset, end)
+        } else {
+            let first = file.offsets.partition_point(|&o| o <= offset) - 1;
+            let last = file.offsets.partition_point(|&o| o < end) - 1;
+            (first, last, 0, 0)
+        };
         let o = &file.offsets;
         // The first chunk goes through scratch unless `out` starts and ends with it (or covers
         // it whole); the last, unless `out` ends with it.
@@ -172,30 +184,74 @@ impl Vfs {
         Ok(out.len())
     }
 
-    /// Fills the targets of `chunks` with their decoded bytes: runs of chunks adjacent in the
-    /// disk cache (and in the targets) with one read each, then the memory cache, then the
-    /// store. Everything taken from a cache is verified against its hash.
+    /// Read-ahead of chunks in the disk cache (`chunks`, in runs `ranges` of segment, offset,
+    /// length): each run is read and every chunk verified on this (blocking) thread and kept
+    /// in the memory cache, so that the reader, when it gets there, only copies them: a
+    /// sequential reader's verification runs beside its own work (a parser, a training step)
+    /// instead of in its reads. Without a memory cache, the kernel is only asked to read the
+    /// runs ahead.
+    fn verify_ahead(&self, chunks: &[ChunkRef], ranges: &[(u32, u32, u64)]) {
+        let disk = &self.inner.disk;
+        if self.inner.opts.memory_cache == 0 {
+            for &(seg, off, len) in ranges {
+                disk.will_need(seg, off, len);
+            }
+            return;
+        }
+        let hasher = self.inner.dm.store.hasher();
+        let mut next = chunks.iter().peekable();
+        for &(seg, off, len) in ranges {
+            let mut run = vec![0u8; len as usize];
+            if disk.read_at(seg, off, &mut run).is_err() {
+                return;
+            }
+            let mut at = 0usize;
+            while at < run.len() {
+                let Some(c) = next.next() else { return };
+                let Some(bytes) = run.get(at..at + c.1 as usize) else {
+                    return;
+                };
+                at += c.1 as usize;
+                if hasher.hash(bytes) == c.0 {
+                    self.inner.memory.insert(c.0, Bytes::copy_from_slice(bytes));
+                }
+            }
+        }
+    }
+
+    /// Fills the targets of `chunks` with their decoded bytes: from the memory cache (verified
+    /// when they were put there), runs of chunks adjacent in the disk cache (and in the
+    /// targets) with one read each, then the store. Everything taken from the disk cache is
+    /// verified against its hash.
     fn fill(&self, chunks: &[ChunkRef], t: &mut Targets<'_>) -> Result<()> {
         let disk = &self.inner.disk;
         let locs = disk.locate(chunks);
         let mut missing = Vec::new();
         let (mut memory_hits, mut disk_hits) = (0, 0);
         let n = chunks.len();
+        // Chunks the memory cache holds (read ahead, or fetched without a disk cache).
+        let mut in_memory = vec![false; n];
+        for (i, c) in chunks.iter().enumerate() {
+            if let Some(b) = self.inner.memory.get(&c.0) {
+                t.chunk(i, n).copy_from_slice(&b);
+                in_memory[i] = true;
+                memory_hits += 1;
+            }
+        }
         let mut i = 0;
         while i < n {
+            if in_memory[i] {
+                i += 1;
+                continue;
+            }
             let Some(loc) = locs[i] else {
-                match self.inner.memory.get(&chunks[i].0) {
-                    Some(b) => {
-                        t.chunk(i, n).copy_from_slice(&b);
-                        memory_hits += 1;
-                    }
-                    None => missing.push(i),
-                }
+                missing.push(i);
                 i += 1;
                 continue;
             };
             let mut j = i + 1;
             while j < n
+                && !in_memory[j]
                 && t.same_group(i, j, n)
                 && locs[j].is_some_and(|next| locs[j - 1].is_some_and(|l| l.followed_by(&next)))
             {
@@ -276,11 +332,15 @@ impl Vfs {
         }
         if !ranges.is_empty() {
             let this = self.clone();
-            self.inner.handle.spawn_blocking(move || {
-                for (seg, off, len) in ranges {
-                    this.inner.disk.will_need(seg, off, len);
-                }
-            });
+            let cached: Vec<ChunkRef> = candidates
+                .iter()
+                .zip(&locs)
+                .filter(|(_, l)| l.is_some())
+                .map(|(c, _)| *c)
+                .collect();
+            self.inner
+                .handle
+                .spawn_blocking(move || this.verify_ahead(&cached, &ranges));
         }
         // Claimed here, not in the task: a reader arriving before the task runs waits for it.
         let (claim, _, _) = self.inner.inflight.claim(&from_store);
