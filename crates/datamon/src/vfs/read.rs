@@ -184,45 +184,11 @@ impl Vfs {
         Ok(out.len())
     }
 
-    /// Read-ahead of chunks in the disk cache (`chunks`, in runs `ranges` of segment, offset,
-    /// length): each run is read and every chunk verified on this (blocking) thread and kept
-    /// in the memory cache, so that the reader, when it gets there, only copies them: a
-    /// sequential reader's verification runs beside its own work (a parser, a training step)
-    /// instead of in its reads. Without a memory cache, the kernel is only asked to read the
-    /// runs ahead.
-    fn verify_ahead(&self, chunks: &[ChunkRef], ranges: &[(u32, u32, u64)]) {
-        let disk = &self.inner.disk;
-        if self.inner.opts.memory_cache == 0 {
-            for &(seg, off, len) in ranges {
-                disk.will_need(seg, off, len);
-            }
-            return;
-        }
-        let hasher = self.inner.dm.store.hasher();
-        let mut next = chunks.iter().peekable();
-        for &(seg, off, len) in ranges {
-            let mut run = vec![0u8; len as usize];
-            if disk.read_at(seg, off, &mut run).is_err() {
-                return;
-            }
-            let mut at = 0usize;
-            while at < run.len() {
-                let Some(c) = next.next() else { return };
-                let Some(bytes) = run.get(at..at + c.1 as usize) else {
-                    return;
-                };
-                at += c.1 as usize;
-                if hasher.hash(bytes) == c.0 {
-                    self.inner.memory.insert(c.0, Bytes::copy_from_slice(bytes));
-                }
-            }
-        }
-    }
-
     /// Fills the targets of `chunks` with their decoded bytes: from the memory cache (verified
-    /// when they were put there), runs of chunks adjacent in the disk cache (and in the
-    /// targets) with one read each, then the store. Everything taken from the disk cache is
-    /// verified against its hash.
+    /// when they were put there: chunks fetched with no disk cache, or whose write to it
+    /// failed), runs of chunks adjacent in the disk cache (and in the targets) with one read
+    /// each, then the store. Everything taken from the disk cache is verified against its
+    /// hash.
     fn fill(&self, chunks: &[ChunkRef], t: &mut Targets<'_>) -> Result<()> {
         let disk = &self.inner.disk;
         let locs = disk.locate(chunks);
@@ -332,15 +298,11 @@ impl Vfs {
         }
         if !ranges.is_empty() {
             let this = self.clone();
-            let cached: Vec<ChunkRef> = candidates
-                .iter()
-                .zip(&locs)
-                .filter(|(_, l)| l.is_some())
-                .map(|(c, _)| *c)
-                .collect();
-            self.inner
-                .handle
-                .spawn_blocking(move || this.verify_ahead(&cached, &ranges));
+            self.inner.handle.spawn_blocking(move || {
+                for (seg, off, len) in ranges {
+                    this.inner.disk.will_need(seg, off, len);
+                }
+            });
         }
         // Claimed here, not in the task: a reader arriving before the task runs waits for it.
         let (claim, _, _) = self.inner.inflight.claim(&from_store);
