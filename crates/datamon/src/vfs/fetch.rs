@@ -322,8 +322,9 @@ impl Vfs {
 
     /// Runs contiguous in one pack, parallel range reads, decode and verify, then both caches.
     /// With a disk cache, the runs are written to it in order by a task of their own, whose
-    /// handle is returned: at most [`PENDING_WRITES_MIB`] bytes wait for it over all fetches (then
-    /// fetches wait), so memory stays bounded when the disk is slower than the store.
+    /// handle is returned: at most [`PENDING_WRITES_MIB`] MiB wait to be written over all
+    /// fetches (then fetches wait), so memory stays bounded when the disk is slower than the
+    /// store.
     #[allow(clippy::type_complexity)]
     async fn fetch_from_store(
         &self,

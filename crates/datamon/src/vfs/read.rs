@@ -135,8 +135,8 @@ impl Vfs {
             (first, last, 0, 0)
         };
         let o = &file.offsets;
-        // The first chunk goes through scratch unless `out` starts and ends with it (or covers
-        // it whole); the last, unless `out` ends with it.
+        // The first chunk goes through scratch unless `out` holds all of it; the last, unless
+        // `out` ends where it ends.
         let head_partial = offset > o[first] || (first == last && end < o[first + 1]);
         let tail_partial = last > first && end < o[last + 1];
         let mid_from = if head_partial { first + 1 } else { first };
@@ -195,7 +195,7 @@ impl Vfs {
         let mut missing = Vec::new();
         let (mut memory_hits, mut disk_hits) = (0, 0);
         let n = chunks.len();
-        // Chunks the memory cache holds (read ahead, or fetched without a disk cache).
+        // Chunks the memory cache holds (fetched with no disk cache, or not written to it).
         let mut in_memory = vec![false; n];
         for (i, c) in chunks.iter().enumerate() {
             if let Some(b) = self.inner.memory.get(&c.0) {
