@@ -5,3 +5,4 @@
 mod conformance;
 mod encryption;
 mod faults;
+mod gc;
