@@ -101,7 +101,9 @@ impl Datamon {
             let key = keys::pack(pack);
             match packs.get(&key) {
                 None => r.problems.push(format!(
-                    "pack {key} is in the index but missing from the store"
+                    "pack {key} is in the index but missing from the store (a gc run stopped \
+                     between deleting a pack and its index object leaves this: run `datamon gc` \
+                     to finish it; otherwise the pack was lost)"
                 )),
                 Some(size) if extent.get(pack).is_some_and(|e| e > size) => r.problems.push(
                     format!("pack {key} is shorter ({size} bytes) than its index says"),

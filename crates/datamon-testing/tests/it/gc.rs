@@ -3,6 +3,9 @@
 //! `Datamon` handles, and after every round each listed bundle downloads exactly and
 //! `fsck --read-data` is clean.
 
+// Tests unwrap, and write their fixtures directly.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
