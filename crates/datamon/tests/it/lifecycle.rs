@@ -588,3 +588,76 @@ fn uploads_deletes_and_gc_race_for_many_rounds() {
         );
     });
 }
+
+/// A gc run killed between deleting a condemned pack and its index object leaves the index
+/// naming a pack that is gone. Uploads that would reuse its blobs are refused meanwhile, and
+/// the next run deletes the index object even when something wants those blobs again (it
+/// cannot spare what is gone), so no later commit ever refers to the missing pack.
+#[test]
+fn a_gc_killed_between_pack_and_index_deletes_is_finished_by_the_next_run() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let dm = open(&format!("file://{}", dir.path().display())).await;
+        let r = repo("r");
+        dm.create_repo(&r, "d").await.unwrap();
+        let src = tempfile::tempdir().unwrap();
+        write(&src.path().join("f.bin"), &noise(3, 500_000));
+        let b1 = upload(&dm, "r", src.path(), "one").await;
+        let del = DeleteOptions {
+            remove_refs: true,
+            ..Default::default()
+        };
+        dm.delete_bundle(&r, &b1.id, &del).await.unwrap();
+        let plan = gc(&dm).await;
+        assert!(plan.packs_condemned > 0, "{plan:?}");
+        // What a killed run leaves: the condemned packs deleted, their index objects kept.
+        let mut removed = 0;
+        let mut stack = vec![dir.path().join("packs")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    std::fs::remove_file(e.path()).unwrap();
+                    removed += 1;
+                }
+            }
+        }
+        assert_eq!(
+            removed, plan.packs_condemned,
+            "only the condemned packs existed"
+        );
+        // The same data again, before gc runs: refused, nothing committed.
+        let ctx = datamon::UploadContext {
+            repo: r.clone(),
+            path: src.path().to_owned(),
+            message: "again".into(),
+        };
+        match dm
+            .upload(ctx.clone(), Default::default(), &NoProgress)
+            .await
+        {
+            Err(Error::CollectedMeanwhile { .. }) => {}
+            other => panic!(
+                "expected CollectedMeanwhile, got {:?}",
+                other.map(|r| r.bundle.id)
+            ),
+        }
+        // The next run finishes the collection; then the upload stores the data anew.
+        gc(&dm).await;
+        let b2 = upload(&dm, "r", src.path(), "again").await;
+        let f = dm.fsck(true, &NoProgress).await.unwrap();
+        assert!(f.is_ok(), "{:?}", f.problems);
+        let out = tempfile::tempdir().unwrap();
+        dm.download(
+            &r,
+            &b2.id,
+            &out.path().join("o"),
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(snapshot(src.path()), snapshot(&out.path().join("o")));
+    });
+}
