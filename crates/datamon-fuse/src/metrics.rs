@@ -136,98 +136,103 @@ impl MountMetrics {
 #[derive(Debug)]
 struct Collect(Arc<MountMetrics>);
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+/// One metric with one sample per value of label `key` (`samples`: label value, metric).
+fn family<M: EncodeMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    key: &str,
+    samples: &[(&str, M)],
+) -> std::fmt::Result {
+    let Some((_, first)) = samples.first() else {
+        return Ok(());
+    };
+    let mut f = e.encode_descriptor(name, help, None, first.metric_type())?;
+    for (value, m) in samples {
+        m.encode(f.encode_family(&[(key, *value)])?)?;
+    }
+    Ok(())
 }
 
 impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let m = &self.0;
         let v = m.vfs.snapshot();
-        {
-            let g = ConstGauge::new(0i64);
-            let mut f =
-                e.encode_descriptor("datamon_mounts", "Mounts served now", None, g.metric_type())?;
-            for mode in MODES {
-                ConstGauge::new(m.mounted(mode))
-                    .encode(f.encode_family(&[("mode", mode.label())])?)?;
-            }
+        let mounts = MODES.map(|mode| (mode.label(), ConstGauge::new(m.mounted(mode))));
+        family(
+            &mut e,
+            "datamon_mounts",
+            "Mounts served now",
+            "mode",
+            &mounts,
+        )?;
+        let plain = [
+            ("datamon_read_requests", "Read calls answered", v.reads),
+            (
+                "datamon_read_bytes",
+                "Bytes returned to readers",
+                v.read_bytes,
+            ),
+            (
+                "datamon_cache_misses",
+                "Chunks readers needed that no cache held",
+                v.misses,
+            ),
+            (
+                "datamon_store_reads",
+                "Range reads of the store, read-ahead included",
+                v.store_reads,
+            ),
+            (
+                "datamon_store_read_chunks",
+                "Chunks fetched from the store and verified",
+                v.fetched_chunks,
+            ),
+            (
+                "datamon_store_read_bytes",
+                "Bytes of the chunks fetched from the store",
+                v.fetched_bytes,
+            ),
+            (
+                "datamon_fetch_errors",
+                "Store accesses of mounts that failed or timed out",
+                v.fetch_errors,
+            ),
+        ];
+        for (name, help, value) in plain {
+            let c = ConstCounter::new(value);
+            c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        counter(
+        family(
             &mut e,
-            "datamon_read_requests",
-            "Read calls answered",
-            v.reads,
+            "datamon_cache_hits",
+            "Chunks readers needed that a cache held, by cache",
+            "cache",
+            &[
+                ("memory", ConstCounter::new(v.memory_hits)),
+                ("disk", ConstCounter::new(v.disk_hits)),
+            ],
         )?;
-        counter(
+        let commits = RESULTS.map(|(r, label)| {
+            (
+                label,
+                ConstCounter::new(m.commits[r as usize].load(Relaxed)),
+            )
+        });
+        family(
             &mut e,
-            "datamon_read_bytes",
-            "Bytes returned to readers",
-            v.read_bytes,
+            "datamon_commits",
+            "Commits of writable mounts, by result",
+            "result",
+            &commits,
         )?;
-        {
-            let c = ConstCounter::new(0u64);
-            let mut f = e.encode_descriptor(
-                "datamon_cache_hits",
-                "Chunks readers needed that a cache held, by cache",
-                None,
-                c.metric_type(),
-            )?;
-            ConstCounter::new(v.memory_hits).encode(f.encode_family(&[("cache", "memory")])?)?;
-            ConstCounter::new(v.disk_hits).encode(f.encode_family(&[("cache", "disk")])?)?;
-        }
-        counter(
+        family(
             &mut e,
-            "datamon_cache_misses",
-            "Chunks readers needed that no cache held",
-            v.misses,
-        )?;
-        counter(
-            &mut e,
-            "datamon_store_reads",
-            "Range reads of the store, read-ahead included",
-            v.store_reads,
-        )?;
-        counter(
-            &mut e,
-            "datamon_store_read_chunks",
-            "Chunks fetched from the store and verified",
-            v.fetched_chunks,
-        )?;
-        counter(
-            &mut e,
-            "datamon_store_read_bytes",
-            "Bytes of the chunks fetched from the store",
-            v.fetched_bytes,
-        )?;
-        counter(
-            &mut e,
-            "datamon_fetch_errors",
-            "Store accesses of mounts that failed or timed out",
-            v.fetch_errors,
-        )?;
-        {
-            let c = ConstCounter::new(0u64);
-            let mut f = e.encode_descriptor(
-                "datamon_commits",
-                "Commits of writable mounts, by result",
-                None,
-                c.metric_type(),
-            )?;
-            for (r, label) in RESULTS {
-                ConstCounter::new(m.commits[r as usize].load(Relaxed))
-                    .encode(f.encode_family(&[("result", label)])?)?;
-            }
-        }
-        let g = ConstGauge::new(1i64);
-        let mut f = e.encode_descriptor(
             "datamon_build_info",
             "The datamon version serving these metrics",
-            None,
-            g.metric_type(),
-        )?;
-        g.encode(f.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
+            "version",
+            &[(env!("CARGO_PKG_VERSION"), ConstGauge::new(1i64))],
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 //! `bundle delete`, `label delete`, `branch delete`, `repo delete|rename|squash`, `gc`.
 
-use crate::util::{write, Dm};
+use crate::util::{assert_same_tree, write, Compare, Dm};
 
 #[test]
 fn delete_refusals_messages_exit_codes_squash_and_gc() {
@@ -123,16 +123,6 @@ fn delete_refusals_messages_exit_codes_squash_and_gc() {
         .stderr_has("was deleted");
 }
 
-/// Every file under `dir` (relative path -> bytes).
-fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        out.insert(name, std::fs::read(e.path()).expect("read"));
-    }
-    out
-}
-
 #[test]
 fn gc_killed_at_any_point_loses_nothing_and_a_rerun_finishes() {
     use crate::util::random_bytes;
@@ -187,10 +177,8 @@ fn gc_killed_at_any_point_loses_nothing_and_a_rerun_finishes() {
             for (id, src) in &kept {
                 let out = dm.dir(&format!("out-{i}-{id}"));
                 dm.download("r", id, &out);
-                assert!(
-                    files(&out) == files(src),
-                    "kill {i} ({status}): bundle {id}"
-                );
+                eprintln!("after kill {i} ({status}): bundle {id}");
+                assert_same_tree(src, &out, Compare::CONTENT);
             }
         }
     }
@@ -214,7 +202,7 @@ fn gc_killed_at_any_point_loses_nothing_and_a_rerun_finishes() {
     for (id, src) in &kept {
         let out = dm.dir(&format!("out-final-{id}"));
         dm.download("r", id, &out);
-        assert!(files(&out) == files(src), "bundle {id}");
+        assert_same_tree(src, &out, Compare::CONTENT);
     }
     let mut packs = 0u64;
     let mut stack = vec![dm.store_dir().join("packs")];

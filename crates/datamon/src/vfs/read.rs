@@ -184,40 +184,31 @@ impl Vfs {
         Ok(out.len())
     }
 
-    /// Fills the targets of `chunks` with their decoded bytes: from the memory cache (verified
-    /// when they were put there: chunks fetched with no disk cache, or whose write to it
-    /// failed), runs of chunks adjacent in the disk cache (and in the targets) with one read
-    /// each, then the store. Everything taken from the disk cache is verified against its
-    /// hash.
+    /// Fills the targets of `chunks` with their decoded bytes: runs of chunks adjacent in the
+    /// disk cache (and in the targets) with one read each, then the memory cache (chunks
+    /// fetched with no disk cache, or whose write to it failed), then the store. Everything
+    /// taken from the disk cache is verified against its hash.
     fn fill(&self, chunks: &[ChunkRef], t: &mut Targets<'_>) -> Result<()> {
         let disk = &self.inner.disk;
         let locs = disk.locate(chunks);
         let mut missing = Vec::new();
         let (mut memory_hits, mut disk_hits) = (0, 0);
         let n = chunks.len();
-        // Chunks the memory cache holds (fetched with no disk cache, or not written to it).
-        let mut in_memory = vec![false; n];
-        for (i, c) in chunks.iter().enumerate() {
-            if let Some(b) = self.inner.memory.get(&c.0) {
-                t.chunk(i, n).copy_from_slice(&b);
-                in_memory[i] = true;
-                memory_hits += 1;
-            }
-        }
         let mut i = 0;
         while i < n {
-            if in_memory[i] {
-                i += 1;
-                continue;
-            }
             let Some(loc) = locs[i] else {
-                missing.push(i);
+                match self.inner.memory.get(&chunks[i].0) {
+                    Some(b) => {
+                        t.chunk(i, n).copy_from_slice(&b);
+                        memory_hits += 1;
+                    }
+                    None => missing.push(i),
+                }
                 i += 1;
                 continue;
             };
             let mut j = i + 1;
             while j < n
-                && !in_memory[j]
                 && t.same_group(i, j, n)
                 && locs[j].is_some_and(|next| locs[j - 1].is_some_and(|l| l.followed_by(&next)))
             {
