@@ -27,6 +27,10 @@ pub(crate) fn hint(e: &Error) -> Option<String> {
             "; check with `datamon label get --history` and retry".to_owned()
         }
         Error::RunNotFound { .. } => ": see `datamon run list`".to_owned(),
+        Error::BundleDeleted {
+            replaced_by: Some(n),
+            ..
+        } => format!(": use bundle {n}"),
         Error::BundleDeleted { repo, .. } => format!(": see `datamon bundle list --repo {repo}`"),
         Error::RepoDeleted {
             renamed_to: Some(to),

@@ -151,6 +151,15 @@ pub fn gc_pin(id: &str) -> String {
     format!("gc/pins/{id}.json")
 }
 
+/// `gc/purges/`: blobs that must leave the store at the next collections, whatever their
+/// pack's live fraction (written by a history rewrite).
+pub const GC_PURGES: &str = "gc/purges/";
+
+/// `gc/purges/<id>.json`: one purge, deleted by gc once no pack holds its dead blobs.
+pub fn gc_purge(id: &str) -> String {
+    format!("gc/purges/{id}.json")
+}
+
 /// `repos/<repo>/diamonds/`: the repo's diamonds (many writers of one bundle).
 pub fn diamonds(repo: &str) -> String {
     format!("repos/{repo}/diamonds/")

@@ -15,8 +15,8 @@
 //! sequences), `retry.rs` (the one retry policy of every backend and layer), `error.rs`
 //! (errors and their [`ErrorKind`], backend errors classified by cause), `check.rs` (whether a
 //! store can be used), `url.rs` (store URLs and the backends they open), `gcs.rs` (GCS over its
-//! JSON API), `sync.rs` (copying a store), `pack.rs` and `index.rs` (their encodings), [`keys`]
-//! (the key layout).
+//! JSON API), `sync.rs` (copying a store), `pack.rs` and `index.rs` (their encodings),
+//! `relocate.rs` (finding blobs whose pack gc replaced), [`keys`] (the key layout).
 //!
 //! ```no_run
 //! # async fn demo() -> datamon_store::Result<()> {
@@ -33,6 +33,7 @@ mod gcs;
 mod index;
 pub mod keys;
 mod pack;
+mod relocate;
 mod replica;
 mod retry;
 mod sequence;
@@ -50,6 +51,7 @@ pub use crypto::{
 pub use error::{Error, ErrorKind, Result, StoreCheck};
 pub use index::{BlobRef, Index};
 pub use pack::{parse_footer, BlobKind, FinishedPack, PackEntry, PackWriter};
+pub use relocate::Wanted;
 pub use sign::{Identity, TrustedKey, ENV_SIGNING_KEY_FILE, ENV_TRUST_ROOT, TRUST};
 pub use store::{Decoded, Store, MULTIPART_PART, MULTIPART_THRESHOLD};
 pub use sync::SyncReport;

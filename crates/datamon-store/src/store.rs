@@ -54,6 +54,8 @@ pub struct Store {
     pub(crate) identity: Option<Arc<crate::sign::Identity>>,
     /// The trust list in force, when the store has one (`sign.rs`).
     pub(crate) policy: Option<Arc<crate::sign::Policy>>,
+    /// Where readers find blobs of packs that gc replaced (`relocate.rs`).
+    pub(crate) relocator: Arc<tokio::sync::Mutex<crate::relocate::Relocator>>,
 }
 
 impl Store {
@@ -102,6 +104,7 @@ impl Store {
             sealer: None,
             identity: None,
             policy: None,
+            relocator: Arc::default(),
         }
     }
 
@@ -424,9 +427,20 @@ impl Store {
         })?;
         let key = keys::pack(&r.pack);
         let start = u64::from(r.offset);
-        let stored = self
-            .get_range_primary(&key, start..start + u64::from(r.stored_len))
-            .await?;
+        let range = start..start + u64::from(r.stored_len);
+        let stored = match self.get_range_primary(&key, range.clone()).await {
+            // Its pack was replaced by garbage collection after `index` was loaded.
+            Err(Error::NotFound { .. }) => {
+                let wanted = crate::relocate::Wanted {
+                    hash: *hash,
+                    offset: start,
+                    stored_len: r.stored_len,
+                    compression: r.compression,
+                };
+                self.read_relocated(&r.pack, range, &[wanted]).await?
+            }
+            res => res?,
+        };
         self.decode_blob(&stored, r.compression, r.raw_len as usize, hash)
             .map(std::borrow::Cow::into_owned)
             .map_err(|e| match e {
@@ -697,11 +711,26 @@ impl Store {
     /// # Errors
     /// A backend error or a damaged index object.
     pub async fn load_index(&self) -> Result<Index> {
+        self.load_index_without(&std::collections::HashSet::new())
+            .await
+    }
+
+    /// Loads the index objects of every pack but `skip` (packs known to be gone, or condemned
+    /// by garbage collection).
+    ///
+    /// # Errors
+    /// As [`Store::load_index`].
+    pub async fn load_index_without(
+        &self,
+        skip: &std::collections::HashSet<Hash>,
+    ) -> Result<Index> {
+        let skipped: std::collections::HashSet<String> = skip.iter().map(keys::index).collect();
         let keys: Vec<String> = self
             .list(keys::INDEX)
             .await?
             .into_iter()
             .map(|(k, _)| k)
+            .filter(|k| !skipped.contains(k))
             .collect();
         let mut objects = futures::stream::iter(keys.into_iter().map(|k| async move {
             // Listed but gone: garbage collection removed the pack and its index object

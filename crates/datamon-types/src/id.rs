@@ -35,6 +35,21 @@ impl BundleId {
         BundleId(b)
     }
 
+    /// An id derived from this one and `salt`, deterministically: the same time and the same
+    /// sub-second bytes (so it sorts next to this one), the other twelve bytes from a hash of
+    /// both. A history rewrite names the bundle that replaces this one so, which makes a rerun
+    /// of the rewrite write the same records.
+    pub fn derived(&self, salt: &[u8]) -> Self {
+        let mut h = blake3::Hasher::new_derive_key("datamon derived bundle id v1");
+        h.update(&self.0);
+        h.update(salt);
+        let digest = h.finalize();
+        let mut b = self.0;
+        // Bytes 0..4 are the timestamp, 4..8 the sub-second nanoseconds.
+        b[8..].copy_from_slice(&digest.as_bytes()[..12]);
+        BundleId(b)
+    }
+
     /// The time encoded in the id, in seconds since the Unix epoch.
     pub fn timestamp_seconds(&self) -> i64 {
         Ksuid::from_bytes(self.0).timestamp_seconds()

@@ -122,6 +122,7 @@ impl Datamon {
             id: *id,
             author: t.author.clone(),
             time: t.time.to_rfc3339(),
+            replaced_by: t.replaced_by,
         }
     }
 

@@ -400,10 +400,26 @@ pub(crate) async fn fetch_run(
         },
         e => e.into(),
     };
-    let bytes = store
-        .get_range(&key, run.start..run.end)
-        .await
-        .map_err(missing)?;
+    let bytes = match store.get_range(&key, run.start..run.end).await {
+        // Replaced by garbage collection since the index was loaded: read the copies.
+        Err(datamon_store::Error::NotFound { .. }) => {
+            let wanted: Vec<datamon_store::Wanted> = run
+                .chunks
+                .iter()
+                .map(|(c, r)| datamon_store::Wanted {
+                    hash: c.0,
+                    offset: u64::from(r.offset),
+                    stored_len: r.stored_len,
+                    compression: r.compression,
+                })
+                .collect();
+            store
+                .read_relocated(&run.pack, run.start..run.end, &wanted)
+                .await
+                .map_err(missing)?
+        }
+        r => r.map_err(missing)?,
+    };
     let s = store.clone();
     let (run, decoded) = tokio::task::spawn_blocking(move || {
         let d = decode_run(&s, &run, bytes);

@@ -40,7 +40,7 @@ pub enum Error {
         id: BundleId,
     },
     /// The bundle existed but was deleted (its record is kept until gc; readers refuse it).
-    #[error("bundle {id} of repo {repo:?} was deleted ({time} by {author})")]
+    #[error("bundle {id} of repo {repo:?} was {} ({time} by {author})", replaced_by.map_or_else(|| "deleted".to_owned(), |n| format!("rewritten as bundle {n}")))]
     BundleDeleted {
         /// The repo.
         repo: String,
@@ -50,6 +50,8 @@ pub enum Error {
         author: String,
         /// When, RFC 3339.
         time: String,
+        /// The bundle that replaced it, when a history rewrite deleted it.
+        replaced_by: Option<BundleId>,
     },
     /// The repo existed but was deleted, or renamed (then `renamed_to` names it).
     #[error("repo {repo:?} was {}", renamed_to.as_ref().map_or_else(|| "deleted".to_owned(), |n| format!("renamed to {n:?}")))]

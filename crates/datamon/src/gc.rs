@@ -41,6 +41,11 @@ pub struct GcOptions {
     /// out (default one hour). This only spares work (an upload that outlives it copies the
     /// data it reused, or fails and is retried); safety never depends on clocks.
     pub grace: Duration,
+    /// A pack whose live blobs fill less than this fraction of it is repacked: its live blobs
+    /// are copied into a new pack and it is deleted (default 0.5; 0 never repacks, 1 repacks
+    /// every pack that holds a dead blob). Packs that hold blobs a history rewrite removed
+    /// are repacked whatever their fraction.
+    pub repack_below: f64,
 }
 
 impl Default for GcOptions {
@@ -48,6 +53,7 @@ impl Default for GcOptions {
         GcOptions {
             dry_run: false,
             grace: Duration::from_secs(3600),
+            repack_below: 0.5,
         }
     }
 }
@@ -71,8 +77,16 @@ pub struct GcReport {
     pub packs_deleted: usize,
     /// Bytes reclaimed.
     pub bytes_deleted: u64,
-    /// Condemned packs kept because a blob in them became live again.
+    /// Condemned packs kept because most of them became live again.
     pub packs_spared: usize,
+    /// Condemned packs whose live blobs were copied into new packs before they were deleted.
+    pub packs_repacked: usize,
+    /// Live blobs copied out of them.
+    pub blobs_copied: usize,
+    /// Their bytes (as stored).
+    pub bytes_copied: u64,
+    /// Purges (of blobs a history rewrite removed) finished: no pack holds them any more.
+    pub purges_finished: usize,
     /// The plan this run wrote (none when nothing was unreferenced).
     pub plan: Option<u64>,
     /// Packs it condemned (deleted by a later run).
@@ -96,6 +110,19 @@ pub struct GcPlan {
     pub grace_secs: u64,
 }
 
+/// Blobs that must leave the store whatever their pack's live fraction (a history rewrite's
+/// removed files and tree nodes). gc condemns every pack that holds one of them dead, and
+/// deletes the record once none does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcPurge {
+    /// Who asked.
+    pub author: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// The blobs.
+    pub blobs: Vec<Hash>,
+}
+
 /// What a carried-out plan removed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct GcDone {
@@ -106,6 +133,9 @@ struct GcDone {
     /// The blobs that went with the deleted packs (commits check they reuse none).
     #[serde(default)]
     blobs: Vec<Hash>,
+    /// Packs deleted after their live blobs were copied into new packs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    repacked: Vec<Hash>,
 }
 
 /// A root that gc keeps besides bundles: trees (walked) or blobs.
@@ -245,6 +275,10 @@ impl Datamon {
         let mut handled: HashSet<u64> = HashSet::new();
         loop {
             let plans = self.plans_to_check().await?;
+            let condemned: HashSet<Hash> = plans
+                .iter()
+                .flat_map(|(_, entries, _)| entries.iter().map(|(p, _)| *p))
+                .collect();
             let fresh: Vec<_> = plans
                 .into_iter()
                 .filter(|(s, _, _)| !handled.contains(s))
@@ -260,6 +294,9 @@ impl Datamon {
                 removed.extend(blobs);
             }
             let index = self.store.load_index().await?;
+            // A blob also stored in a pack no plan condemned needs no copy (a plan made later
+            // sees this commit's staged record: see `docs/format/gc.md`).
+            let safe = self.store.load_index_without(&condemned).await?;
             let mut reached = HashSet::new();
             self.walk_blobs(&index, roots, &mut reached)
                 .await
@@ -273,6 +310,9 @@ impl Datamon {
             let mut used = Vec::new();
             let mut missing: Option<Hash> = None;
             for h in reached {
+                if safe.contains(&h) {
+                    continue;
+                }
                 if let Some(x) = at_risk.get(&h) {
                     used.push(*x);
                 } else if !index.contains(&h) && (removed.contains(&h) || missing.is_none()) {
@@ -313,7 +353,7 @@ impl Datamon {
 
     /// Adds to `out` every blob reachable from `roots` (trees walked; a root that is not a tree
     /// node is a blob itself), walking each tree not in `out` yet once.
-    async fn walk_blobs(
+    pub(crate) async fn walk_blobs(
         &self,
         index: &Index,
         roots: &[Hash],
@@ -418,15 +458,16 @@ impl Datamon {
     }
 
     /// Collects garbage, with no lock: carries out the plans older than the grace period
-    /// (deleting their packs that hold no live blob now), then plans the next collection
-    /// (see the module docs and `docs/format/gc.md`). Uploads, downloads, mounts and other gc
-    /// runs may go on meanwhile, anywhere.
+    /// (deleting their packs that hold no live blob now, and repacking those that hold few),
+    /// then plans the next collection (see the module docs and `docs/format/gc.md`). Uploads,
+    /// downloads, mounts and other gc runs may go on meanwhile, anywhere.
     ///
     /// Cancel-safe: a run stopped at any point leaves a consistent store, and the next run
     /// finishes the work.
     ///
     /// # Errors
-    /// [`Error::Cancelled`]; a store error.
+    /// [`Error::Cancelled`]; [`Error::InvalidInput`] for a repack fraction outside 0..=1; a
+    /// store error.
     pub async fn gc(
         &self,
         opts: &GcOptions,
@@ -436,15 +477,25 @@ impl Datamon {
         let cancelled = || Error::Cancelled {
             what: "garbage collection".into(),
         };
+        if !(0.0..=1.0).contains(&opts.repack_below) {
+            return Err(Error::InvalidInput(format!(
+                "the repack fraction must be between 0 and 1, not {}",
+                opts.repack_below
+            )));
+        }
         let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
         let now = Utc::now();
         // Plans first, then roots: a plan read here was made before the roots are listed.
         let plans = self.open_plans().await?;
+        let purges = self.load_purges().await?;
         let roots = self.gc_roots().await?;
-        let raw = self.load_raw_index().await?;
+        let mut raw = self.load_raw_index().await?;
         if cancel.is_cancelled() {
             return Err(cancelled());
         }
+        // A blob stored in several packs has its primary copy in the oldest pack still there.
+        raw.packs
+            .sort_by_key(|(p, _, _, t)| (raw.gone.contains(p), *t, *p));
         let index = Index::from_packs(raw.packs.iter().map(|(p, e, _, _)| (*p, e.clone())));
         progress.begin("marking", roots.len() as u64, Unit::Items);
         let mut live: HashSet<Hash> = HashSet::new();
@@ -478,16 +529,38 @@ impl Datamon {
             .enumerate()
             .map(|(i, p)| (p.0, i))
             .collect();
-        let holds_live = |i: usize| raw.packs[i].1.iter().any(|e| live.contains(&e.hash));
+        // Whether an entry of pack `i` is the primary copy of a live blob.
+        let primary_live = |i: usize, e: &PackEntry| {
+            live.contains(&e.hash) && index.get(&e.hash).is_some_and(|r| r.pack == raw.packs[i].0)
+        };
+        let purge_blobs: HashSet<Hash> = purges
+            .iter()
+            .flat_map(|(_, p)| p.blobs.iter().copied())
+            .collect();
+        let holds_dead_purge = |i: usize| {
+            raw.packs[i]
+                .1
+                .iter()
+                .any(|e| purge_blobs.contains(&e.hash) && !primary_live(i, e))
+        };
 
         // Collect: plans old enough.
+        let condemned: HashSet<Hash> = plans
+            .iter()
+            .flat_map(|(_, p)| p.packs.iter().copied())
+            .collect();
+        let mut copies = Copies::new(&raw, &live, &condemned);
         let mut still_condemned: HashSet<Hash> = HashSet::new();
+        let mut deleted_now: HashSet<Hash> = HashSet::new();
         for (seq, plan) in &plans {
             if now - plan.time < grace {
                 still_condemned.extend(plan.packs.iter().copied());
                 continue;
             }
             let (mut deleted, mut spared, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+            // Packs to delete once the copies of their live blobs are durable.
+            let mut repack: Vec<usize> = Vec::new();
+            let mut writer = Repacker::new(self);
             progress.begin("collecting", plan.packs.len() as u64, Unit::Items);
             for pack in &plan.packs {
                 if cancel.is_cancelled() {
@@ -502,29 +575,64 @@ impl Datamon {
                     }
                     continue;
                 };
+                let (_, entries, bytes, _) = &raw.packs[i];
                 // A pack already deleted (by a run stopped before it deleted the index object)
                 // is never spared, whatever now uses its blobs: its index object goes, and its
                 // blobs are listed in the done record, so a commit reusing them is refused.
-                if holds_live(i) && !raw.gone.contains(pack) {
-                    spared.push(*pack);
-                    continue;
+                let needed: Vec<PackEntry> = if raw.gone.contains(pack) {
+                    Vec::new()
+                } else {
+                    entries
+                        .iter()
+                        .filter(|e| live.contains(&e.hash) && !copies.safe_elsewhere(e, pack))
+                        .copied()
+                        .collect()
+                };
+                if !needed.is_empty() {
+                    let needed_bytes: u64 = needed.iter().map(|e| u64::from(e.stored_len)).sum();
+                    let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
+                    #[allow(clippy::cast_precision_loss)]
+                    let mostly_live = needed_bytes as f64 >= opts.repack_below * total as f64;
+                    if mostly_live && !holds_dead_purge(i) {
+                        spared.push(*pack);
+                        continue;
+                    }
+                    if !opts.dry_run && !writer.copy(pack, &needed).await? {
+                        // A live blob that does not verify is not copied: fsck names it.
+                        spared.push(*pack);
+                        continue;
+                    }
+                    copies.copied(&needed);
+                    report.blobs_copied += needed.len();
+                    report.bytes_copied +=
+                        needed.iter().map(|e| u64::from(e.stored_len)).sum::<u64>();
                 }
-                if !opts.dry_run {
-                    // The pack first: an index object without its pack is only a dead name
-                    // until this collection finishes (commits copy condemned blobs, and fail
-                    // if the pack is gone); a pack without an index object would be re-indexed
-                    // by the next upload.
-                    self.delete_if_present(&keys::pack(pack)).await?;
-                    self.delete_if_present(&keys::index(pack)).await?;
+                let kept: HashSet<Hash> = needed.iter().map(|e| e.hash).collect();
+                blobs.extend(entries.iter().map(|e| e.hash).filter(|h| !kept.contains(h)));
+                report.bytes_deleted += bytes;
+                if needed.is_empty() {
+                    deleted.push(*pack);
+                } else {
+                    repack.push(i);
                 }
                 report.packs_deleted += 1;
-                report.bytes_deleted += raw.packs[i].2;
-                blobs.extend(raw.packs[i].1.iter().map(|e| e.hash));
-                deleted.push(*pack);
             }
             progress.end();
             report.packs_spared += spared.len();
+            report.packs_repacked += repack.len();
             if !opts.dry_run {
+                // The copies are durable before any pack they replace goes.
+                writer.finish().await?;
+                let repacked: Vec<Hash> = repack.iter().map(|&i| raw.packs[i].0).collect();
+                for pack in deleted.iter().chain(&repacked) {
+                    // The pack first: an index object without its pack is only a dead name
+                    // until this collection finishes (commits copy condemned blobs, and fail
+                    // if the pack is gone; readers find the copies of live blobs); a pack
+                    // without an index object would be re-indexed by the next upload.
+                    self.delete_if_present(&keys::pack(pack)).await?;
+                    self.delete_if_present(&keys::index(pack)).await?;
+                    deleted_now.insert(*pack);
+                }
                 self.store.sync().await?;
                 let done = GcDone {
                     author: self.author.clone(),
@@ -532,6 +640,7 @@ impl Datamon {
                     deleted,
                     spared,
                     blobs,
+                    repacked,
                 };
                 match self.store.create_json(&keys::gc_done(*seq), &done).await {
                     Ok(()) | Err(datamon_store::Error::AlreadyExists { .. }) => {}
@@ -541,14 +650,26 @@ impl Datamon {
             report.plans_collected.push(*seq);
         }
 
-        // Plan: packs old enough that hold no live blob and no unfinished plan condemned yet.
+        // Plan: packs old enough that no unfinished plan condemned yet, and that hold no
+        // live blob, or few, or a blob a purge removes.
         let condemn: Vec<usize> = (0..raw.packs.len())
             .filter(|&i| {
-                let (id, _, _, t) = &raw.packs[i];
-                now - *t >= grace
-                    && !still_condemned.contains(id)
-                    && !report_deleted(&plans, now, grace, id)
-                    && !holds_live(i)
+                let (id, entries, _, t) = &raw.packs[i];
+                if now - *t < grace
+                    || still_condemned.contains(id)
+                    || report_deleted(&plans, now, grace, id)
+                {
+                    return false;
+                }
+                let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
+                let live_bytes: u64 = entries
+                    .iter()
+                    .filter(|e| primary_live(i, e))
+                    .map(|e| u64::from(e.stored_len))
+                    .sum();
+                #[allow(clippy::cast_precision_loss)]
+                let sparse = (live_bytes as f64) < opts.repack_below * total as f64;
+                live_bytes == 0 || sparse || holds_dead_purge(i)
             })
             .collect();
         report.packs_condemned = condemn.len();
@@ -566,7 +687,50 @@ impl Datamon {
                 .await?;
             report.plan = Some(seq);
         }
+
+        // A purge is finished once no pack left holds one of its blobs dead.
+        for (key, purge) in &purges {
+            let blobs: HashSet<Hash> = purge.blobs.iter().copied().collect();
+            let pending = (0..raw.packs.len()).any(|i| {
+                !deleted_now.contains(&raw.packs[i].0)
+                    && raw.packs[i]
+                        .1
+                        .iter()
+                        .any(|e| blobs.contains(&e.hash) && !primary_live(i, e))
+            });
+            if !pending {
+                if !opts.dry_run {
+                    self.delete_if_present(key).await?;
+                }
+                report.purges_finished += 1;
+            }
+        }
         Ok(report)
+    }
+
+    /// Asks gc to remove `blobs` from the store at its next collections, whatever the live
+    /// fraction of the packs that hold them (those still used by a live bundle stay).
+    pub(crate) async fn purge(&self, blobs: Vec<Hash>) -> Result<()> {
+        let purge = GcPurge {
+            author: self.author.clone(),
+            time: Utc::now(),
+            blobs,
+        };
+        let id = BundleId::generate().to_string();
+        Ok(self.store.create_json(&keys::gc_purge(&id), &purge).await?)
+    }
+
+    /// Every purge record, with its key.
+    async fn load_purges(&self) -> Result<Vec<(String, GcPurge)>> {
+        let mut out = Vec::new();
+        for (k, _) in self.store.list(keys::GC_PURGES).await? {
+            match self.store.get_json::<GcPurge>(&k).await {
+                Ok(p) => out.push((k, p)),
+                Err(datamon_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
     }
 
     async fn delete_if_present(&self, key: &str) -> Result<()> {
@@ -587,4 +751,131 @@ fn report_deleted(
     plans
         .iter()
         .any(|(_, p)| now - p.time >= grace && p.packs.contains(pack))
+}
+
+/// Where the live blobs of the packs gc reads are stored: which copy of a live blob may stand
+/// for another that gc deletes.
+struct Copies {
+    /// Live blob -> its copies (pack, stored length, compression) in packs that are present
+    /// and condemned by no unfinished plan.
+    safe: HashMap<Hash, Vec<(Hash, u32, datamon_chunk::Compression)>>,
+    /// Live blobs this run copied into new packs.
+    fresh: HashSet<Hash>,
+}
+
+impl Copies {
+    fn new(raw: &RawIndex, live: &HashSet<Hash>, condemned: &HashSet<Hash>) -> Copies {
+        let mut safe: HashMap<Hash, Vec<_>> = HashMap::new();
+        for (pack, entries, _, _) in &raw.packs {
+            if raw.gone.contains(pack) || condemned.contains(pack) {
+                continue;
+            }
+            for e in entries.iter().filter(|e| live.contains(&e.hash)) {
+                safe.entry(e.hash)
+                    .or_default()
+                    .push((*pack, e.stored_len, e.compression));
+            }
+        }
+        Copies {
+            safe,
+            fresh: HashSet::new(),
+        }
+    }
+
+    /// Whether a reader of `e` in `pack` finds the same stored bytes in another pack that
+    /// stays (so `pack` may go without copying `e`).
+    fn safe_elsewhere(&self, e: &PackEntry, pack: &Hash) -> bool {
+        self.fresh.contains(&e.hash)
+            || self.safe.get(&e.hash).is_some_and(|v| {
+                v.iter()
+                    .any(|(p, len, c)| p != pack && *len == e.stored_len && *c == e.compression)
+            })
+    }
+
+    fn copied(&mut self, entries: &[PackEntry]) {
+        self.fresh.extend(entries.iter().map(|e| e.hash));
+    }
+}
+
+/// Copies live blobs out of packs being repacked into new packs, as they are stored.
+struct Repacker<'a> {
+    dm: &'a Datamon,
+    writer: Option<datamon_store::PackWriter>,
+}
+
+/// Repacked packs are cut at about this size.
+const REPACK_PACK: usize = 16 << 20;
+/// Neighbouring live blobs of a pack are read in one request when this close.
+const REPACK_GAP: u64 = 256 << 10;
+/// The largest such request.
+const REPACK_READ: u64 = 8 << 20;
+
+impl<'a> Repacker<'a> {
+    fn new(dm: &'a Datamon) -> Self {
+        Repacker { dm, writer: None }
+    }
+
+    /// Reads `entries` of `pack`, verifies each and adds it to the pack being built. Returns
+    /// false (copying nothing) when one does not verify.
+    async fn copy(&mut self, pack: &Hash, entries: &[PackEntry]) -> Result<bool> {
+        let mut sorted = entries.to_vec();
+        sorted.sort_by_key(|e| e.offset);
+        let key = keys::pack(pack);
+        let mut staged: Vec<(PackEntry, bytes::Bytes)> = Vec::with_capacity(sorted.len());
+        let mut i = 0;
+        while i < sorted.len() {
+            let start = u64::from(sorted[i].offset);
+            let mut end = start + u64::from(sorted[i].stored_len);
+            let mut j = i + 1;
+            while j < sorted.len() {
+                let (o, l) = (u64::from(sorted[j].offset), u64::from(sorted[j].stored_len));
+                if o > end + REPACK_GAP || o + l - start > REPACK_READ {
+                    break;
+                }
+                end = end.max(o + l);
+                j += 1;
+            }
+            let bytes = self.dm.store.get_range(&key, start..end).await?;
+            for e in &sorted[i..j] {
+                let at = (u64::from(e.offset) - start) as usize;
+                let stored = bytes.slice(at..at + e.stored_len as usize);
+                if let Err(err) =
+                    self.dm
+                        .store
+                        .decode_blob(&stored, e.compression, e.raw_len as usize, &e.hash)
+                {
+                    tracing::warn!(pack = %pack, blob = %e.hash, "not repacking a pack with a damaged live blob: {err}");
+                    return Ok(false);
+                }
+                staged.push((*e, stored));
+            }
+            i = j;
+        }
+        for (e, stored) in staged {
+            let w = self
+                .writer
+                .get_or_insert_with(|| self.dm.store.pack_writer(REPACK_PACK));
+            w.add_stored(&e, &stored);
+            if w.len() >= REPACK_PACK {
+                self.flush().await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let p = w.finish();
+            tracing::debug!(pack = %p.id, blobs = p.entries.len(), "repacked live blobs");
+            self.dm.store.put_pack(&p).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last pack and makes every copy durable.
+    async fn finish(mut self) -> Result<()> {
+        self.flush().await?;
+        self.dm.store.sync().await?;
+        Ok(())
+    }
 }

@@ -53,6 +53,7 @@ mod progress;
 mod refs;
 mod repo;
 mod retention;
+mod rewrite;
 mod run;
 mod scan;
 mod sdk;
@@ -91,7 +92,7 @@ pub use download::{DownloadOptions, DownloadReport};
 pub use error::{Error, ErrorKind, PathRole, Result, VfsErrorKind};
 pub use exec::{InputMounter, MaterializedInput, PlannedOutput, RunPlan, RunResult, RunSpec};
 pub use fsck::FsckReport;
-pub use gc::{GcOptions, GcPin, GcPlan, GcReport};
+pub use gc::{GcOptions, GcPin, GcPlan, GcPurge, GcReport};
 pub use lineage::{
     BundleQuery, EdgeKind, Lineage, LineageBundle, LineageDirection, LineageEdge, LineageOptions,
     LogEntry, META_RUN, META_STEP,
@@ -99,6 +100,7 @@ pub use lineage::{
 pub use progress::{NoProgress, Progress, Unit};
 pub use refs::BundleSelector;
 pub use retention::{RetentionPlan, RetentionRules};
+pub use rewrite::{MovedRef, RemovePathsOptions, RemovePathsReport, Rewrite, RewrittenBundle};
 pub use run::{BundleDiff, InputSpec, OutputSpec, RunDiff, RunQuery, ValueDiff};
 pub use tokio_util::sync::CancellationToken;
 pub use upload::{UploadContext, UploadOptions, UploadReport};

@@ -76,6 +76,9 @@ pub struct LineageBundle {
     /// Whether the bundle was deleted (its record stays readable until gc).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The bundle that replaced it, when a history rewrite deleted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<BundleId>,
 }
 
 /// The lineage of one bundle: bundles and runs linked by input and output edges.
@@ -168,7 +171,16 @@ impl Datamon {
         let depth = opts.depth.unwrap_or(usize::MAX);
         let mut edges: BTreeSet<LineageEdge> = BTreeSet::new();
         let mut runs: HashSet<RunId> = HashSet::new();
-        let mut bundles: Vec<Key> = vec![(repo.clone(), *bundle)];
+        // A bundle that a history rewrite made stands in for the bundles it replaced: the
+        // runs that read or wrote those are its lineage too.
+        let mut starts: Vec<Key> = vec![(repo.clone(), *bundle)];
+        starts.extend(
+            self.replaced_by_rewrite(repo, bundle)
+                .await?
+                .into_iter()
+                .map(|old| (repo.clone(), old)),
+        );
+        let mut bundles: Vec<Key> = starts.clone();
         let mut seen_bundles: HashSet<Key> = bundles.iter().cloned().collect();
         let directions: &[bool] = match opts.direction {
             LineageDirection::Upstream => &[true],
@@ -176,7 +188,7 @@ impl Datamon {
             LineageDirection::Both => &[true, false],
         };
         for &up in directions {
-            let mut queue: VecDeque<(Key, usize)> = VecDeque::from([((repo.clone(), *bundle), 0)]);
+            let mut queue: VecDeque<(Key, usize)> = starts.iter().map(|k| (k.clone(), 0)).collect();
             let mut visited: HashSet<RunId> = HashSet::new();
             while let Some((key, d)) = queue.pop_front() {
                 if d >= depth {
@@ -243,12 +255,13 @@ impl Datamon {
                         Err(e) => return Err(e),
                     }
                 };
-                let deleted = self.bundle_tombstone(&r, &id).await?.is_some();
+                let tomb = self.bundle_tombstone(&r, &id).await?;
                 Ok(LineageBundle {
                     repo: r,
                     id,
                     record,
-                    deleted,
+                    deleted: tomb.is_some(),
+                    replaced_by: tomb.and_then(|t| t.replaced_by),
                 })
             }))
             .buffered(32)

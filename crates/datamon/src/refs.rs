@@ -225,7 +225,7 @@ impl Datamon {
 
     /// Writes a bundle's final record; one written already with the same bytes (by a reader
     /// that completed the commit) is accepted.
-    async fn write_bundle_record(&self, bundle: &Bundle) -> Result<()> {
+    pub(crate) async fn write_bundle_record(&self, bundle: &Bundle) -> Result<()> {
         let key = keys::bundle(bundle.repo.as_str(), &bundle.id);
         match self.store.create_json(&key, bundle).await {
             Err(datamon_store::Error::AlreadyExists { .. }) => {

@@ -1,5 +1,5 @@
 //! Deleting: `bundle delete`, `label delete`, `branch delete`, `repo delete`, `repo rename`,
-//! `repo squash` (retention). The subcommand enums of each noun hold these `Args`.
+//! `repo squash` (retention), `repo remove-path` (history rewrite). The subcommand enums of each noun hold these `Args`.
 
 use std::process::ExitCode;
 
@@ -210,6 +210,115 @@ pub async fn squash(a: SquashArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             plan.delete.len(),
             plan.keep.len()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct RemovePathArgs {
+    #[arg(long)]
+    repo: RepoName,
+    /// Paths or globs relative to the bundle root (`data/users.csv`, `secrets`, `**/*.pem`; `*`
+    /// stays within a directory, `**` crosses them); a matching directory goes whole
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<String>,
+    /// Confirm: the bundles that hold a matching path are replaced and deleted
+    #[arg(long)]
+    yes: bool,
+    /// Only print what would be rewritten
+    #[arg(long)]
+    dry_run: bool,
+    /// Why (kept in the old bundles' deletion records)
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+pub async fn remove_path(a: RemovePathArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if !a.yes && !a.dry_run {
+        anyhow::bail!(
+            "repo remove-path rewrites every bundle of repo {:?} that holds a matching path and \
+             deletes the originals: pass --yes to confirm, or --dry-run to see which",
+            a.repo.as_str()
+        );
+    }
+    let dm = ctx.open().await?;
+    let opts = datamon::RemovePathsOptions {
+        patterns: a.paths,
+        dry_run: a.dry_run,
+        reason: a.reason,
+    };
+    let cancel = datamon::CancellationToken::new();
+    let watch = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            watch.cancel();
+        }
+    });
+    let bar = ctx.progress();
+    let r = dm.remove_paths(&a.repo, &opts, &cancel, &bar).await?;
+    let verb = if r.dry_run {
+        "would rewrite"
+    } else {
+        "rewrote"
+    };
+    let quiet_text = r.bundles.is_empty() && r.labels.is_empty() && r.branches.is_empty();
+    if !ctx.global.json && quiet_text {
+        // Nothing to list; the summary below says so.
+    } else {
+        output::result(ctx.global.json, &r, || {
+            let mut lines: Vec<String> = r
+                .bundles
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{verb} {} as {} , {} path(s) removed: {}",
+                        b.old,
+                        b.new,
+                        b.removed.len(),
+                        b.removed.join(", ")
+                    )
+                })
+                .collect();
+            let moved = if r.dry_run { "would move" } else { "moved" };
+            for (kind, refs) in [("label", &r.labels), ("branch", &r.branches)] {
+                for m in refs {
+                    lines.push(format!(
+                        "{moved} {kind} {} from {} to {}",
+                        m.name, m.from, m.to
+                    ));
+                }
+            }
+            for s in &r.skipped_refs {
+                lines.push(format!("left {s}: it moved meanwhile"));
+            }
+            lines.join("\n")
+        })?;
+    }
+    if !ctx.global.json && !ctx.global.quiet {
+        if r.bundles.is_empty() {
+            eprintln!(
+                "No live bundle of repo {} holds a matching path{}",
+                r.repo,
+                if r.blobs_to_purge > 0 {
+                    " (deleted bundles' copies are handed to gc)"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            let done = if r.dry_run {
+                "would be rewritten"
+            } else {
+                "rewritten"
+            };
+            eprintln!("{} bundle(s) {done}", r.bundles.len());
+        }
+        if !r.dry_run && r.blobs_to_purge > 0 {
+            eprintln!(
+                "The removed bytes stay in the store until `datamon gc` has run twice, the \
+                 grace period apart (the first run plans, the second deletes and repacks)"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,19 @@ pub struct GcArgs {
     /// 24h, 0s); longer than your longest upload
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     grace: String,
+    /// Repack packs whose live blobs fill less than this fraction of them (0 never repacks,
+    /// 1 repacks every pack with a dead blob)
+    #[arg(long, default_value_t = 0.5, value_name = "FRACTION", value_parser = parse_fraction)]
+    repack_below: f64,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "expected a fraction from 0 to 1 (e.g. 0.5), not {s:?}"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -40,7 +53,9 @@ pub async fn run(a: GcArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let opts = GcOptions {
         dry_run: a.dry_run,
         grace: parse_duration(&a.grace)?,
+        repack_below: a.repack_below,
     };
+
     let dm = ctx.open().await?;
     let cancel = CancellationToken::new();
     let watch = cancel.clone();
@@ -63,6 +78,14 @@ pub async fn run(a: GcArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             bytesize::ByteSize(r.bytes_deleted),
             r.plans_collected.len()
         );
+        if r.packs_repacked > 0 {
+            s.push_str(&format!(
+                " ({} repacked: {} live blobs, {} copied)",
+                r.packs_repacked,
+                r.blobs_copied,
+                bytesize::ByteSize(r.bytes_copied)
+            ));
+        }
         if r.packs_spared > 0 {
             s.push_str(&format!(", spared {} packs used again", r.packs_spared));
         }

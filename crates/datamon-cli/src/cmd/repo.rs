@@ -21,6 +21,10 @@ pub enum RepoCmd {
     Rename(crate::cmd::delete::RepoRenameArgs),
     /// Retention: keep the bundles the rules name (and branch heads), delete the rest
     Squash(crate::cmd::delete::SquashArgs),
+    /// Remove paths from every bundle of a repo (personal data, a leaked secret): the bundles
+    /// that hold them are rewritten without them, their refs move, the old ones are deleted;
+    /// `datamon gc` then removes the bytes. Needs --yes
+    RemovePath(crate::cmd::delete::RemovePathArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +86,7 @@ impl RepoCmd {
             RepoCmd::Delete(a) => return crate::cmd::delete::repo(a, ctx).await,
             RepoCmd::Rename(a) => return crate::cmd::delete::rename(a, ctx).await,
             RepoCmd::Squash(a) => return crate::cmd::delete::squash(a, ctx).await,
+            RepoCmd::RemovePath(a) => return crate::cmd::delete::remove_path(a, ctx).await,
             RepoCmd::Get(a) => {
                 let out = a.format.printer(json, fields(a.with_size))?;
                 let dm = ctx.open().await?;

@@ -48,6 +48,7 @@ async fn gc(dm: &Datamon) -> datamon::GcReport {
     let opts = GcOptions {
         dry_run: false,
         grace: Duration::ZERO,
+        ..GcOptions::default()
     };
     dm.gc(&opts, &CancellationToken::new(), &NoProgress)
         .await

@@ -372,10 +372,28 @@ pub(crate) async fn execute(
                 e => e.into(),
             };
             let range = region.start..region.end;
-            let bytes = store
-                .get_range(&key, range.clone())
-                .await
-                .map_err(missing)?;
+            let bytes = match store.get_range(&key, range.clone()).await {
+                // Replaced by garbage collection since the index was loaded: read the copies.
+                Err(datamon_store::Error::NotFound { .. }) => {
+                    let mut wanted: Vec<datamon_store::Wanted> = region
+                        .pieces
+                        .iter()
+                        .map(|p| datamon_store::Wanted {
+                            hash: p.hash,
+                            offset: u64::from(p.offset),
+                            stored_len: p.stored_len,
+                            compression: p.compression,
+                        })
+                        .collect();
+                    wanted.dedup_by_key(|w| w.offset);
+                    let pack = &sh.packs[region.pack as usize];
+                    store
+                        .read_relocated(pack, range.clone(), &wanted)
+                        .await
+                        .map_err(missing)?
+                }
+                r => r.map_err(missing)?,
+            };
             reads_ref.fetch_add(1, Ordering::Relaxed);
             let region = Arc::new(region);
             let (r, s) = (region.clone(), sh.clone());

@@ -427,6 +427,7 @@ fn diamond_gc_keeps_open_splits() {
         let opts = GcOptions {
             dry_run: false,
             grace: Duration::ZERO,
+            ..GcOptions::default()
         };
         let cancel = CancellationToken::new();
         for _ in 0..2 {

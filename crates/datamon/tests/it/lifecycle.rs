@@ -21,6 +21,7 @@ fn now_gc() -> GcOptions {
     GcOptions {
         dry_run: false,
         grace: Duration::ZERO,
+        ..GcOptions::default()
     }
 }
 
@@ -371,6 +372,7 @@ fn gc_reclaims_deleted_data_in_two_passes_and_nothing_of_live_bundles() {
                 &GcOptions {
                     dry_run: true,
                     grace: Duration::ZERO,
+                    ..GcOptions::default()
                 },
                 &CancellationToken::new(),
                 &NoProgress,
@@ -659,5 +661,316 @@ fn a_gc_killed_between_pack_and_index_deletes_is_finished_by_the_next_run() {
         .await
         .unwrap();
         assert_eq!(snapshot(src.path()), snapshot(&out.path().join("o")));
+    });
+}
+
+/// Reads whole files through a vfs opened earlier.
+async fn vfs_read(vfs: datamon::vfs::Vfs, paths: Vec<String>) -> Vec<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        paths
+            .iter()
+            .map(|path| {
+                let mut ino = datamon::vfs::ROOT_INODE;
+                let mut size = 0;
+                for name in path.split('/') {
+                    let a = vfs.lookup_blocking(ino, name).unwrap().expect("exists");
+                    (ino, size) = (a.ino, a.size);
+                }
+                let fh = vfs.open_blocking(ino).unwrap();
+                let mut out = Vec::new();
+                while (out.len() as u64) < size {
+                    let b = vfs.read_blocking(fh, out.len() as u64, 1 << 20).unwrap();
+                    assert!(!b.is_empty());
+                    out.extend_from_slice(&b);
+                }
+                vfs.release(fh);
+                out
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Removing a file from history: every bundle that held it is rewritten (message, author,
+/// time, metadata and lineage kept, refs moved), asking for an old id names its rewrite, and
+/// after two gc runs no byte of the file, nor its name, is left anywhere in the store, even
+/// though it shared packs with live data (gc repacks those). A mount opened before the gc
+/// reads its files from their new packs.
+#[test]
+fn a_path_removed_from_history_leaves_no_byte_in_the_store() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let dm = open(&format!("file://{}", dir.path().display())).await;
+        let r = repo("r");
+        dm.create_repo(&r, "d").await.unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let secret = noise(11, 120_000);
+        let keep = noise(12, 90_000);
+        write(&src.path().join("people/ssn-records.bin"), &secret);
+        write(&src.path().join("keep.bin"), &keep);
+        write(&src.path().join("sub/deep/a.txt"), b"kept text");
+        let b1 = upload(&dm, "r", src.path(), "first").await;
+        dm.set_label(&r, &"prod".parse().unwrap(), &b1.id, None)
+            .await
+            .unwrap();
+        write(&src.path().join("more.txt"), b"second version");
+        let b2 = upload(&dm, "r", src.path(), "second").await;
+        std::fs::remove_dir_all(src.path().join("people")).unwrap();
+        let b3 = upload(&dm, "r", src.path(), "third, without it").await;
+
+        let opts = datamon::RemovePathsOptions {
+            patterns: vec!["people/*.bin".into()],
+            dry_run: true,
+            reason: None,
+        };
+        let cancel = CancellationToken::new();
+        let dry = dm
+            .remove_paths(&r, &opts, &cancel, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(dry.bundles.len(), 2, "{dry:?}");
+        assert_eq!(dm.list_bundles(&r).await.unwrap().len(), 3, "dry run");
+        let bad = datamon::RemovePathsOptions {
+            patterns: vec!["../x".into()],
+            ..opts.clone()
+        };
+        let e = dm
+            .remove_paths(&r, &bad, &cancel, &NoProgress)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+        // Mounts of the third bundle, opened before anything moves.
+        let early2 = dm
+            .vfs(
+                &r,
+                &b3.id,
+                datamon::vfs::VfsOptions::default(),
+                tokio::runtime::Handle::current(),
+            )
+            .await
+            .unwrap();
+        let early = dm
+            .vfs(
+                &r,
+                &b3.id,
+                datamon::vfs::VfsOptions::default(),
+                tokio::runtime::Handle::current(),
+            )
+            .await
+            .unwrap();
+
+        let opts = datamon::RemovePathsOptions {
+            dry_run: false,
+            ..opts
+        };
+        let rep = dm
+            .remove_paths(&r, &opts, &cancel, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(
+            rep,
+            datamon::RemovePathsReport {
+                dry_run: false,
+                ..dry.clone()
+            }
+        );
+        let map: BTreeMap<_, _> = rep.bundles.iter().map(|b| (b.old, b.new)).collect();
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), vec![b1.id, b2.id]);
+        assert_eq!(rep.bundles[0].removed, vec!["people/ssn-records.bin"]);
+        // A rerun (as after a kill) has nothing left to rewrite and changes nothing.
+        let again = dm
+            .remove_paths(&r, &opts, &cancel, &NoProgress)
+            .await
+            .unwrap();
+        assert!(again.bundles.is_empty(), "{again:?}");
+
+        let n1 = dm.get_bundle(&r, &map[&b1.id]).await.unwrap();
+        let n2 = dm.get_bundle(&r, &map[&b2.id]).await.unwrap();
+        assert_eq!(
+            (&n1.message, &n1.author, n1.created_at, &n1.meta),
+            (&b1.message, &b1.author, b1.created_at, &b1.meta)
+        );
+        assert_eq!(
+            n2.parents,
+            vec![n1.id],
+            "parents are mapped to their rewrites"
+        );
+        assert_eq!(n1.stats.files, b1.stats.files - 1);
+        assert_eq!(n1.stats.bytes, b1.stats.bytes - secret.len() as u64);
+        let listed: Vec<_> = dm
+            .list_bundles(&r)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(listed, vec![n1.id, n2.id, b3.id], "same order as before");
+        assert_eq!(
+            dm.get_label(&r, &"prod".parse().unwrap())
+                .await
+                .unwrap()
+                .bundle,
+            n1.id
+        );
+        let e = dm.get_bundle(&r, &b1.id).await.unwrap_err();
+        match &e {
+            Error::BundleDeleted { replaced_by, .. } => assert_eq!(*replaced_by, Some(n1.id)),
+            e => panic!("{e}"),
+        }
+        assert!(e.to_string().contains(&n1.id.to_string()), "{e}");
+        let out = tempfile::tempdir().unwrap();
+        dm.download(
+            &r,
+            &n2.id,
+            &out.path().join("o"),
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert!(!out.path().join("o/people/ssn-records.bin").exists());
+        assert!(out.path().join("o/people").is_dir(), "its directory stays");
+        assert_eq!(std::fs::read(out.path().join("o/keep.bin")).unwrap(), keep);
+        let lineage = dm
+            .lineage(&r, &n1.id, datamon::LineageOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            lineage
+                .bundles
+                .iter()
+                .any(|b| b.id == b1.id && b.replaced_by == Some(n1.id)),
+            "{lineage:?}"
+        );
+
+        assert!(raw_store_has(dir.path(), &secret[5000..5064]));
+        let plan = gc(&dm).await;
+        assert!(plan.packs_condemned > 0, "{plan:?}");
+        let collect = gc(&dm).await;
+        assert!(collect.packs_repacked > 0, "{collect:?}");
+        assert!(
+            !raw_store_has(dir.path(), &secret[5000..5064]),
+            "no byte of the removed file is left"
+        );
+        assert!(!raw_store_has(dir.path(), b"ssn-records"), "nor its name");
+        assert!(
+            dm.store().list("gc/purges/").await.unwrap().is_empty(),
+            "the purge is finished"
+        );
+        // The mount opened before the repack finds the moved data.
+        assert_eq!(vfs_read(early, vec!["keep.bin".into()]).await, vec![keep]);
+        assert_eq!(
+            vfs_read(early2, vec!["sub/deep/a.txt".into()]).await,
+            vec![b"kept text".to_vec()]
+        );
+        let f = dm.fsck(true, &NoProgress).await.unwrap();
+        assert!(f.is_ok(), "{:?}", f.problems);
+    });
+}
+
+/// A pack whose live blobs fill less than the threshold is repacked: the live blobs move to a
+/// new pack and the dead ones go; a mount opened before reads the live ones from their new
+/// place. With repacking off, the dead data stays.
+#[test]
+fn sparse_packs_are_repacked_and_old_indexes_still_read() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let dm = open(&format!("file://{}", dir.path().display())).await;
+        let r = repo("r");
+        dm.create_repo(&r, "d").await.unwrap();
+        let src = tempfile::tempdir().unwrap();
+        // Forty files in one upload share a few packs; the second bundle keeps one in four.
+        let files: Vec<Vec<u8>> = (0..40).map(|i| noise(100 + i, 8_000)).collect();
+        for (i, f) in files.iter().enumerate() {
+            write(&src.path().join(format!("f{i:02}.bin")), f);
+        }
+        let b1 = upload(&dm, "r", src.path(), "all").await;
+        for i in (0..40).filter(|i| i % 4 != 0) {
+            std::fs::remove_file(src.path().join(format!("f{i:02}.bin"))).unwrap();
+        }
+        let b2 = upload(&dm, "r", src.path(), "one in four").await;
+        dm.delete_bundle(&r, &b1.id, &DeleteOptions::default())
+            .await
+            .unwrap();
+        let gc_with = |o: GcOptions| {
+            let dm = &dm;
+            async move {
+                dm.gc(&o, &CancellationToken::new(), &NoProgress)
+                    .await
+                    .unwrap()
+            }
+        };
+        let off = GcOptions {
+            repack_below: 0.0,
+            ..now_gc()
+        };
+        gc_with(off.clone()).await;
+        let r_off = gc_with(off).await;
+        assert_eq!(r_off.packs_repacked, 0);
+        // Packs of dead files alone went whole; those shared with live files stay.
+        let dead: Vec<usize> = (0..40).filter(|i| i % 4 != 0).collect();
+        let left = dead
+            .iter()
+            .filter(|&&i| raw_store_has(dir.path(), &files[i][100..164]))
+            .count();
+        assert!(
+            left > 0,
+            "with repacking off, dead files sharing packs with live ones stay"
+        );
+        let early = dm
+            .vfs(
+                &r,
+                &b2.id,
+                datamon::vfs::VfsOptions::default(),
+                tokio::runtime::Handle::current(),
+            )
+            .await
+            .unwrap();
+        let plan = gc(&dm).await;
+        assert!(plan.packs_condemned > 0, "{plan:?}");
+        let collect = gc(&dm).await;
+        assert!(collect.packs_repacked > 0, "{collect:?}");
+        assert_eq!(collect.packs_spared, 0, "{collect:?}");
+        assert!(collect.bytes_copied >= 10 * 8_000, "{collect:?}");
+        for i in dead {
+            assert!(!raw_store_has(dir.path(), &files[i][100..164]), "file {i}");
+        }
+        // Some of them now live in the new packs.
+        let live: Vec<usize> = (0..40).filter(|i| i % 4 == 0).collect();
+        let read = vfs_read(early, live.iter().map(|i| format!("f{i:02}.bin")).collect()).await;
+        for (i, got) in live.iter().zip(read) {
+            assert_eq!(got, files[*i], "file {i}");
+        }
+        let out = tempfile::tempdir().unwrap();
+        dm.download(
+            &r,
+            &b2.id,
+            &out.path().join("o"),
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(snapshot(src.path()), snapshot(&out.path().join("o")));
+        let f = dm.fsck(true, &NoProgress).await.unwrap();
+        assert!(f.is_ok(), "{:?}", f.problems);
+        // Nothing is left to do: the new packs are fully live.
+        let last = gc(&dm).await;
+        assert_eq!(
+            (last.packs_condemned, last.packs_deleted),
+            (0, 0),
+            "{last:?}"
+        );
+        let bad = GcOptions {
+            repack_below: 1.5,
+            ..now_gc()
+        };
+        let e = dm
+            .gc(&bad, &CancellationToken::new(), &NoProgress)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
     });
 }
