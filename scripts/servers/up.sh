@@ -21,8 +21,8 @@ case "$S3" in
     for attempt in 1 2 3; do
       if timeout 180 "$here/start-rgw.sh" "$D/ceph" 7480 datamon; then break; fi
       echo "radosgw did not start (attempt $attempt of 3)" >&2
+      # Only the daemons this attempt started, by their pid files (a user's own Ceph lives on).
       "$here/stop-rgw.sh" "$D/ceph" || true
-      pkill -x radosgw 2>/dev/null || true; pkill -x ceph-osd 2>/dev/null || true; pkill -x ceph-mon 2>/dev/null || true
       sleep 2
       [ "$attempt" = 3 ] && exit 1
     done
