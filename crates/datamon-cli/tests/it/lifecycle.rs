@@ -222,3 +222,123 @@ fn gc_killed_at_any_point_loses_nothing_and_a_rerun_finishes() {
         "{packs} bytes of packs left for 7.2 MB of live data"
     );
 }
+
+/// Whether any file under `root` holds `needle`.
+fn raw_has(root: &std::path::Path, needle: &[u8]) -> bool {
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read the store").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .expect("read an object")
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn repo_remove_path_rewrites_history_and_gc_leaves_no_byte() {
+    use crate::util::random_bytes;
+    let dm = Dm::new();
+    dm.create_repo("r");
+    let src = dm.dir("src");
+    let secret = random_bytes(77, 50_000);
+    write(&src.join("customers/emails.csv"), &secret);
+    write(&src.join("data/keep.txt"), "kept");
+    let b1 = dm.upload("r", &src, "one", &["--label", "prod"]);
+    write(&src.join("data/more.txt"), "more");
+    let b2 = dm.upload("r", &src, "two", &[]);
+
+    dm.run(["repo", "remove-path", "--repo", "r", "customers/emails.csv"])
+        .code(1)
+        .stderr_has("--yes");
+    dm.run(["repo", "remove-path", "--repo", "r", "--yes"])
+        .code(2);
+    dm.run(["repo", "remove-path", "--repo", "r", "--yes", "a/[b"])
+        .code(1)
+        .stderr_has("not a valid glob");
+    dm.run(["gc", "--repack-below", "2"])
+        .code(2)
+        .stderr_has("fraction");
+
+    let dry = dm
+        .ok([
+            "--json",
+            "repo",
+            "remove-path",
+            "--repo",
+            "r",
+            "customers/*.csv",
+            "--dry-run",
+        ])
+        .json();
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["bundles"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(dm.bundle_ids("r"), vec![b1.clone(), b2.clone()]);
+
+    let done = dm
+        .ok([
+            "--json",
+            "repo",
+            "remove-path",
+            "--repo",
+            "r",
+            "customers/*.csv",
+            "--yes",
+        ])
+        .json();
+    let bundles = done["bundles"].as_array().unwrap();
+    assert_eq!(bundles[0]["old"], b1.as_str(), "{done}");
+    assert_eq!(bundles[0]["removed"][0], "customers/emails.csv", "{done}");
+    let n1 = bundles[0]["new"].as_str().unwrap().to_owned();
+    let n2 = bundles[1]["new"].as_str().unwrap().to_owned();
+    assert_eq!(dm.bundle_ids("r"), vec![n1.clone(), n2.clone()]);
+    dm.run(["bundle", "get", "--repo", "r", "--bundle", &b1])
+        .code(2)
+        .stderr_has(&format!("rewritten as bundle {n1}"))
+        .stderr_has(&format!("use bundle {n1}"));
+    dm.ok(["label", "get", "--repo", "r", "--label", "prod"])
+        .stdout_has(&n1);
+    let got = dm.bundle_json("r", &n2);
+    assert_eq!(got["message"], "two", "{got}");
+    let out = dm.dir("out");
+    dm.ok([
+        "bundle",
+        "download",
+        "--repo",
+        "r",
+        "--label",
+        "prod",
+        "--destination",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.join("customers/emails.csv").exists());
+    assert_eq!(std::fs::read(out.join("data/keep.txt")).unwrap(), b"kept");
+    // A rerun has nothing left to do.
+    dm.ok([
+        "repo",
+        "remove-path",
+        "--repo",
+        "r",
+        "customers/*.csv",
+        "--yes",
+    ])
+    .stderr_has("No live bundle");
+
+    assert!(raw_has(&dm.store_dir(), &secret[9000..9064]));
+    dm.ok(["gc", "--grace", "0s"]);
+    dm.ok(["gc", "--grace", "0s"]).stdout_has("repacked");
+    assert!(
+        !raw_has(&dm.store_dir(), &secret[9000..9064]),
+        "no byte of the removed file is left in the store"
+    );
+    assert!(!raw_has(&dm.store_dir(), b"emails.csv"), "nor its name");
+    dm.ok(["fsck", "--read-data"]);
+}
