@@ -370,7 +370,8 @@ impl Datamon {
             .create_json(&keys::diamond_split(r, &id, &split.id.to_string()), &split)
             .await?;
         // A gc plan made while the split uploaded may have condemned data it reused.
-        self.keep_for_commit(&[split.root], &split.id.0).await?;
+        self.keep_for_commit_since(&[split.root], &split.id.0, Some(&stored.gc_seen))
+            .await?;
         self.store.sync().await?;
         self.split_outcome(repo, diamond, &split.id).await?;
         save_stat_cache(stored.cache).await;

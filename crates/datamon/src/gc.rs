@@ -222,7 +222,10 @@ impl Datamon {
     /// The plans a commit must check: the unfinished ones (with the entries of their
     /// condemned packs still indexed) and those carried out less than their grace period ago
     /// (with the blobs they removed).
-    async fn plans_to_check(&self) -> Result<Vec<(u64, Vec<(Hash, PackEntry)>, Vec<Hash>)>> {
+    async fn plans_to_check(
+        &self,
+        seen: Option<&HashSet<u64>>,
+    ) -> Result<Vec<(u64, Vec<(Hash, PackEntry)>, Vec<Hash>)>> {
         let plans: Vec<(u64, GcPlan)> = self.store.read_sequence(keys::GC_PLANS).await?;
         if plans.is_empty() {
             return Ok(Vec::new());
@@ -243,7 +246,10 @@ impl Datamon {
                 let window = chrono::Duration::seconds(
                     i64::try_from(plan.grace_secs).unwrap_or(i64::MAX / 2000),
                 );
-                if now - done.time < window {
+                // Carried out after the commit's data loaded its index (or, when that is not
+                // known, recently): its blobs may be among those the data reuses.
+                let unseen = seen.map_or(now - done.time < window, |s| !s.contains(&seq));
+                if unseen {
                     out.push((seq, Vec::new(), done.blobs));
                 }
                 continue;
@@ -272,9 +278,34 @@ impl Datamon {
     /// until no plan appeared meanwhile. With no plan to check this costs one listing. See
     /// `docs/format/gc.md`.
     pub(crate) async fn keep_for_commit(&self, roots: &[Hash], id: &BundleId) -> Result<()> {
+        self.keep_for_commit_since(roots, id, None).await
+    }
+
+    /// The plans carried out so far (read before an upload loads the index, and passed to
+    /// [`Datamon::keep_for_commit_since`]).
+    pub(crate) async fn gc_done_plans(&self) -> Result<HashSet<u64>> {
+        Ok(self
+            .store
+            .list_names(keys::GC_DONE)
+            .await?
+            .iter()
+            .filter_map(|n| n.rsplit('/').next()?.parse().ok())
+            .collect())
+    }
+
+    /// [`Datamon::keep_for_commit`] for data whose upload loaded the index after the plans
+    /// `seen` were carried out: every other carried-out plan is checked, however long ago it
+    /// ran, so no clock bounds how long an upload may take. Without `seen`, plans carried out
+    /// within their grace period are checked.
+    pub(crate) async fn keep_for_commit_since(
+        &self,
+        roots: &[Hash],
+        id: &BundleId,
+        seen: Option<&HashSet<u64>>,
+    ) -> Result<()> {
         let mut handled: HashSet<u64> = HashSet::new();
         loop {
-            let plans = self.plans_to_check().await?;
+            let plans = self.plans_to_check(seen).await?;
             let condemned: HashSet<Hash> = plans
                 .iter()
                 .flat_map(|(_, entries, _)| entries.iter().map(|(p, _)| *p))

@@ -111,6 +111,7 @@ impl Datamon {
         &self,
         mut bundle: Bundle,
         branch: &BranchName,
+        gc_seen: Option<&std::collections::HashSet<u64>>,
     ) -> Result<Bundle> {
         let repo = bundle.repo.clone();
         bundle.parents.clear();
@@ -122,7 +123,8 @@ impl Datamon {
         self.store.sync().await?;
         // A garbage collection planned while this upload ran may have condemned data it reused:
         // keep it before the commit becomes visible (see `docs/format/gc.md`).
-        self.keep_for_commit(&[bundle.root], &bundle.id).await?;
+        self.keep_for_commit_since(&[bundle.root], &bundle.id, gc_seen)
+            .await?;
         let previous = self.advance_branch(&repo, branch, bundle.id).await?;
         bundle.parents = previous.into_iter().collect();
         self.write_bundle_record(&bundle).await?;
@@ -750,7 +752,7 @@ mod tests {
             meta: BTreeMap::new(),
         };
         let first = dm
-            .commit_bundle(record(BundleId::generate()), &branch)
+            .commit_bundle(record(BundleId::generate()), &branch, None)
             .await
             .expect("commit");
         // Killed after step 2: staged record and branch append, no bundle record.

@@ -250,6 +250,7 @@ impl Datamon {
         let stored = self.store_folder(&ctx.path, &opts, progress).await?;
         let StoredFolder {
             root,
+            gc_seen,
             stats,
             skipped,
             unchanged_files,
@@ -276,7 +277,7 @@ impl Datamon {
         // Packs, index objects and trees are durable before the record that points to them
         // (a local store's writes sit in the page cache until then).
         self.store.sync().await?;
-        let bundle = self.commit_bundle(bundle, &branch).await?;
+        let bundle = self.commit_bundle(bundle, &branch, Some(&gc_seen)).await?;
         if let Some(label) = &opts.label {
             self.set_label(&ctx.repo, label, &bundle.id, None).await?;
         }
@@ -311,6 +312,9 @@ impl Datamon {
             return Err(Error::cancelled("the upload"));
         }
 
+        // The gc plans carried out before the index is loaded: the commit checks every other
+        // one (see `docs/format/gc.md`, "Commits keep what they reuse").
+        let gc_seen = self.gc_done_plans().await?;
         let mut index = cancellable(&opts.cancel, "the upload", async {
             Ok(self.store.load_index().await?)
         })
@@ -446,6 +450,7 @@ impl Datamon {
         }
         Ok(StoredFolder {
             root,
+            gc_seen,
             stats,
             skipped,
             unchanged_files,
@@ -464,6 +469,8 @@ impl Datamon {
 pub(crate) struct StoredFolder {
     /// Its root tree node.
     pub root: Hash,
+    /// The gc plans already carried out when its upload loaded the index.
+    pub gc_seen: std::collections::HashSet<u64>,
     /// Its statistics.
     pub stats: BundleStats,
     /// Paths left out under `skip_on_error`, with the reason.
