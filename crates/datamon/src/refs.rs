@@ -27,14 +27,36 @@ pub enum BundleSelector {
 }
 
 impl Datamon {
-    /// Resolves a selector to a bundle id; the bundle is known to exist.
+    /// Resolves a selector to a bundle id; the bundle is known to exist. The id of a bundle
+    /// that a history rewrite replaced resolves to its rewrite (with a warning), so ids kept in
+    /// scripts and configs still work ([`Datamon::remove_paths`]).
     ///
     /// # Errors
     /// A `*NotFound` error naming what is missing; a store error.
     pub async fn resolve(&self, repo: &RepoName, sel: &BundleSelector) -> Result<BundleId> {
         self.get_repo(repo).await?;
         match sel {
-            BundleSelector::Id(id) => Ok(self.get_bundle(repo, id).await?.id),
+            BundleSelector::Id(id) => {
+                let mut id = *id;
+                // A rewrite of a rewrite is followed too (a few hops at most in practice).
+                for _ in 0..16 {
+                    match self.get_bundle(repo, &id).await {
+                        Ok(b) => return Ok(b.id),
+                        Err(Error::BundleDeleted {
+                            replaced_by: Some(next),
+                            ..
+                        }) => {
+                            tracing::warn!(
+                                "bundle {id} of repo {repo} was rewritten (paths removed from \
+                                 history) as bundle {next}; using {next}"
+                            );
+                            id = next;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.get_bundle(repo, &id).await.map(|b| b.id)
+            }
             BundleSelector::Label(l) => Ok(self.get_label(repo, l).await?.bundle),
             BundleSelector::Branch(b) => {
                 self.branch_head(repo, b)

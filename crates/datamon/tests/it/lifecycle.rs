@@ -718,6 +718,34 @@ fn a_path_removed_from_history_leaves_no_byte_in_the_store() {
         let b2 = upload(&dm, "r", src.path(), "second").await;
         std::fs::remove_dir_all(src.path().join("people")).unwrap();
         let b3 = upload(&dm, "r", src.path(), "third, without it").await;
+        // A run that read b1 and wrote b2: its lineage must survive the rewrite.
+        let now = chrono::Utc::now();
+        let run = datamon::types::Run {
+            id: datamon::types::RunId::generate(),
+            step: "clean".into(),
+            status: datamon::types::RunStatus::Succeeded,
+            exit_code: Some(0),
+            command: Vec::new(),
+            code: datamon::types::CodeVersion::default(),
+            host: "h".into(),
+            user: "u".into(),
+            started_at: now,
+            finished_at: now,
+            params: BTreeMap::new(),
+            inputs: vec![datamon::types::RunInput {
+                repo: r.clone(),
+                bundle: b1.id,
+                selector: None,
+                path: None,
+            }],
+            outputs: vec![datamon::types::RunOutput {
+                repo: r.clone(),
+                bundle: b2.id,
+            }],
+            metrics: BTreeMap::new(),
+            meta: BTreeMap::new(),
+        };
+        dm.record_run(&run).await.unwrap();
 
         let opts = datamon::RemovePathsOptions {
             patterns: vec!["people/*.bin".into()],
@@ -833,16 +861,29 @@ fn a_path_removed_from_history_leaves_no_byte_in_the_store() {
         assert!(!out.path().join("o/people/ssn-records.bin").exists());
         assert!(out.path().join("o/people").is_dir(), "its directory stays");
         assert_eq!(std::fs::read(out.path().join("o/keep.bin")).unwrap(), keep);
+        // The rewrite of the run's output has the run upstream, and its input shows as
+        // rewritten.
         let lineage = dm
-            .lineage(&r, &n1.id, datamon::LineageOptions::default())
+            .lineage(&r, &n2.id, datamon::LineageOptions::default())
             .await
             .unwrap();
+        assert_eq!(
+            lineage.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![run.id]
+        );
         assert!(
             lineage
                 .bundles
                 .iter()
-                .any(|b| b.id == b1.id && b.replaced_by == Some(n1.id)),
+                .any(|b| b.id == b1.id && b.deleted && b.replaced_by == Some(n1.id)),
             "{lineage:?}"
+        );
+        // An old id given by a user resolves to its rewrite.
+        assert_eq!(
+            dm.resolve(&r, &datamon::BundleSelector::Id(b1.id))
+                .await
+                .unwrap(),
+            n1.id
         );
 
         assert!(raw_store_has(dir.path(), &secret[5000..5064]));
