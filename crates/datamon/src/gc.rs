@@ -527,7 +527,12 @@ impl Datamon {
         // A blob stored in several packs has its primary copy in the oldest pack still there.
         raw.packs
             .sort_by_key(|(p, _, _, t)| (raw.gone.contains(p), *t, *p));
-        let index = Index::from_packs(raw.packs.iter().map(|(p, e, _, _)| (*p, e.clone())));
+        // Marking walks trees only: an index of the tree nodes is all it needs (a small part of
+        // the whole, which would double what the raw entries already take).
+        let index = Index::from_packs(raw.packs.iter().map(|(p, e, _, _)| {
+            let trees = e.iter().filter(|e| e.kind == BlobKind::Tree).copied();
+            (*p, trees.collect::<Vec<_>>())
+        }));
         progress.begin("marking", roots.len() as u64, Unit::Items);
         let mut live: HashSet<Hash> = HashSet::new();
         for r in &roots {
@@ -546,6 +551,7 @@ impl Datamon {
             progress.advance(1);
         }
         progress.end();
+        drop(index);
         let mut report = GcReport {
             dry_run: opts.dry_run,
             packs: raw.packs.len(),
@@ -554,6 +560,17 @@ impl Datamon {
             roots: roots.len(),
             ..GcReport::default()
         };
+        // Live blob -> the pack of its primary copy (the first in `raw.packs`' order).
+        let live: HashMap<Hash, u32> = {
+            let mut primary = HashMap::with_capacity(live.len());
+            for (i, (_, entries, _, _)) in raw.packs.iter().enumerate() {
+                let i = u32::try_from(i).expect("fewer than 4G packs");
+                for e in entries.iter().filter(|e| live.contains(&e.hash)) {
+                    primary.entry(e.hash).or_insert(i);
+                }
+            }
+            primary
+        };
         let by_pack: HashMap<Hash, usize> = raw
             .packs
             .iter()
@@ -561,9 +578,8 @@ impl Datamon {
             .map(|(i, p)| (p.0, i))
             .collect();
         // Whether an entry of pack `i` is the primary copy of a live blob.
-        let primary_live = |i: usize, e: &PackEntry| {
-            live.contains(&e.hash) && index.get(&e.hash).is_some_and(|r| r.pack == raw.packs[i].0)
-        };
+        let primary_live =
+            |i: usize, e: &PackEntry| live.get(&e.hash).is_some_and(|&p| p as usize == i);
         let purge_blobs: HashSet<Hash> = purges
             .iter()
             .flat_map(|(_, p)| p.blobs.iter().copied())
@@ -580,7 +596,13 @@ impl Datamon {
             .iter()
             .flat_map(|(_, p)| p.packs.iter().copied())
             .collect();
-        let mut copies = Copies::new(&raw, &live, &condemned);
+        // Copies are looked up only for the live blobs of packs collected now.
+        let collected_now: HashSet<Hash> = plans
+            .iter()
+            .filter(|(_, p)| now - p.time >= grace)
+            .flat_map(|(_, p)| p.packs.iter().copied())
+            .collect();
+        let mut copies = Copies::new(&raw, &live, &condemned, &collected_now);
         let mut still_condemned: HashSet<Hash> = HashSet::new();
         let mut deleted_now: HashSet<Hash> = HashSet::new();
         for (seq, plan) in &plans {
@@ -615,7 +637,7 @@ impl Datamon {
                 } else {
                     entries
                         .iter()
-                        .filter(|e| live.contains(&e.hash) && !copies.safe_elsewhere(e, pack))
+                        .filter(|e| live.contains_key(&e.hash) && !copies.safe_elsewhere(e, pack))
                         .copied()
                         .collect()
                 };
@@ -795,13 +817,30 @@ struct Copies {
 }
 
 impl Copies {
-    fn new(raw: &RawIndex, live: &HashSet<Hash>, condemned: &HashSet<Hash>) -> Copies {
+    /// The safe copies of the live blobs of the packs in `collecting` (only those, so that
+    /// memory follows what is collected, not the store).
+    fn new(
+        raw: &RawIndex,
+        live: &HashMap<Hash, u32>,
+        condemned: &HashSet<Hash>,
+        collecting: &HashSet<Hash>,
+    ) -> Copies {
+        let wanted: HashSet<Hash> = raw
+            .packs
+            .iter()
+            .filter(|(p, _, _, _)| collecting.contains(p))
+            .flat_map(|(_, entries, _, _)| entries.iter().map(|e| e.hash))
+            .filter(|h| live.contains_key(h))
+            .collect();
         let mut safe: HashMap<Hash, Vec<_>> = HashMap::new();
         for (pack, entries, _, _) in &raw.packs {
+            if wanted.is_empty() {
+                break;
+            }
             if raw.gone.contains(pack) || condemned.contains(pack) {
                 continue;
             }
-            for e in entries.iter().filter(|e| live.contains(&e.hash)) {
+            for e in entries.iter().filter(|e| wanted.contains(&e.hash)) {
                 safe.entry(e.hash)
                     .or_default()
                     .push((*pack, e.stored_len, e.compression));

@@ -7,15 +7,19 @@
 //! ([`BundleId::derived`]: same time, so it sorts where the old one did), so a rerun of a
 //! killed rewrite writes the same records. In order:
 //! 1. the new tree nodes (only the nodes on the way to a removed path change; the rest is
-//!    shared), then a gc purge record naming the blobs that leave with the removed paths
-//!    (chunks and the replaced tree nodes): gc repacks every pack that holds one of them dead,
-//!    whatever its live fraction, so no byte of a removed file stays in the store;
+//!    shared);
 //! 2. the new bundle records;
 //! 3. `repos/<repo>/rewrites/<old id>.json`, naming the bundle that replaced the old one;
 //! 4. the labels and branch heads that named an old bundle move to its rewrite (guarded: a ref
 //!    that moved meanwhile is left alone and reported);
 //! 5. the old bundles' tombstones, with `replaced_by`: asking for one says it was rewritten, and
-//!    names the new id; runs and lineage that name it still resolve.
+//!    names the new id; runs and lineage that name it still resolve;
+//! 6. a gc purge record naming the blobs that left with the removed paths (chunks, removed
+//!    directories, replaced tree nodes, deleted bundles' included): gc repacks every pack that
+//!    holds one of them dead, whatever its live fraction, so no byte of a removed file stays
+//!    in the store. Written last, when those blobs are dead: gc drops a purge none of whose
+//!    blobs is dead in any pack. A rerun after a kill before it finds the old bundles deleted,
+//!    rewrites nothing, and writes the purge from them.
 //!
 //! Until gc has collected twice (plan, then collect), the removed bytes are still in packs.
 
@@ -337,7 +341,17 @@ impl Datamon {
         pruner.store = false;
         let mut deleted: Vec<BundleId> = deleted.into_iter().collect();
         deleted.sort();
+        // Bundles an earlier (killed) run rewrote already: their rewrites are the parents of
+        // the rewrites of their children, as that run wrote them.
+        let mut replaced: HashMap<BundleId, BundleId> = HashMap::new();
         for id in deleted {
+            if let Some(next) = self
+                .bundle_tombstone(repo, &id)
+                .await?
+                .and_then(|t| t.replaced_by)
+            {
+                replaced.insert(id, next);
+            }
             let b = match self.get_bundle_record(repo, &id).await {
                 Ok(b) => b,
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => continue,
@@ -365,7 +379,7 @@ impl Datamon {
                 n.parents = b
                     .parents
                     .iter()
-                    .map(|id| map.get(id).copied().unwrap_or(*id))
+                    .map(|id| map.get(id).or(replaced.get(id)).copied().unwrap_or(*id))
                     .collect();
                 n.stats.files -= p.taken.files.min(n.stats.files);
                 n.stats.dirs -= p.taken.dirs.min(n.stats.dirs);
@@ -414,14 +428,14 @@ impl Datamon {
             return Ok(report);
         }
 
-        // 1. Trees, and the purge.
+        // 1. Trees.
         pruner.flush().await?;
         self.store.sync().await?;
         let purge: Vec<Hash> = pruner.purge.into_iter().collect();
-        if !purge.is_empty() {
-            self.purge(purge).await?;
-        }
         if affected.is_empty() {
+            // Only deleted bundles hold the paths (a rerun after a kill in step 6, or data
+            // deleted before): hand their blobs to gc.
+            self.purge(purge).await?;
             return Ok(report);
         }
         // 2. The new bundles (their data kept from a gc plan made meanwhile).
@@ -487,6 +501,11 @@ impl Datamon {
             }
         }
         self.store.sync().await?;
+        // 6. The purge, once the old bundles are dead: a gc run that reads it lists roots
+        // after, so it never takes the old bundles for live ones and drops the purge early.
+        if !purge.is_empty() {
+            self.purge(purge).await?;
+        }
         Ok(report)
     }
 

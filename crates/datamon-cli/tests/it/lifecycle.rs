@@ -342,3 +342,95 @@ fn repo_remove_path_rewrites_history_and_gc_leaves_no_byte() {
     assert!(!raw_has(&dm.store_dir(), b"emails.csv"), "nor its name");
     dm.ok(["fsck", "--read-data"]);
 }
+
+#[test]
+fn remove_path_killed_at_any_point_is_finished_by_a_rerun() {
+    use crate::util::random_bytes;
+    let dm = Dm::new();
+    // Two repos of the same shape: 12 bundles on two branches, each holding the secret and
+    // data of its own. The twin is rewritten whole first, to time a real run.
+    let secret = random_bytes(901, 40_000);
+    for repo in ["twin", "r"] {
+        dm.create_repo(repo);
+        for b in 0..12u64 {
+            let src = dm.dir(&format!("src-{repo}-{b}"));
+            write(&src.join("secrets/token.bin"), &secret);
+            write(&src.join(format!("data/{b}.bin")), random_bytes(b, 30_000));
+            let branch = if b % 2 == 0 { "main" } else { "dev" };
+            if b == 1 {
+                dm.ok(["branch", "create", "--repo", repo, "--branch", "dev"]);
+            }
+            dm.upload(repo, &src, &format!("bundle {b}"), &["--branch", branch]);
+        }
+    }
+    let ids = dm.bundle_ids("r");
+    dm.ok([
+        "label", "set", "--repo", "r", "--label", "prod", "--bundle", &ids[3],
+    ]);
+    let args = ["repo", "remove-path", "--repo", "r", "secrets", "--yes"];
+    let t = std::time::Instant::now();
+    dm.ok(["repo", "remove-path", "--repo", "twin", "secrets", "--yes"]);
+    let whole = t.elapsed().as_millis() as u64;
+    // Kills spread over the run, most of them in its second half, where it writes.
+    let mut states = std::collections::BTreeSet::new();
+    for k in 0..12u64 {
+        let mut child = dm
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start remove-path");
+        let ms = if k < 4 {
+            whole * k / 8
+        } else {
+            whole / 2 + whole * (k - 4) / 14
+        };
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        let listed = dm.bundle_ids("r").len();
+        eprintln!("remove-path killed after {ms} ms: {status}; {listed} bundles listed");
+        states.insert(listed);
+        // Whatever is listed downloads whole at every point.
+        for id in dm.bundle_ids("r") {
+            let out = dm.dir(&format!("o-{k}-{id}"));
+            dm.download("r", &id, &out);
+        }
+    }
+    eprintln!("bundles listed after the kills: {states:?}");
+    dm.ok(args);
+    // Done: 12 bundles, none with the secret, refs on rewritten bundles, old ids resolving.
+    let ids_after = dm.bundle_ids("r");
+    assert_eq!(ids_after.len(), 12, "{ids_after:?}");
+    for (i, id) in ids_after.iter().enumerate() {
+        assert!(!ids.contains(id), "bundle {i} was not rewritten");
+        let files = dm.list_files("r", id);
+        assert!(
+            files.iter().all(|f| !f.starts_with("secrets/")),
+            "{files:?}"
+        );
+        assert!(
+            files
+                .iter()
+                .any(|f| f.starts_with(&format!("data/{i}.bin"))),
+            "{files:?}"
+        );
+    }
+    dm.ok(["label", "get", "--repo", "r", "--label", "prod"])
+        .stdout_has(&ids_after[3]);
+    for (branch, last) in [("main", 10), ("dev", 11)] {
+        dm.ok(["bundle", "get", "--repo", "r", "--branch", branch])
+            .stdout_has(&ids_after[last]);
+    }
+    dm.ok(["bundle", "get", "--repo", "r", "--bundle", &ids[5]])
+        .stdout_has(&ids_after[5]);
+    dm.ok(["gc", "--grace", "0s"]);
+    dm.ok(["gc", "--grace", "0s"]);
+    assert!(
+        !raw_has(&dm.store_dir(), &secret[20_000..20_064]),
+        "no byte of the removed file is left after the kills and gc"
+    );
+    assert!(!raw_has(&dm.store_dir(), b"token.bin"));
+    dm.ok(["fsck", "--read-data"]);
+}
