@@ -59,7 +59,9 @@ timed "datamon repo create" "${DM[@]}" repo create --repo bench --description be
 timed "datamon upload v1" "${DM[@]}" bundle upload --repo bench --path "$DATA/v1" --message v1 --label v1
 rm -rf "$WORK/dmhome/cache"   # no stat cache: v2 is read and chunked in full
 timed "datamon upload v2" "${DM[@]}" bundle upload --repo bench --path "$DATA/v2" --message v2 --label v2
-timed "datamon download v1" "${DM[@]}" bundle download --repo bench --label v1 --destination "$WORK/dm-v1"
+timed "datamon download v1" "${DM[@]}" --json bundle download --repo bench --label v1 --destination "$WORK/dm-v1"
+dm_reads=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]["range_reads"])' "$WORK/datamon_download_v1.log")
+dm_index=$(objects "bench-dm-$STAMP/index")
 diff -r "$DATA/v1" "$WORK/dm-v1" >/dev/null || { echo "datamon download differs" >&2; exit 1; }
 dm_objects=$(objects "bench-dm-$STAMP"); dm_bytes=$(stored "bench-dm-$STAMP")
 
@@ -94,5 +96,6 @@ rate() { python3 -c "print(f'{$bytes/1e6/$1:.1f}')"; }
   echo "| restic | ${T[restic backup v1]} | $(rate "${T[restic backup v1]}") | ${T[restic backup v2]} | ${T[restic restore v1]} | $(rate "${T[restic restore v1]}") | $rs_objects | $rs_bytes |"
   echo
   echo "Objects per file (v1+v2 stored): datamon $(python3 -c "print(f'{$dm_objects/($files+$files2):.3f}')"), rclone $(python3 -c "print(f'{$rc_objects/($files+$files2):.3f}')"), restic $(python3 -c "print(f'{$rs_objects/($files+$files2):.3f}')")."
+  echo "datamon's download of v1 made $dm_reads pack range reads for $files files ($(python3 -c "print(f'{$dm_reads/$files:.4f}')") per file), after loading $dm_index index objects (one GET each) and the tree nodes."
   echo "Every download was compared with diff -r."
 } | tee "$OUT"

@@ -3,15 +3,19 @@
 //! Two passes, each a normal gc run, with write-once records in between (the argument is in
 //! `docs/format/gc.md`):
 //! - **plan**: mark every blob reachable from the roots (live bundles, staged commits, pins),
-//!   and write a plan `gc/plans/<seq>` naming the packs that hold no live blob (and are older
-//!   than the grace period). Nothing is deleted.
+//!   and write a plan `gc/plans/<seq>` naming the packs (older than the grace period) that
+//!   hold no live blob, or whose live blobs fill less than `repack_below` of them, or that
+//!   hold a blob a purge (a history rewrite) removes. Nothing is deleted.
 //! - **collect**, in a later run, for each plan older than the grace period: mark again, with
-//!   roots listed *after* the plan was read, spare every condemned pack that now holds a live
-//!   blob, delete the others (pack, then index object) and write `gc/done/<seq>`.
+//!   roots listed *after* the plan was read; copy into new packs the live blobs of condemned
+//!   packs that have no safe copy elsewhere (or spare a pack that became mostly live), then
+//!   delete the condemned packs (pack, then index object) and write `gc/done/<seq>`. Readers
+//!   that still locate blobs in a deleted pack find them through `Store::read_relocated`.
 //!
-//! A commit (`Datamon::keep_for_commit`, called by every bundle commit and every pin after
-//! its record is written and before it becomes visible) copies into fresh packs the blobs it
-//! uses that unfinished plans condemned, and repeats until no new plan appeared meanwhile.
+//! A commit (`Datamon::keep_for_commit_since`, called by every bundle commit and every pin
+//! after its record is written and before it becomes visible) copies into fresh packs the
+//! blobs it uses that unfinished plans condemned, fails if a plan it had not seen done removed
+//! one, and repeats until no new plan appeared meanwhile.
 //!
 //! **Roots from other modules.** Besides bundles, gc keeps what the *pins* under `gc/pins/`
 //! name ([`Datamon::pin`], [`Datamon::pin_bundle`], [`Datamon::unpin`]): a mutable mount pins
@@ -220,8 +224,8 @@ impl Datamon {
     }
 
     /// The plans a commit must check: the unfinished ones (with the entries of their
-    /// condemned packs still indexed) and those carried out less than their grace period ago
-    /// (with the blobs they removed).
+    /// condemned packs still indexed) and the carried-out ones not in `seen`, or without it
+    /// those carried out less than their grace period ago (with the blobs they removed).
     async fn plans_to_check(
         &self,
         seen: Option<&HashSet<u64>>,

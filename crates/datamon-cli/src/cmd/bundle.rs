@@ -230,6 +230,8 @@ struct DownloadView {
     bytes: u64,
     symlinks: u64,
     dirs: u64,
+    /// Range reads of packs made from the store.
+    range_reads: u64,
 }
 
 fn parse_meta(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -378,6 +380,7 @@ impl BundleCmd {
                         bytes: report.bytes,
                         symlinks: report.symlinks,
                         dirs: report.dirs,
+                        range_reads: report.range_reads,
                     })?;
                 } else if !quiet {
                     eprintln!(
