@@ -250,7 +250,8 @@ fn store_sync_copies_a_local_store_to_s3_and_resumes() {
         .ok(["--json", "store", "sync", "--from", &local, "--to", &remote])
         .stdout;
     let v: serde_json::Value = serde_json::from_str(first.trim()).expect("json");
-    assert!(v["copied"].as_u64().expect("copied") > 3, "{first}");
+    let first_copied = v["copied"].as_u64().expect("copied");
+    assert!(first_copied > 3, "{first}");
 
     // The copy is a working store: same bundles, same label, same files.
     let a = dm
@@ -301,9 +302,11 @@ fn store_sync_copies_a_local_store_to_s3_and_resumes() {
         .ok(["--json", "store", "sync", "--from", &local, "--to", &remote])
         .stdout;
     let v: serde_json::Value = serde_json::from_str(third.trim()).expect("json");
+    // Only the new bundle's objects are copied: everything the first sync copied is present
+    // (how many objects each upload makes depends on how its packs were cut).
     let copied = v["copied"].as_u64().expect("copied");
     assert!(
-        copied > 0 && v["present"].as_u64().expect("present") > copied,
+        copied > 0 && v["present"].as_u64().expect("present") >= first_copied,
         "{third}"
     );
     let h = dm

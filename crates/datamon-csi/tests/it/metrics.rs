@@ -74,7 +74,12 @@ async fn the_node_counts_volumes_reads_cache_hits_fetch_errors_and_commits() {
     let hits = get(&m2, "datamon_cache_hits_total{cache=\"memory\"}")
         + get(&m2, "datamon_cache_hits_total{cache=\"disk\"}");
     assert!(hits > 0.0, "the second read hits a cache: {m2:?}");
-    assert!(get(&m2, "datamon_read_bytes_total") >= cold_read + big.len() as f64);
+    // The second read reached the mount (the kernel may still serve a few pages itself:
+    // DONTNEED drops only the pages it can).
+    assert!(
+        get(&m2, "datamon_read_bytes_total") > cold_read,
+        "the second read reaches the mount: {m2:?}"
+    );
     assert_eq!(
         get(&m2, "datamon_store_read_bytes_total"),
         get(&m, "datamon_store_read_bytes_total"),
