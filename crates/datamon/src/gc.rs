@@ -636,7 +636,7 @@ impl Datamon {
                 // A pack already deleted (by a run stopped before it deleted the index object)
                 // is never spared, whatever now uses its blobs: its index object goes, and its
                 // blobs are listed in the done record, so a commit reusing them is refused.
-                let needed: Vec<PackEntry> = if raw.gone.contains(pack) {
+                let mut needed: Vec<PackEntry> = if raw.gone.contains(pack) {
                     Vec::new()
                 } else {
                     entries
@@ -654,15 +654,29 @@ impl Datamon {
                         spared.push(*pack);
                         continue;
                     }
-                    if !opts.dry_run && !writer.copy(pack, &needed).await? {
+                    let outcome = if opts.dry_run {
+                        Copied::Done
+                    } else {
+                        writer.copy(pack, &needed).await?
+                    };
+                    match outcome {
+                        Copied::Done => {
+                            copies.copied(&needed);
+                            report.blobs_copied += needed.len();
+                            report.bytes_copied +=
+                                needed.iter().map(|e| u64::from(e.stored_len)).sum::<u64>();
+                        }
                         // A live blob that does not verify is not copied: fsck names it.
-                        spared.push(*pack);
-                        continue;
+                        Copied::Damaged => {
+                            spared.push(*pack);
+                            continue;
+                        }
+                        // Another gc run collecting the same plan deleted it, after copying
+                        // the blobs live for it; the blobs it did not see live, commits made
+                        // since copied themselves (see docs/format/gc.md). Its index object
+                        // goes here too.
+                        Copied::Gone => needed.clear(),
                     }
-                    copies.copied(&needed);
-                    report.blobs_copied += needed.len();
-                    report.bytes_copied +=
-                        needed.iter().map(|e| u64::from(e.stored_len)).sum::<u64>();
                 }
                 let kept: HashSet<Hash> = needed.iter().map(|e| e.hash).collect();
                 blobs.extend(entries.iter().map(|e| e.hash).filter(|h| !kept.contains(h)));
@@ -871,6 +885,16 @@ impl Copies {
     }
 }
 
+/// What [`Repacker::copy`] did.
+enum Copied {
+    /// The blobs are in the pack being built.
+    Done,
+    /// One does not verify; nothing was copied.
+    Damaged,
+    /// The pack is gone (a concurrent collection of the same plan); nothing was copied.
+    Gone,
+}
+
 /// Copies live blobs out of packs being repacked into new packs, as they are stored.
 struct Repacker<'a> {
     dm: &'a Datamon,
@@ -889,9 +913,9 @@ impl<'a> Repacker<'a> {
         Repacker { dm, writer: None }
     }
 
-    /// Reads `entries` of `pack`, verifies each and adds it to the pack being built. Returns
-    /// false (copying nothing) when one does not verify.
-    async fn copy(&mut self, pack: &Hash, entries: &[PackEntry]) -> Result<bool> {
+    /// Reads `entries` of `pack`, verifies each and adds it to the pack being built; copies
+    /// nothing when one does not verify or the pack is gone.
+    async fn copy(&mut self, pack: &Hash, entries: &[PackEntry]) -> Result<Copied> {
         let mut sorted = entries.to_vec();
         sorted.sort_by_key(|e| e.offset);
         let key = keys::pack(pack);
@@ -909,7 +933,10 @@ impl<'a> Repacker<'a> {
                 end = end.max(o + l);
                 j += 1;
             }
-            let bytes = self.dm.store.get_range(&key, start..end).await?;
+            let bytes = match self.dm.store.get_range(&key, start..end).await {
+                Err(datamon_store::Error::NotFound { .. }) => return Ok(Copied::Gone),
+                r => r?,
+            };
             for e in &sorted[i..j] {
                 let at = (u64::from(e.offset) - start) as usize;
                 let stored = bytes.slice(at..at + e.stored_len as usize);
@@ -919,7 +946,7 @@ impl<'a> Repacker<'a> {
                         .decode_blob(&stored, e.compression, e.raw_len as usize, &e.hash)
                 {
                     tracing::warn!(pack = %pack, blob = %e.hash, "not repacking a pack with a damaged live blob: {err}");
-                    return Ok(false);
+                    return Ok(Copied::Damaged);
                 }
                 staged.push((*e, stored));
             }
@@ -934,7 +961,7 @@ impl<'a> Repacker<'a> {
                 self.flush().await?;
             }
         }
-        Ok(true)
+        Ok(Copied::Done)
     }
 
     async fn flush(&mut self) -> Result<()> {

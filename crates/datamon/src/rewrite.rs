@@ -262,16 +262,20 @@ impl Pruner<'_> {
     }
 }
 
-/// The patterns as one set; a bad one is named.
-fn glob_set(patterns: &[String]) -> Result<GlobSet> {
+/// The patterns as one set, and as written without `./` and slashes around them (what the
+/// rewrites' ids derive from, so `secrets/` and `secrets` name the same rewrite); a bad one is
+/// named.
+fn glob_set(patterns: &[String]) -> Result<(GlobSet, Vec<String>)> {
     if patterns.is_empty() {
         return Err(Error::InvalidInput(
             "name at least one path or glob to remove".into(),
         ));
     }
     let mut set = GlobSetBuilder::new();
+    let mut cleaned = Vec::with_capacity(patterns.len());
     for p in patterns {
         let clean = p.trim_start_matches("./").trim_matches('/');
+        cleaned.push(clean.to_owned());
         if clean.is_empty() || clean.split('/').any(|c| c == "..") {
             return Err(Error::InvalidInput(format!(
                 "{p:?} is not a path inside a bundle: give it relative to the bundle root, \
@@ -284,8 +288,12 @@ fn glob_set(patterns: &[String]) -> Result<GlobSet> {
             .map_err(|e| Error::InvalidInput(format!("{p:?} is not a valid glob: {e}")))?;
         set.add(glob);
     }
-    set.build()
-        .map_err(|e| Error::InvalidInput(format!("invalid globs: {e}")))
+    let set = set
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("invalid globs: {e}")))?;
+    cleaned.sort_unstable();
+    cleaned.dedup();
+    Ok((set, cleaned))
 }
 
 impl Datamon {
@@ -307,7 +315,7 @@ impl Datamon {
         cancel: &CancellationToken,
         progress: &dyn Progress,
     ) -> Result<RemovePathsReport> {
-        let patterns = glob_set(&opts.patterns)?;
+        let (patterns, cleaned) = glob_set(&opts.patterns)?;
         let bundles = self.list_bundles(repo).await?;
         let deleted = self.deleted_bundle_ids(repo).await?;
         let index = self.store.load_index().await?;
@@ -363,9 +371,7 @@ impl Datamon {
                 Err(e) => return Err(e),
             }
         }
-        let mut salt: Vec<&str> = opts.patterns.iter().map(String::as_str).collect();
-        salt.sort_unstable();
-        let salt = salt.join("\0");
+        let salt = cleaned.join("\0");
         let map: HashMap<BundleId, BundleId> = affected
             .iter()
             .map(|(b, _)| (b.id, b.id.derived(salt.as_bytes())))

@@ -807,7 +807,7 @@ fn a_path_removed_from_history_leaves_no_byte_in_the_store() {
         let map: BTreeMap<_, _> = rep.bundles.iter().map(|b| (b.old, b.new)).collect();
         assert_eq!(map.keys().copied().collect::<Vec<_>>(), vec![b1.id, b2.id]);
         assert_eq!(rep.bundles[0].removed, vec!["people/ssn-records.bin"]);
-        // A rerun (as after a kill) has nothing left to rewrite and changes nothing.
+        // A rerun (as after a kill) has nothing left to rewrite.
         let again = dm
             .remove_paths(&r, &opts, &cancel, &NoProgress)
             .await
