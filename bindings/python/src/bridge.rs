@@ -92,10 +92,14 @@ where
                 }
                 let checked = Python::attach(|py| {
                     py.check_signals()?;
-                    match progress {
-                        Some(p) => p.report(py),
-                        None => Ok(()),
+                    if let Some(p) = progress {
+                        p.report(py)?;
+                        // A Ctrl-C that came during the callback (or that it raised itself,
+                        // as `_thread.interrupt_main` does) is acted on now, not a tick later,
+                        // when a fast call may have finished.
+                        py.check_signals()?;
                     }
+                    Ok::<(), PyErr>(())
                 });
                 if let Err(e) = checked {
                     match cancel {

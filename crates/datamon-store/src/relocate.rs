@@ -44,6 +44,9 @@ pub(crate) struct Relocator {
 /// Two copies of the wanted blobs are read in one request when this close in their pack.
 const MERGE_GAP: u64 = 64 << 10;
 
+/// How many times the index is loaded again for one read whose new packs keep going away.
+const RELOAD_ATTEMPTS: usize = 4;
+
 impl Store {
     /// Reads `range` of `pack`, which is gone from the store, from the packs that now hold its
     /// blobs `wanted` (garbage collection copied them): the result has the range's length,
@@ -61,15 +64,70 @@ impl Store {
         let gone = || Error::NotFound {
             key: keys::pack(pack),
         };
-        let index = self.relocation_index(pack, wanted).await?;
-        let mut found: Vec<(BlobRef, &Wanted)> = Vec::with_capacity(wanted.len());
-        for w in wanted {
-            let r = index.get(&w.hash).ok_or_else(gone)?;
-            if r.pack == *pack || r.stored_len != w.stored_len || r.compression != w.compression {
-                return Err(gone());
+        // The packs that replaced this one may have been repacked in turn since the index was
+        // last loaded here (a mount that stays up across several gc runs): such a pack is
+        // marked missing too, and the index loaded again.
+        let mut missing = *pack;
+        for _ in 0..RELOAD_ATTEMPTS {
+            let index = self.relocation_index(&missing, wanted).await?;
+            let mut found: Vec<(BlobRef, &Wanted)> = Vec::with_capacity(wanted.len());
+            for w in wanted {
+                let r = index.get(&w.hash).ok_or_else(gone)?;
+                if r.pack == *pack || r.stored_len != w.stored_len || r.compression != w.compression
+                {
+                    return Err(gone());
+                }
+                found.push((r, w));
             }
-            found.push((r, w));
+            match self.read_found(found, range.clone()).await {
+                Err(Error::NotFound { .. }) => {}
+                Ok(out) => {
+                    tracing::debug!(pack = %pack, blobs = wanted.len(), "read blobs from the packs that replaced a collected one");
+                    return Ok(out);
+                }
+                Err(e) => return Err(e),
+            }
+            // Which pack was gone is not known from the error: mark each of them missing
+            // whose objects are gone.
+            let mut again = false;
+            for p in self.gone_among(&index, wanted).await? {
+                missing = p;
+                self.relocator.lock().await.missing.insert(p);
+                again = true;
+            }
+            if !again {
+                break;
+            }
         }
+        Err(gone())
+    }
+
+    /// The packs holding `wanted` in `index` that the store no longer has.
+    async fn gone_among(&self, index: &Index, wanted: &[Wanted]) -> Result<Vec<Hash>> {
+        let mut packs: Vec<Hash> = wanted
+            .iter()
+            .filter_map(|w| index.get(&w.hash).map(|r| r.pack))
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
+        let mut out = Vec::new();
+        for p in packs {
+            match self.size(&keys::pack(&p)).await {
+                Err(Error::NotFound { .. }) => out.push(p),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the stored bytes of each found blob into a buffer of `range`'s length, at its old
+    /// place.
+    async fn read_found(
+        &self,
+        mut found: Vec<(BlobRef, &Wanted)>,
+        range: Range<u64>,
+    ) -> Result<Bytes> {
         found.sort_by_key(|(r, _)| (r.pack, r.offset));
         let len = usize::try_from(range.end - range.start).expect("a range in memory");
         let mut out = vec![0u8; len];
@@ -96,7 +154,6 @@ impl Store {
             }
             i = j;
         }
-        tracing::debug!(pack = %pack, blobs = wanted.len(), "read blobs from the packs that replaced a collected one");
         Ok(Bytes::from(out))
     }
 

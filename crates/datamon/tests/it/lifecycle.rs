@@ -969,6 +969,31 @@ fn sparse_packs_are_repacked_and_old_indexes_still_read() {
             )
             .await
             .unwrap();
+        // Another, whose file is looked up and opened now but read only after two rounds of
+        // repacking: the packs that replaced its pack are replaced in turn.
+        let later = Arc::new(
+            dm.vfs(
+                &r,
+                &b2.id,
+                datamon::vfs::VfsOptions::default(),
+                tokio::runtime::Handle::current(),
+            )
+            .await
+            .unwrap(),
+        );
+        let (l2, later_fh) = {
+            let l = later.clone();
+            tokio::task::spawn_blocking(move || {
+                let a = l
+                    .lookup_blocking(datamon::vfs::ROOT_INODE, "f00.bin")
+                    .unwrap()
+                    .expect("exists");
+                let fh = l.open_blocking(a.ino).unwrap();
+                (l, fh)
+            })
+            .await
+            .unwrap()
+        };
         let plan = gc(&dm).await;
         assert!(plan.packs_condemned > 0, "{plan:?}");
         let collect = gc(&dm).await;
@@ -1007,6 +1032,40 @@ fn sparse_packs_are_repacked_and_old_indexes_still_read() {
             (last.packs_condemned, last.packs_deleted),
             (0, 0),
             "{last:?}"
+        );
+        // Round two: only f00 stays live, and every pack with a dead blob is repacked.
+        for i in (1..40).filter(|i| i % 4 == 0) {
+            std::fs::remove_file(src.path().join(format!("f{i:02}.bin"))).unwrap();
+        }
+        let b3 = upload(&dm, "r", src.path(), "f00 only").await;
+        dm.delete_bundle(&r, &b2.id, &DeleteOptions::default())
+            .await
+            .unwrap();
+        let all = GcOptions {
+            repack_below: 1.0,
+            ..now_gc()
+        };
+        gc_with(all.clone()).await;
+        let again = gc_with(all).await;
+        assert!(again.packs_deleted > 0, "{again:?}");
+        let got = tokio::task::spawn_blocking(move || l2.read_blocking(later_fh, 0, 8_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, files[0], "read through two replacements");
+        let out = tempfile::tempdir().unwrap();
+        dm.download(
+            &r,
+            &b3.id,
+            &out.path().join("o"),
+            &DownloadOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::read(out.path().join("o/f00.bin")).unwrap(),
+            files[0]
         );
         let bad = GcOptions {
             repack_below: 1.5,
