@@ -33,8 +33,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CancellationToken, Datamon, Error, Progress, Result, Unit};
 
-/// How many index objects or tree nodes are read at once.
+/// How many tree nodes are read at once.
 const CONCURRENCY: usize = 32;
+/// How many index objects are read at once (one holds up to a pack's worth of entries: 16,000
+/// for a pack of small files).
+const INDEX_CONCURRENCY: usize = 8;
 
 /// Settings of [`Datamon::gc`].
 #[derive(Debug, Clone)]
@@ -134,12 +137,19 @@ struct GcDone {
     time: DateTime<Utc>,
     deleted: Vec<Hash>,
     spared: Vec<Hash>,
-    /// The blobs that went with the deleted packs (commits check they reuse none).
+    /// How many blobs went with the deleted packs. (A commit that reuses one finds it in no
+    /// index: the index objects went before this record was written.)
     #[serde(default)]
-    blobs: Vec<Hash>,
+    removed_blobs: usize,
     /// Packs deleted after their live blobs were copied into new packs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     repacked: Vec<Hash>,
+}
+
+/// The part of a done record a commit reads.
+#[derive(Deserialize)]
+struct GcDoneTime {
+    time: DateTime<Utc>,
 }
 
 /// A root that gc keeps besides bundles: trees (walked) or blobs.
@@ -155,13 +165,128 @@ pub struct GcPin {
     pub reason: String,
 }
 
-/// The raw index: every index object's pack and entries.
-struct RawIndex {
-    packs: Vec<(Hash, Vec<PackEntry>, u64, DateTime<Utc>)>,
-    /// Packs of `packs` that the listing of `packs/` (made first) did not show: deleted by a
-    /// gc run stopped before it deleted their index objects. (A pack written after that
-    /// listing may show here too, but no plan can name it.)
-    gone: HashSet<Hash>,
+/// An index object as gc sees it, without its entries: they are read again when needed, so
+/// that memory follows the number of packs, not of blobs.
+struct PackInfo {
+    id: Hash,
+    /// Its index object.
+    key: String,
+    /// The pack's size, from the listing of `packs/` (0 when not listed).
+    bytes: u64,
+    /// When the index object was written.
+    time: DateTime<Utc>,
+    /// The listing of `packs/` (made first) did not show the pack, or its index object was gone
+    /// when read again: deleted by a gc run stopped before it deleted the index object, or by a
+    /// concurrent one. (A pack written after that listing may show here too, but no plan can
+    /// name it.)
+    gone: bool,
+    /// How many blobs it holds.
+    blobs: usize,
+    /// Their stored bytes.
+    stored: u64,
+    /// The stored bytes of the live blobs whose primary copy it holds.
+    live: u64,
+}
+
+/// What a walk of trees reports: see [`Datamon::walk_blobs`].
+pub(crate) trait Reached: Send {
+    /// A tree node was reached; false when it was before (its subtree is not walked again).
+    fn tree(&mut self, hash: Hash) -> bool;
+    /// A blob that is not a tree node was reached.
+    fn blob(&mut self, hash: Hash);
+}
+
+impl Reached for HashSet<Hash> {
+    fn tree(&mut self, hash: Hash) -> bool {
+        self.insert(hash)
+    }
+
+    fn blob(&mut self, hash: Hash) {
+        self.insert(hash);
+    }
+}
+
+/// The first 8 bytes of a hash: what gc's live set keeps of a blob.
+fn prefix(h: &Hash) -> u64 {
+    let b = h.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// The marks of a gc run while it walks the roots: the tree nodes (to walk each once) and the
+/// prefixes of every blob reached, compacted (sorted, deduplicated) whenever they double.
+#[derive(Default)]
+struct Marks {
+    trees: HashSet<Hash>,
+    blobs: Vec<u64>,
+    /// `blobs[..sorted]` is sorted and unique.
+    sorted: usize,
+}
+
+impl Marks {
+    fn compact(&mut self) {
+        self.blobs.sort_unstable();
+        self.blobs.dedup();
+        self.sorted = self.blobs.len();
+    }
+
+    fn finish(mut self) -> Live {
+        self.compact();
+        self.blobs.shrink_to_fit();
+        let seen = vec![0; self.blobs.len().div_ceil(64)];
+        Live {
+            keys: self.blobs,
+            seen,
+        }
+    }
+}
+
+impl Reached for Marks {
+    fn tree(&mut self, hash: Hash) -> bool {
+        let new = self.trees.insert(hash);
+        if new {
+            self.blob(hash);
+        }
+        new
+    }
+
+    fn blob(&mut self, hash: Hash) {
+        self.blobs.push(prefix(&hash));
+        if self.blobs.len() >= 2 * self.sorted.max(1 << 16) {
+            self.compact();
+        }
+    }
+}
+
+/// The blobs reachable from the roots, as the sorted prefixes of their hashes: 8 bytes a blob,
+/// where a hash set takes more than 40. A dead blob that shares its prefix with a live one counts
+/// as live (odds of about one in 2^64 / live blobs): it is kept, never the reverse, since what
+/// gc copies is every entry this set calls live that has no safe copy, found by whole hash.
+struct Live {
+    keys: Vec<u64>,
+    /// One bit per key: a copy of the blob was met already (see [`Live::first_copy`]).
+    seen: Vec<u64>,
+}
+
+impl Live {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn contains(&self, h: &Hash) -> bool {
+        self.keys.binary_search(&prefix(h)).is_ok()
+    }
+
+    /// Whether `h` is live and this is the first copy of it met (its primary copy, when the
+    /// packs are met oldest first).
+    fn first_copy(&mut self, h: &Hash) -> bool {
+        let Ok(i) = self.keys.binary_search(&prefix(h)) else {
+            return false;
+        };
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let first = self.seen[word] & bit == 0;
+        self.seen[word] |= bit;
+        first
+    }
 }
 
 impl Datamon {
@@ -225,11 +350,12 @@ impl Datamon {
 
     /// The plans a commit must check: the unfinished ones (with the entries of their
     /// condemned packs still indexed) and the carried-out ones not in `seen`, or without it
-    /// those carried out less than their grace period ago (with the blobs they removed).
+    /// those carried out less than their grace period ago (with no entries: the blobs they
+    /// removed are in no index any more).
     async fn plans_to_check(
         &self,
         seen: Option<&HashSet<u64>>,
-    ) -> Result<Vec<(u64, Vec<(Hash, PackEntry)>, Vec<Hash>)>> {
+    ) -> Result<Vec<(u64, Vec<(Hash, PackEntry)>)>> {
         let plans: Vec<(u64, GcPlan)> = self.store.read_sequence(keys::GC_PLANS).await?;
         if plans.is_empty() {
             return Ok(Vec::new());
@@ -246,7 +372,7 @@ impl Datamon {
         for (seq, plan) in plans {
             let key = keys::gc_done(seq);
             if done_keys.contains(&key) {
-                let done: GcDone = self.store.get_json(&key).await?;
+                let done: GcDoneTime = self.store.get_json(&key).await?;
                 let window = chrono::Duration::seconds(
                     i64::try_from(plan.grace_secs).unwrap_or(i64::MAX / 2000),
                 );
@@ -254,7 +380,7 @@ impl Datamon {
                 // known, recently): its blobs may be among those the data reuses.
                 let unseen = seen.map_or(now - done.time < window, |s| !s.contains(&seq));
                 if unseen {
-                    out.push((seq, Vec::new(), done.blobs));
+                    out.push((seq, Vec::new()));
                 }
                 continue;
             }
@@ -270,7 +396,7 @@ impl Datamon {
                     Err(e) => return Err(e.into()),
                 }
             }
-            out.push((seq, entries, Vec::new()));
+            out.push((seq, entries));
         }
         Ok(out)
     }
@@ -312,22 +438,21 @@ impl Datamon {
             let plans = self.plans_to_check(seen).await?;
             let condemned: HashSet<Hash> = plans
                 .iter()
-                .flat_map(|(_, entries, _)| entries.iter().map(|(p, _)| *p))
+                .flat_map(|(_, entries)| entries.iter().map(|(p, _)| *p))
                 .collect();
             let fresh: Vec<_> = plans
                 .into_iter()
-                .filter(|(s, _, _)| !handled.contains(s))
+                .filter(|(s, _)| !handled.contains(s))
                 .collect();
             if fresh.is_empty() {
                 return Ok(());
             }
-            handled.extend(fresh.iter().map(|(s, _, _)| *s));
-            let mut at_risk: HashMap<Hash, (Hash, PackEntry)> = HashMap::new();
-            let mut removed: HashSet<Hash> = HashSet::new();
-            for (_, entries, blobs) in fresh {
-                at_risk.extend(entries.into_iter().map(|(p, e)| (e.hash, (p, e))));
-                removed.extend(blobs);
-            }
+            handled.extend(fresh.iter().map(|(s, _)| *s));
+            let at_risk: HashMap<Hash, (Hash, PackEntry)> = fresh
+                .into_iter()
+                .flat_map(|(_, entries)| entries)
+                .map(|(p, e)| (e.hash, (p, e)))
+                .collect();
             let index = self.store.load_index().await?;
             // A blob also stored in a pack no plan condemned needs no copy (a plan made later
             // sees this commit's staged record: see `docs/format/gc.md`).
@@ -350,7 +475,8 @@ impl Datamon {
                 }
                 if let Some(x) = at_risk.get(&h) {
                     used.push(*x);
-                } else if !index.contains(&h) && (removed.contains(&h) || missing.is_none()) {
+                } else if !index.contains(&h) {
+                    // Removed by a plan carried out since the data was deduplicated.
                     missing = Some(h);
                 }
             }
@@ -386,20 +512,24 @@ impl Datamon {
         }
     }
 
-    /// Adds to `out` every blob reachable from `roots` (trees walked; a root that is not a tree
-    /// node is a blob itself), walking each tree not in `out` yet once.
-    pub(crate) async fn walk_blobs(
+    /// Reports to `out` every blob reachable from `roots` (trees walked; a root that is not a
+    /// tree node is a blob itself), walking each tree that `out` had not seen once.
+    pub(crate) async fn walk_blobs<R: Reached>(
         &self,
         index: &Index,
         roots: &[Hash],
-        out: &mut HashSet<Hash>,
+        out: &mut R,
     ) -> Result<()> {
         let mut level: Vec<Hash> = Vec::new();
         for r in roots {
-            let is_tree = index.get(r).is_some_and(|b| b.kind == BlobKind::Tree);
-            if out.insert(*r) && is_tree {
-                level.push(*r);
-            } else if index.get(r).is_none() {
+            if index.get(r).is_some_and(|b| b.kind == BlobKind::Tree) {
+                if out.tree(*r) {
+                    level.push(*r);
+                }
+                continue;
+            }
+            out.blob(*r);
+            if index.get(r).is_none() {
                 return Err(Error::Corrupt {
                     path: format!("tree {r}"),
                     detail: "missing from the store".into(),
@@ -407,22 +537,25 @@ impl Datamon {
             }
         }
         while !level.is_empty() {
-            let trees: Vec<_> = futures::stream::iter(
-                level
-                    .iter()
-                    .copied()
+            // Trees are handled as they come, a few in memory at a time (a level of a wide
+            // dataset holds hundreds of thousands of entries).
+            let mut trees = futures::stream::iter(
+                std::mem::take(&mut level)
+                    .into_iter()
                     .map(|h| async move { self.load_tree(index, &h).await }),
             )
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
+            .buffer_unordered(CONCURRENCY);
             let mut next = Vec::new();
-            for t in trees {
+            while let Some(t) = trees.try_next().await? {
                 for e in &t.entries {
                     match &e.node {
-                        Node::File { chunks, .. } => out.extend(chunks.iter().map(|c| c.0)),
+                        Node::File { chunks, .. } => {
+                            for c in chunks {
+                                out.blob(c.0);
+                            }
+                        }
                         Node::Dir { tree } => {
-                            if out.insert(*tree) {
+                            if out.tree(*tree) {
                                 next.push(*tree);
                             }
                         }
@@ -435,32 +568,107 @@ impl Datamon {
         Ok(())
     }
 
-    /// Every index object with its pack's size (from one listing of `packs/`) and the time
-    /// the index object was written.
-    async fn load_raw_index(&self) -> Result<RawIndex> {
+    /// Reads every index object once: the packs, oldest first (those the listing of `packs/`
+    /// does not show last), and an index of the tree nodes, all that marking needs.
+    async fn scan_index(&self) -> Result<(Vec<PackInfo>, Index)> {
         let sizes: HashMap<String, u64> = self.store.list(keys::PACKS).await?.into_iter().collect();
         let sizes = &sizes;
         let listed = self.store.list_times(keys::INDEX).await?;
-        let packs = futures::stream::iter(listed.into_iter().map(|(k, _, t)| async move {
-            let b = match self.store.get(&k).await {
-                // Collected by a concurrent gc run.
-                Err(datamon_store::Error::NotFound { .. }) => return Ok(None),
-                r => r?,
+        let mut scanned =
+            futures::stream::iter(listed.into_iter().map(|(key, _, time)| async move {
+                let Some((id, entries)) = self.pack_entries(&key).await? else {
+                    return Ok(None);
+                };
+                let size = sizes.get(&keys::pack(&id)).copied();
+                let trees: Vec<PackEntry> = entries
+                    .iter()
+                    .filter(|e| e.kind == BlobKind::Tree)
+                    .copied()
+                    .collect();
+                let info = PackInfo {
+                    id,
+                    key,
+                    bytes: size.unwrap_or(0),
+                    time,
+                    gone: size.is_none(),
+                    blobs: entries.len(),
+                    stored: entries.iter().map(|e| u64::from(e.stored_len)).sum(),
+                    live: 0,
+                };
+                Ok::<_, Error>(Some((info, trees)))
+            }))
+            .buffer_unordered(INDEX_CONCURRENCY)
+            .try_filter_map(|x| async move { Ok(x) })
+            .try_collect::<Vec<_>>()
+            .await?;
+        // A blob stored in several packs has its primary copy in the oldest pack still there.
+        scanned.sort_by_key(|(p, _)| (p.gone, p.time, p.id));
+        let trees = Index::from_packs(
+            scanned
+                .iter_mut()
+                .map(|(p, trees)| (p.id, std::mem::take(trees))),
+        );
+        Ok((scanned.into_iter().map(|(p, _)| p).collect(), trees))
+    }
+
+    /// A pack's id and entries, from its index object; `None` when the object is gone (a
+    /// concurrent collection deleted it).
+    async fn pack_entries(&self, key: &str) -> Result<Option<(Hash, Vec<PackEntry>)>> {
+        match self.store.get(key).await {
+            Ok(b) => Ok(Some(self.store.decode_index_object(key, b)?)),
+            Err(datamon_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads every index object again, oldest first, a few at a time: sets each pack's live
+    /// bytes (those of the primary copies of live blobs), finds the safe copies of `wanted`
+    /// (in packs present and condemned by no unfinished plan), and, for each purge, the packs
+    /// that hold one of its blobs dead (`purges` maps a blob to the purges that name it).
+    async fn weigh(
+        &self,
+        packs: &mut [PackInfo],
+        live: &mut Live,
+        wanted: &HashSet<Hash>,
+        condemned: &HashSet<Hash>,
+        purges: &HashMap<Hash, Vec<usize>>,
+        dirty: &mut [HashSet<usize>],
+    ) -> Result<Copies> {
+        let keys: Vec<String> = packs.iter().map(|p| p.key.clone()).collect();
+        let mut read = futures::stream::iter(
+            keys.into_iter()
+                .map(|k| async move { self.pack_entries(&k).await }),
+        )
+        .buffered(INDEX_CONCURRENCY)
+        .enumerate();
+        let mut copies = Copies::default();
+        while let Some((i, entries)) = read.next().await {
+            let pack = &mut packs[i];
+            let Some((_, entries)) = entries? else {
+                pack.gone = true;
+                continue;
             };
-            let (pack, entries) = self.store.decode_index_object(&k, b)?;
-            let bytes = sizes.get(&keys::pack(&pack)).copied().unwrap_or(0);
-            Ok::<_, Error>(Some((pack, entries, bytes, t)))
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
-        let packs: Vec<_> = packs.into_iter().flatten().collect();
-        let gone = packs
-            .iter()
-            .filter(|p| !sizes.contains_key(&keys::pack(&p.0)))
-            .map(|p| p.0)
-            .collect();
-        Ok(RawIndex { packs, gone })
+            let safe = !pack.gone && !condemned.contains(&pack.id);
+            for e in &entries {
+                let primary = live.first_copy(&e.hash);
+                if primary {
+                    pack.live += u64::from(e.stored_len);
+                }
+                if safe && wanted.contains(&e.hash) {
+                    copies.safe.entry(e.hash).or_default().push((
+                        pack.id,
+                        e.stored_len,
+                        e.compression,
+                    ));
+                }
+                if let (false, Some(ps)) = (primary, purges.get(&e.hash)) {
+                    for &p in ps {
+                        dirty[p].insert(i);
+                    }
+                }
+            }
+        }
+        Ok(copies)
     }
 
     /// The roots: every live bundle's tree (staged records listed before bundle records, so a
@@ -524,21 +732,14 @@ impl Datamon {
         let plans = self.open_plans().await?;
         let purges = self.load_purges().await?;
         let roots = self.gc_roots().await?;
-        let mut raw = self.load_raw_index().await?;
+        // Memory follows the packs and the live blobs (8 bytes each), not the index: entries
+        // are read in three passes, one index object at a time (see `docs/format/gc.md`).
+        let (mut packs, trees) = self.scan_index().await?;
         if cancel.is_cancelled() {
             return Err(cancelled());
         }
-        // A blob stored in several packs has its primary copy in the oldest pack still there.
-        raw.packs
-            .sort_by_key(|(p, _, _, t)| (raw.gone.contains(p), *t, *p));
-        // Marking walks trees only: an index of the tree nodes is all it needs (a small part of
-        // the whole, which would double what the raw entries already take).
-        let index = Index::from_packs(raw.packs.iter().map(|(p, e, _, _)| {
-            let trees = e.iter().filter(|e| e.kind == BlobKind::Tree).copied();
-            (*p, trees.collect::<Vec<_>>())
-        }));
         progress.begin("marking", roots.len() as u64, Unit::Items);
-        let mut live: HashSet<Hash> = HashSet::new();
+        let mut marks = Marks::default();
         for r in &roots {
             if cancel.is_cancelled() {
                 progress.end();
@@ -546,7 +747,7 @@ impl Datamon {
             }
             // A root whose tree is missing is damage (fsck reports it); gc keeps going.
             match self
-                .walk_blobs(&index, std::slice::from_ref(r), &mut live)
+                .walk_blobs(&trees, std::slice::from_ref(r), &mut marks)
                 .await
             {
                 Ok(()) | Err(Error::Corrupt { .. }) => {}
@@ -555,58 +756,64 @@ impl Datamon {
             progress.advance(1);
         }
         progress.end();
-        drop(index);
+        drop(trees);
+        let mut live = marks.finish();
         let mut report = GcReport {
             dry_run: opts.dry_run,
-            packs: raw.packs.len(),
-            bytes: raw.packs.iter().map(|p| p.2).sum(),
+            packs: packs.len(),
+            bytes: packs.iter().map(|p| p.bytes).sum(),
             live_blobs: live.len(),
             roots: roots.len(),
             ..GcReport::default()
         };
-        // Live blob -> the pack of its primary copy (the first in `raw.packs`' order).
-        let live: HashMap<Hash, u32> = {
-            let mut primary = HashMap::with_capacity(live.len());
-            for (i, (_, entries, _, _)) in raw.packs.iter().enumerate() {
-                let i = u32::try_from(i).expect("fewer than 4G packs");
-                for e in entries.iter().filter(|e| live.contains(&e.hash)) {
-                    primary.entry(e.hash).or_insert(i);
-                }
-            }
-            primary
-        };
-        let by_pack: HashMap<Hash, usize> = raw
-            .packs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.0, i))
-            .collect();
-        // Whether an entry of pack `i` is the primary copy of a live blob.
-        let primary_live =
-            |i: usize, e: &PackEntry| live.get(&e.hash).is_some_and(|&p| p as usize == i);
-        let purge_blobs: HashSet<Hash> = purges
-            .iter()
-            .flat_map(|(_, p)| p.blobs.iter().copied())
-            .collect();
-        let holds_dead_purge = |i: usize| {
-            raw.packs[i]
-                .1
-                .iter()
-                .any(|e| purge_blobs.contains(&e.hash) && !primary_live(i, e))
-        };
+        let by_pack: HashMap<Hash, usize> =
+            packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
 
-        // Collect: plans old enough.
+        // The live blobs of the packs collected now: all they may need to copy.
         let condemned: HashSet<Hash> = plans
             .iter()
             .flat_map(|(_, p)| p.packs.iter().copied())
             .collect();
-        // Copies are looked up only for the live blobs of packs collected now.
-        let collected_now: HashSet<Hash> = plans
-            .iter()
-            .filter(|(_, p)| now - p.time >= grace)
-            .flat_map(|(_, p)| p.packs.iter().copied())
-            .collect();
-        let mut copies = Copies::new(&raw, &live, &condemned, &collected_now);
+        let mut candidates: HashMap<Hash, Vec<PackEntry>> = HashMap::new();
+        for (_, plan) in plans.iter().filter(|(_, p)| now - p.time >= grace) {
+            for pack in &plan.packs {
+                let Some(&i) = by_pack.get(pack) else {
+                    continue;
+                };
+                if packs[i].gone || candidates.contains_key(pack) {
+                    continue;
+                }
+                match self.pack_entries(&packs[i].key).await? {
+                    Some((_, entries)) => {
+                        // Copied out, so that a pack's worth of dead entries is not kept.
+                        let kept = entries.iter().filter(|e| live.contains(&e.hash)).copied();
+                        candidates.insert(*pack, kept.collect());
+                    }
+                    None => packs[i].gone = true,
+                }
+            }
+        }
+        let wanted: HashSet<Hash> = candidates.values().flatten().map(|e| e.hash).collect();
+        let mut purge_of: HashMap<Hash, Vec<usize>> = HashMap::new();
+        for (k, (_, p)) in purges.iter().enumerate() {
+            for h in &p.blobs {
+                purge_of.entry(*h).or_default().push(k);
+            }
+        }
+        // Per purge, the packs that hold one of its blobs dead.
+        let mut dirty: Vec<HashSet<usize>> = vec![HashSet::new(); purges.len()];
+        let mut copies = self
+            .weigh(
+                &mut packs, &mut live, &wanted, &condemned, &purge_of, &mut dirty,
+            )
+            .await?;
+        drop((live, wanted, purge_of));
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        let holds_dead_purge = |i: usize| dirty.iter().any(|d| d.contains(&i));
+
+        // Collect: plans old enough.
         let mut still_condemned: HashSet<Hash> = HashSet::new();
         let mut deleted_now: HashSet<Hash> = HashSet::new();
         for (seq, plan) in &plans {
@@ -614,7 +821,7 @@ impl Datamon {
                 still_condemned.extend(plan.packs.iter().copied());
                 continue;
             }
-            let (mut deleted, mut spared, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut deleted, mut spared, mut removed_blobs) = (Vec::new(), Vec::new(), 0);
             // Packs to delete once the copies of their live blobs are durable.
             let mut repack: Vec<usize> = Vec::new();
             let mut writer = Repacker::new(self);
@@ -632,24 +839,25 @@ impl Datamon {
                     }
                     continue;
                 };
-                let (_, entries, bytes, _) = &raw.packs[i];
+                let info = &packs[i];
                 // A pack already deleted (by a run stopped before it deleted the index object)
-                // is never spared, whatever now uses its blobs: its index object goes, and its
-                // blobs are listed in the done record, so a commit reusing them is refused.
-                let mut needed: Vec<PackEntry> = if raw.gone.contains(pack) {
+                // is never spared, whatever now uses its blobs: its index object goes, so a
+                // commit reusing its blobs finds them in no index and is refused.
+                let mut needed: Vec<PackEntry> = if info.gone {
                     Vec::new()
                 } else {
-                    entries
-                        .iter()
-                        .filter(|e| live.contains_key(&e.hash) && !copies.safe_elsewhere(e, pack))
+                    candidates
+                        .get(pack)
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| !copies.safe_elsewhere(e, pack))
                         .copied()
                         .collect()
                 };
                 if !needed.is_empty() {
                     let needed_bytes: u64 = needed.iter().map(|e| u64::from(e.stored_len)).sum();
-                    let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
                     #[allow(clippy::cast_precision_loss)]
-                    let mostly_live = needed_bytes as f64 >= opts.repack_below * total as f64;
+                    let mostly_live = needed_bytes as f64 >= opts.repack_below * info.stored as f64;
                     if mostly_live && !holds_dead_purge(i) {
                         spared.push(*pack);
                         continue;
@@ -678,9 +886,8 @@ impl Datamon {
                         Copied::Gone => needed.clear(),
                     }
                 }
-                let kept: HashSet<Hash> = needed.iter().map(|e| e.hash).collect();
-                blobs.extend(entries.iter().map(|e| e.hash).filter(|h| !kept.contains(h)));
-                report.bytes_deleted += bytes;
+                removed_blobs += info.blobs.saturating_sub(needed.len());
+                report.bytes_deleted += info.bytes;
                 if needed.is_empty() {
                     deleted.push(*pack);
                 } else {
@@ -694,7 +901,7 @@ impl Datamon {
             if !opts.dry_run {
                 // The copies are durable before any pack they replace goes.
                 writer.finish().await?;
-                let repacked: Vec<Hash> = repack.iter().map(|&i| raw.packs[i].0).collect();
+                let repacked: Vec<Hash> = repack.iter().map(|&i| packs[i].id).collect();
                 for pack in deleted.iter().chain(&repacked) {
                     // The pack first: an index object without its pack is only a dead name
                     // until this collection finishes (commits copy condemned blobs, and fail
@@ -710,7 +917,7 @@ impl Datamon {
                     time: Utc::now(),
                     deleted,
                     spared,
-                    blobs,
+                    removed_blobs,
                     repacked,
                 };
                 match self.store.create_json(&keys::gc_done(*seq), &done).await {
@@ -723,33 +930,27 @@ impl Datamon {
 
         // Plan: packs old enough that no unfinished plan condemned yet, and that hold no
         // live blob, or few, or a blob a purge removes.
-        let condemn: Vec<usize> = (0..raw.packs.len())
+        let condemn: Vec<usize> = (0..packs.len())
             .filter(|&i| {
-                let (id, entries, _, t) = &raw.packs[i];
-                if now - *t < grace
-                    || still_condemned.contains(id)
-                    || report_deleted(&plans, now, grace, id)
+                let p = &packs[i];
+                if now - p.time < grace
+                    || still_condemned.contains(&p.id)
+                    || report_deleted(&plans, now, grace, &p.id)
                 {
                     return false;
                 }
-                let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
-                let live_bytes: u64 = entries
-                    .iter()
-                    .filter(|e| primary_live(i, e))
-                    .map(|e| u64::from(e.stored_len))
-                    .sum();
                 #[allow(clippy::cast_precision_loss)]
-                let sparse = (live_bytes as f64) < opts.repack_below * total as f64;
-                live_bytes == 0 || sparse || holds_dead_purge(i)
+                let sparse = (p.live as f64) < opts.repack_below * p.stored as f64;
+                p.live == 0 || sparse || holds_dead_purge(i)
             })
             .collect();
         report.packs_condemned = condemn.len();
-        report.bytes_condemned = condemn.iter().map(|&i| raw.packs[i].2).sum();
+        report.bytes_condemned = condemn.iter().map(|&i| packs[i].bytes).sum();
         if !condemn.is_empty() && !opts.dry_run {
             let plan = GcPlan {
                 author: self.author.clone(),
                 time: Utc::now(),
-                packs: condemn.iter().map(|&i| raw.packs[i].0).collect(),
+                packs: condemn.iter().map(|&i| packs[i].id).collect(),
                 grace_secs: opts.grace.as_secs(),
             };
             let (seq, _) = self
@@ -760,16 +961,8 @@ impl Datamon {
         }
 
         // A purge is finished once no pack left holds one of its blobs dead.
-        for (key, purge) in &purges {
-            let blobs: HashSet<Hash> = purge.blobs.iter().copied().collect();
-            let pending = (0..raw.packs.len()).any(|i| {
-                !deleted_now.contains(&raw.packs[i].0)
-                    && raw.packs[i]
-                        .1
-                        .iter()
-                        .any(|e| blobs.contains(&e.hash) && !primary_live(i, e))
-            });
-            if !pending {
+        for ((key, _), dirty) in purges.iter().zip(&dirty) {
+            if dirty.iter().all(|&i| deleted_now.contains(&packs[i].id)) {
                 if !opts.dry_run {
                     self.delete_if_present(key).await?;
                 }
@@ -824,8 +1017,9 @@ fn report_deleted(
         .any(|(_, p)| now - p.time >= grace && p.packs.contains(pack))
 }
 
-/// Where the live blobs of the packs gc reads are stored: which copy of a live blob may stand
-/// for another that gc deletes.
+/// Where the live blobs of the packs gc collects are stored: which copy of a live blob may
+/// stand for another that gc deletes.
+#[derive(Default)]
 struct Copies {
     /// Live blob -> its copies (pack, stored length, compression) in packs that are present
     /// and condemned by no unfinished plan.
@@ -835,41 +1029,6 @@ struct Copies {
 }
 
 impl Copies {
-    /// The safe copies of the live blobs of the packs in `collecting` (only those, so that
-    /// memory follows what is collected, not the store).
-    fn new(
-        raw: &RawIndex,
-        live: &HashMap<Hash, u32>,
-        condemned: &HashSet<Hash>,
-        collecting: &HashSet<Hash>,
-    ) -> Copies {
-        let wanted: HashSet<Hash> = raw
-            .packs
-            .iter()
-            .filter(|(p, _, _, _)| collecting.contains(p))
-            .flat_map(|(_, entries, _, _)| entries.iter().map(|e| e.hash))
-            .filter(|h| live.contains_key(h))
-            .collect();
-        let mut safe: HashMap<Hash, Vec<_>> = HashMap::new();
-        for (pack, entries, _, _) in &raw.packs {
-            if wanted.is_empty() {
-                break;
-            }
-            if raw.gone.contains(pack) || condemned.contains(pack) {
-                continue;
-            }
-            for e in entries.iter().filter(|e| wanted.contains(&e.hash)) {
-                safe.entry(e.hash)
-                    .or_default()
-                    .push((*pack, e.stored_len, e.compression));
-            }
-        }
-        Copies {
-            safe,
-            fresh: HashSet::new(),
-        }
-    }
-
     /// Whether a reader of `e` in `pack` finds the same stored bytes in another pack that
     /// stays (so `pack` may go without copying `e`).
     fn safe_elsewhere(&self, e: &PackEntry, pack: &Hash) -> bool {
@@ -978,5 +1137,48 @@ impl<'a> Repacker<'a> {
         self.flush().await?;
         self.dm.store.sync().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(i: u64) -> Hash {
+        Hash(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn marks_keep_every_blob_reached_once_through_compactions() {
+        let mut marks = Marks::default();
+        // Each blob reached three times, in an order that spans several compactions.
+        for round in 0..3 {
+            for i in 0..100_000u64 {
+                marks.blob(hash((i * 7 + round) % 100_000));
+            }
+        }
+        assert!(marks.tree(hash(1_000_000)));
+        assert!(!marks.tree(hash(1_000_000)), "a tree is walked once");
+        let mut live = marks.finish();
+        assert_eq!(live.len(), 100_001);
+        assert!((0..100_000).all(|i| live.contains(&hash(i))));
+        assert!(live.contains(&hash(1_000_000)), "a tree node is live too");
+        assert!((100_000..101_000).all(|i| !live.contains(&hash(i))));
+        // The first copy met is the primary one; a dead blob has none.
+        assert!(live.first_copy(&hash(5)));
+        assert!(!live.first_copy(&hash(5)));
+        assert!(live.first_copy(&hash(6)));
+        assert!(!live.first_copy(&hash(200_000)));
+    }
+
+    #[test]
+    fn a_dead_blob_sharing_a_live_prefix_counts_as_live() {
+        let mut marks = Marks::default();
+        let live_blob = hash(1);
+        marks.blob(live_blob);
+        let live = marks.finish();
+        let mut twin = live_blob;
+        twin.0[31] ^= 1;
+        assert!(live.contains(&twin), "kept (never the reverse)");
     }
 }
