@@ -35,9 +35,10 @@ use crate::{CancellationToken, Datamon, Error, Progress, Result, Unit};
 
 /// How many tree nodes are read at once.
 const CONCURRENCY: usize = 32;
-/// How many index objects are read at once (one holds up to a pack's worth of entries: 16,000
-/// for a pack of small files).
-const INDEX_CONCURRENCY: usize = 8;
+/// Index objects are read a few at a time: as many as fit in this many bytes (an object holds
+/// a pack's entries, up to 16,000 for a pack of small files, and takes about twice its size
+/// once decoded), between 2 and [`CONCURRENCY`].
+const INDEX_BYTES_IN_FLIGHT: u64 = 2 << 20;
 
 /// Settings of [`Datamon::gc`].
 #[derive(Debug, Clone)]
@@ -570,10 +571,14 @@ impl Datamon {
 
     /// Reads every index object once: the packs, oldest first (those the listing of `packs/`
     /// does not show last), and an index of the tree nodes, all that marking needs.
-    async fn scan_index(&self) -> Result<(Vec<PackInfo>, Index)> {
+    async fn scan_index(&self) -> Result<(Vec<PackInfo>, Index, usize)> {
         let sizes: HashMap<String, u64> = self.store.list(keys::PACKS).await?.into_iter().collect();
         let sizes = &sizes;
         let listed = self.store.list_times(keys::INDEX).await?;
+        let largest = listed.iter().map(|(_, n, _)| *n).max().unwrap_or(1).max(1);
+        let at_once = usize::try_from(INDEX_BYTES_IN_FLIGHT / largest)
+            .unwrap_or(CONCURRENCY)
+            .clamp(2, CONCURRENCY);
         let mut scanned =
             futures::stream::iter(listed.into_iter().map(|(key, _, time)| async move {
                 let Some((id, entries)) = self.pack_entries(&key).await? else {
@@ -597,7 +602,7 @@ impl Datamon {
                 };
                 Ok::<_, Error>(Some((info, trees)))
             }))
-            .buffer_unordered(INDEX_CONCURRENCY)
+            .buffer_unordered(at_once)
             .try_filter_map(|x| async move { Ok(x) })
             .try_collect::<Vec<_>>()
             .await?;
@@ -608,7 +613,11 @@ impl Datamon {
                 .iter_mut()
                 .map(|(p, trees)| (p.id, std::mem::take(trees))),
         );
-        Ok((scanned.into_iter().map(|(p, _)| p).collect(), trees))
+        Ok((
+            scanned.into_iter().map(|(p, _)| p).collect(),
+            trees,
+            at_once,
+        ))
     }
 
     /// A pack's id and entries, from its index object; `None` when the object is gone (a
@@ -625,8 +634,10 @@ impl Datamon {
     /// bytes (those of the primary copies of live blobs), finds the safe copies of `wanted`
     /// (in packs present and condemned by no unfinished plan), and, for each purge, the packs
     /// that hold one of its blobs dead (`purges` maps a blob to the purges that name it).
+    #[allow(clippy::too_many_arguments)]
     async fn weigh(
         &self,
+        at_once: usize,
         packs: &mut [PackInfo],
         live: &mut Live,
         wanted: &HashSet<Hash>,
@@ -639,7 +650,7 @@ impl Datamon {
             keys.into_iter()
                 .map(|k| async move { self.pack_entries(&k).await }),
         )
-        .buffered(INDEX_CONCURRENCY)
+        .buffered(at_once)
         .enumerate();
         let mut copies = Copies::default();
         while let Some((i, entries)) = read.next().await {
@@ -734,7 +745,7 @@ impl Datamon {
         let roots = self.gc_roots().await?;
         // Memory follows the packs and the live blobs (8 bytes each), not the index: entries
         // are read in three passes, one index object at a time (see `docs/format/gc.md`).
-        let (mut packs, trees) = self.scan_index().await?;
+        let (mut packs, trees, at_once) = self.scan_index().await?;
         if cancel.is_cancelled() {
             return Err(cancelled());
         }
@@ -804,7 +815,7 @@ impl Datamon {
         let mut dirty: Vec<HashSet<usize>> = vec![HashSet::new(); purges.len()];
         let mut copies = self
             .weigh(
-                &mut packs, &mut live, &wanted, &condemned, &purge_of, &mut dirty,
+                at_once, &mut packs, &mut live, &wanted, &condemned, &purge_of, &mut dirty,
             )
             .await?;
         drop((live, wanted, purge_of));
